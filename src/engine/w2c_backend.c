@@ -424,8 +424,27 @@ const char *kiln_module_symbol(kiln_module *m, uintptr_t pc, char *buf,
   }
   if (lo > 0) found = m->symbols[lo - 1].name;
   if (found) {
-    if (!strncmp(found, "w2c_", 4)) found += 4;
-    snprintf(buf, size, "%s", found);
+    /* w2c_NAME: an internal function; Z_mZ_NAME: an export wrapper whose
+     * name is mangled (ZXX is the byte 0xXX). */
+    const char *export_prefix = "Z_" KILN_W2C_MODULE_NAME "Z_";
+    if (!strncmp(found, "w2c_", 4)) {
+      snprintf(buf, size, "%s", found + 4);
+    } else if (!strncmp(found, export_prefix, strlen(export_prefix))) {
+      size_t n = 0;
+      for (const char *q = found + strlen(export_prefix); *q && n + 1 < size;
+           q++) {
+        unsigned v;
+        if (*q == 'Z' && sscanf(q + 1, "%2x", &v) == 1) {
+          buf[n++] = (char)v;
+          q += 2;
+        } else {
+          buf[n++] = *q;
+        }
+      }
+      buf[n] = 0;
+    } else {
+      snprintf(buf, size, "%s", found);
+    }
     found = buf;
   }
   pthread_mutex_unlock(&m->sym_lock);
