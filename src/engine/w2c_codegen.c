@@ -198,6 +198,11 @@ static kiln_status parse_instance_fields(const char *header, field_list *f) {
     const char *name = semi;
     while (name > line && name[-1] != ' ') name--;
     size_t type_len = (size_t)(name - line);
+    /* wasm2c gives an otherwise empty struct `char dummy_member;`. */
+    if ((size_t)(semi - name) == 12 && !strncmp(name, "dummy_member", 12))
+      continue;
+    /* `bool data_segment_dropped_... : 1;` bitfields are not globals. */
+    if (memchr(line, ':', semi - line)) continue;
     bool ok;
     if (type_len >= 16 && !strncmp(line, "wasm_rt_memory_t", 16))
       ok = push(&f->mem, &f->nmem, name, semi - name);
