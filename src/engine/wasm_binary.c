@@ -78,10 +78,9 @@ static kiln_status read_u8(reader *r, uint8_t *out) {
 /* Points *out at the next n bytes (no copy) and steps over them. */
 static kiln_status read_bytes(reader *r, uint64_t n, const uint8_t **out) {
   if (n > left(r)) {
-    return malformed(r, r->pos,
-                     "unexpected end: %" PRIu64 " bytes needed, %" PRIu64
-                     " left",
-                     n, left(r));
+    return malformed(
+        r, r->pos, "unexpected end: %" PRIu64 " bytes needed, %" PRIu64 " left",
+        n, left(r));
   }
   *out = r->pos;
   r->pos += n;
@@ -187,8 +186,7 @@ static bool utf8_valid(const uint8_t *s, uint64_t n) {
 }
 
 /* A name: length-prefixed UTF-8. Points into the module (no copy). */
-static kiln_status read_name(reader *r, const uint8_t **bytes,
-                             uint32_t *len) {
+static kiln_status read_name(reader *r, const uint8_t **bytes, uint32_t *len) {
   KILN_RETURN_IF_ERROR(read_u32(r, len));
   const uint8_t *at = r->pos;
   KILN_RETURN_IF_ERROR(read_bytes(r, *len, bytes));
@@ -232,9 +230,8 @@ typedef struct parser {
 } parser;
 
 /* Resizes *arr from old_count to count elements, zeroing the new ones. */
-static kiln_status resize_array(void **arr, uint64_t old_count,
-                                uint64_t count, size_t elem_size,
-                                const char *what) {
+static kiln_status resize_array(void **arr, uint64_t old_count, uint64_t count,
+                                size_t elem_size, const char *what) {
   if (count == 0) return KILN_OK;
   if (count > SIZE_MAX / elem_size) return no_memory(what);
   void *p = realloc(*arr, (size_t)count * elem_size);
@@ -260,13 +257,20 @@ static kiln_status check_index_space(const reader *r, const uint8_t *at,
 
 static const char *valtype_name(kiln_valtype t) {
   switch (t) {
-    case KILN_I32: return "i32";
-    case KILN_I64: return "i64";
-    case KILN_F32: return "f32";
-    case KILN_F64: return "f64";
-    case KILN_V128: return "v128";
-    case KILN_FUNCREF: return "funcref";
-    case KILN_EXTERNREF: return "externref";
+    case KILN_I32:
+      return "i32";
+    case KILN_I64:
+      return "i64";
+    case KILN_F32:
+      return "f32";
+    case KILN_F64:
+      return "f64";
+    case KILN_V128:
+      return "v128";
+    case KILN_FUNCREF:
+      return "funcref";
+    case KILN_EXTERNREF:
+      return "externref";
   }
   return "?";
 }
@@ -278,17 +282,30 @@ static kiln_status read_valtype(parser *p, reader *r, kiln_valtype *out) {
   uint8_t b;
   KILN_RETURN_IF_ERROR(read_u8(r, &b));
   switch (b) {
-    case 0x7f: *out = KILN_I32; return KILN_OK;
-    case 0x7e: *out = KILN_I64; return KILN_OK;
-    case 0x7d: *out = KILN_F32; return KILN_OK;
-    case 0x7c: *out = KILN_F64; return KILN_OK;
+    case 0x7f:
+      *out = KILN_I32;
+      return KILN_OK;
+    case 0x7e:
+      *out = KILN_I64;
+      return KILN_OK;
+    case 0x7d:
+      *out = KILN_F32;
+      return KILN_OK;
+    case 0x7c:
+      *out = KILN_F64;
+      return KILN_OK;
     case 0x7b:
       *out = KILN_V128;
       p->info->features.simd = true;
       return KILN_OK;
-    case 0x70: *out = KILN_FUNCREF; return KILN_OK;
-    case 0x6f: *out = KILN_EXTERNREF; return KILN_OK;
-    default: return malformed(r, at, "malformed value type 0x%02x", b);
+    case 0x70:
+      *out = KILN_FUNCREF;
+      return KILN_OK;
+    case 0x6f:
+      *out = KILN_EXTERNREF;
+      return KILN_OK;
+    default:
+      return malformed(r, at, "malformed value type 0x%02x", b);
   }
 }
 
@@ -324,8 +341,9 @@ static kiln_status read_type_index(parser *p, reader *r, uint32_t *out) {
   const uint8_t *at = r->pos;
   KILN_RETURN_IF_ERROR(read_u32(r, out));
   if (*out >= p->info->type_count) {
-    return malformed(r, at, "unknown type %" PRIu32 " (the module has %" PRIu32
-                     ")", *out, p->info->type_count);
+    return malformed(r, at,
+                     "unknown type %" PRIu32 " (the module has %" PRIu32 ")",
+                     *out, p->info->type_count);
   }
   return KILN_OK;
 }
@@ -340,16 +358,17 @@ static kiln_status read_limits(parser *p, reader *r, bool is_memory,
   KILN_RETURN_IF_ERROR(read_u8(r, &flags));
   const uint8_t known = is_memory ? 0x07 : 0x01;
   if (flags & ~known) {
-    return malformed(r, at, "malformed limits flags 0x%02x (integer too "
-                     "large)", flags);
+    return malformed(r, at, "malformed limits flags 0x%02x (integer too large)",
+                     flags);
   }
   if ((flags & 0x02) && !(flags & 0x01)) {
-    return malformed(r, at, "malformed limits flags 0x%02x: a shared memory "
-                     "must have a maximum", flags);
+    return malformed(r, at,
+                     "malformed limits flags 0x%02x: a shared memory "
+                     "must have a maximum",
+                     flags);
   }
-  *out = (kiln_limits){.has_max = flags & 0x01,
-                       .shared = flags & 0x02,
-                       .is64 = flags & 0x04};
+  *out = (kiln_limits){
+      .has_max = flags & 0x01, .shared = flags & 0x02, .is64 = flags & 0x04};
   const uint8_t *min_at = r->pos;
   if (out->is64) {
     KILN_RETURN_IF_ERROR(read_u64(r, &out->min));
@@ -364,14 +383,16 @@ static kiln_status read_limits(parser *p, reader *r, bool is_memory,
     }
   }
   if (out->has_max && out->min > out->max) {
-    return malformed(r, min_at, "size minimum must not be greater than "
-                     "maximum (%" PRIu64 " > %" PRIu64 ")", out->min,
-                     out->max);
+    return malformed(r, min_at,
+                     "size minimum must not be greater than "
+                     "maximum (%" PRIu64 " > %" PRIu64 ")",
+                     out->min, out->max);
   }
   if (is_memory) {
     uint64_t cap = out->is64 ? KILN_WASM_MAX_PAGES64 : KILN_WASM_MAX_PAGES32;
     if (out->min > cap || (out->has_max && out->max > cap)) {
-      return malformed(r, min_at, out->is64
+      return malformed(r, min_at,
+                       out->is64
                            ? "memory size must be at most 2^48 pages"
                            : "memory size must be at most 65536 pages (4GiB)");
     }
@@ -477,16 +498,20 @@ static kiln_status read_const_instr(parser *p, reader *r, uint8_t op,
       const uint8_t *idx_at = r->pos;
       KILN_RETURN_IF_ERROR(read_u32(r, &g));
       if (g >= p->global_import_count) {
-        return malformed(r, idx_at, "unknown global %" PRIu32
+        return malformed(r, idx_at,
+                         "unknown global %" PRIu32
                          " (constant expressions see only the %" PRIu32
-                         " imported globals)", g, p->global_import_count);
+                         " imported globals)",
+                         g, p->global_import_count);
       }
       if (info->globals[g].is_mutable) {
-        return malformed(r, at, "constant expression required: global.get "
-                         "of mutable global %" PRIu32, g);
+        return malformed(r, at,
+                         "constant expression required: global.get "
+                         "of mutable global %" PRIu32,
+                         g);
       }
-      *c = (kiln_wasm_const){KILN_CONST_GLOBAL_GET, info->globals[g].type,
-                             {.index = g}};
+      *c = (kiln_wasm_const){
+          KILN_CONST_GLOBAL_GET, info->globals[g].type, {.index = g}};
       return KILN_OK;
     }
     case OP_PREFIX_SIMD: {
@@ -523,18 +548,22 @@ static kiln_status read_const_expr(parser *p, reader *r, kiln_valtype expected,
     if (values++ == 0) first = c;
   }
   if (values == 0) {
-    return malformed(r, start, "type mismatch: empty constant expression, "
-                     "expected one %s", valtype_name(expected));
+    return malformed(r, start,
+                     "type mismatch: empty constant expression, "
+                     "expected one %s",
+                     valtype_name(expected));
   }
   if (values > 1) {
-    return malformed(r, start, "type mismatch: constant expression produces "
-                     "%" PRIu32 " values, expected one %s", values,
-                     valtype_name(expected));
+    return malformed(r, start,
+                     "type mismatch: constant expression produces "
+                     "%" PRIu32 " values, expected one %s",
+                     values, valtype_name(expected));
   }
   if (first.type != expected) {
-    return malformed(r, start, "type mismatch: constant expression produces "
-                     "%s, expected %s", valtype_name(first.type),
-                     valtype_name(expected));
+    return malformed(r, start,
+                     "type mismatch: constant expression produces "
+                     "%s, expected %s",
+                     valtype_name(first.type), valtype_name(expected));
   }
   *out = first;
   return KILN_OK;
@@ -554,8 +583,8 @@ static kiln_status parse_type_section(parser *p, reader *r) {
     uint8_t form;
     KILN_RETURN_IF_ERROR(read_u8(r, &form));
     if (form != 0x60) {
-      return malformed(r, at, "malformed function type: form 0x%02x, "
-                       "expected 0x60", form);
+      return malformed(
+          r, at, "malformed function type: form 0x%02x, expected 0x60", form);
     }
     kiln_functype *t = &info->types[i];
     KILN_RETURN_IF_ERROR(read_valtypes(p, r, &t->param_count, &t->params));
@@ -564,6 +593,8 @@ static kiln_status parse_type_section(parser *p, reader *r) {
   return KILN_OK;
 }
 
+/* One import. Its kind byte (0 func, 1 table, 2 memory, 3 global, 4 tag)
+ * is the kiln_extern_kind value; exports use the same bytes. */
 static kiln_status parse_import(parser *p, reader *r, uint32_t i) {
   kiln_wasm_info *info = p->info;
   kiln_import *imp = &info->imports[i];
@@ -655,10 +686,9 @@ static kiln_status parse_function_section(parser *p, reader *r) {
   KILN_RETURN_IF_ERROR(read_count(r, &n));
   KILN_RETURN_IF_ERROR(
       check_index_space(r, at, info->func_count, n, "functions"));
-  KILN_RETURN_IF_ERROR(resize_array((void **)&info->func_types,
-                                    info->func_count,
-                                    (uint64_t)info->func_count + n,
-                                    sizeof *info->func_types, "functions"));
+  KILN_RETURN_IF_ERROR(resize_array(
+      (void **)&info->func_types, info->func_count,
+      (uint64_t)info->func_count + n, sizeof *info->func_types, "functions"));
   for (uint32_t i = 0; i < n; i++) {
     KILN_RETURN_IF_ERROR(
         read_type_index(p, r, &info->func_types[info->func_count]));
@@ -673,8 +703,8 @@ static kiln_status parse_table_section(parser *p, reader *r) {
   const uint8_t *at = r->pos;
   uint32_t n;
   KILN_RETURN_IF_ERROR(read_count(r, &n));
-  KILN_RETURN_IF_ERROR(check_index_space(r, at, info->table_count, n,
-                                         "tables"));
+  KILN_RETURN_IF_ERROR(
+      check_index_space(r, at, info->table_count, n, "tables"));
   KILN_RETURN_IF_ERROR(resize_array((void **)&info->tables, info->table_count,
                                     (uint64_t)info->table_count + n,
                                     sizeof *info->tables, "tables"));
@@ -692,8 +722,8 @@ static kiln_status parse_memory_section(parser *p, reader *r) {
   const uint8_t *at = r->pos;
   uint32_t n;
   KILN_RETURN_IF_ERROR(read_count(r, &n));
-  KILN_RETURN_IF_ERROR(check_index_space(r, at, info->memory_count, n,
-                                         "memories"));
+  KILN_RETURN_IF_ERROR(
+      check_index_space(r, at, info->memory_count, n, "memories"));
   KILN_RETURN_IF_ERROR(resize_array(
       (void **)&info->memories, info->memory_count,
       (uint64_t)info->memory_count + n, sizeof *info->memories, "memories"));
@@ -721,11 +751,11 @@ static kiln_status parse_global_section(parser *p, reader *r) {
   const uint8_t *at = r->pos;
   uint32_t n;
   KILN_RETURN_IF_ERROR(read_count(r, &n));
-  KILN_RETURN_IF_ERROR(check_index_space(r, at, info->global_count, n,
-                                         "globals"));
-  KILN_RETURN_IF_ERROR(resize_array(
-      (void **)&info->globals, info->global_count,
-      (uint64_t)info->global_count + n, sizeof *info->globals, "globals"));
+  KILN_RETURN_IF_ERROR(
+      check_index_space(r, at, info->global_count, n, "globals"));
+  KILN_RETURN_IF_ERROR(resize_array((void **)&info->globals, info->global_count,
+                                    (uint64_t)info->global_count + n,
+                                    sizeof *info->globals, "globals"));
   for (uint32_t i = 0; i < n; i++) {
     kiln_wasm_global *g = &info->globals[info->global_count];
     KILN_RETURN_IF_ERROR(read_valtype(p, r, &g->type));
@@ -857,8 +887,8 @@ static kiln_status parse_start_section(parser *p, reader *r) {
   }
   const kiln_functype *t = &info->types[info->func_types[f]];
   if (t->param_count != 0 || t->result_count != 0) {
-    return malformed(r, at, "start function %" PRIu32 " must have type "
-                     "[] -> []", f);
+    return malformed(r, at,
+                     "start function %" PRIu32 " must have type [] -> []", f);
   }
   info->has_start = true;
   info->start_func = f;
@@ -995,9 +1025,10 @@ static kiln_status parse_data_section(parser *p, reader *r) {
   uint32_t n;
   KILN_RETURN_IF_ERROR(read_count(r, &n));
   if (p->has_data_count && n != p->data_count) {
-    return malformed(r, at, "data count and data section have inconsistent "
-                     "lengths (%" PRIu32 " and %" PRIu32 ")", p->data_count,
-                     n);
+    return malformed(r, at,
+                     "data count and data section have inconsistent "
+                     "lengths (%" PRIu32 " and %" PRIu32 ")",
+                     p->data_count, n);
   }
   KILN_RETURN_IF_ERROR(resize_array((void **)&info->data, 0, n,
                                     sizeof *info->data, "data segments"));
@@ -1021,9 +1052,9 @@ static kiln_status end_walk_early(reader *r) {
   return KILN_OK;
 }
 
-static kiln_status skip_u32s(reader *r, int n) {
+static kiln_status skip_u32s(reader *r, uint64_t n) {
   uint32_t unused;
-  for (int i = 0; i < n; i++) KILN_RETURN_IF_ERROR(read_u32(r, &unused));
+  for (uint64_t i = 0; i < n; i++) KILN_RETURN_IF_ERROR(read_u32(r, &unused));
   return KILN_OK;
 }
 
@@ -1051,10 +1082,10 @@ static kiln_status skip_memarg(parser *p, reader *r) {
   return skip_u32s(r, 1);
 }
 
-static kiln_status require_data_count(parser *p, reader *r,
-                                      const uint8_t *at) {
+static kiln_status require_data_count(parser *p, reader *r, const uint8_t *at) {
   if (p->has_data_count) return KILN_OK;
-  return malformed(r, at, "data count section required (memory.init or "
+  return malformed(r, at,
+                   "data count section required (memory.init or "
                    "data.drop is used)");
 }
 
@@ -1064,8 +1095,8 @@ static kiln_status skip_misc_op(parser *p, reader *r, const uint8_t *at) {
   uint32_t sub;
   KILN_RETURN_IF_ERROR(read_u32(r, &sub));
   switch (sub) {
-    case 0: case 1: case 2: case 3: case 4: case 5: case 6: case 7:
-      return KILN_OK; /* trunc_sat */
+    case 0 ... 7: /* i32/i64.trunc_sat_f32/f64_s/u */
+      return KILN_OK;
     case 8: /* memory.init data memory */
       KILN_RETURN_IF_ERROR(require_data_count(p, r, at));
       KILN_RETURN_IF_ERROR(skip_u32s(r, 1));
@@ -1076,15 +1107,15 @@ static kiln_status skip_misc_op(parser *p, reader *r, const uint8_t *at) {
     case 10: /* memory.copy dst src */
       KILN_RETURN_IF_ERROR(skip_memory_index(p, r));
       return skip_memory_index(p, r);
-    case 11: /* memory.fill */
+    case 11: /* memory.fill memory */
       return skip_memory_index(p, r);
     case 12: /* table.init elem table */
     case 14: /* table.copy dst src */
       return skip_u32s(r, 2);
-    case 13: /* elem.drop */
-    case 15: /* table.grow */
-    case 16: /* table.size */
-    case 17: /* table.fill */
+    case 13: /* elem.drop elem */
+    case 15: /* table.grow table */
+    case 16: /* table.size table */
+    case 17: /* table.fill table */
       return skip_u32s(r, 1);
     default:
       return malformed(r, at, "illegal opcode 0xfc %" PRIu32, sub);
@@ -1096,32 +1127,40 @@ static kiln_status skip_misc_op(parser *p, reader *r, const uint8_t *at) {
  * tail calls. Sets *stop for opcodes of proposals the walk does not follow
  * (SIMD, threads, exceptions), after noting the feature. */
 static kiln_status skip_instr(parser *p, reader *r, uint8_t op,
-                              const uint8_t *at, uint64_t *depth,
-                              bool *stop) {
+                              const uint8_t *at, uint64_t *depth, bool *stop) {
   uint64_t unused64;
   kiln_wasm_features *features = &p->info->features;
-  if (op >= 0x45 && op <= 0xc4) return KILN_OK; /* numeric, no immediates */
-  if (op >= 0x28 && op <= 0x3e) return skip_memarg(p, r);
   switch (op) {
-    case 0x00: case 0x01: case 0x05: case 0x0f: case 0x1a: case 0x1b:
-    case 0xd1:
-      return KILN_OK; /* unreachable nop else return drop select is_null */
-    case 0x02: case 0x03: case 0x04: /* block loop if: block type (s33) */
+    case 0x00:          /* unreachable */
+    case 0x01:          /* nop */
+    case 0x05:          /* else */
+    case 0x0f:          /* return */
+    case 0x1a:          /* drop */
+    case 0x1b:          /* select */
+    case 0x45 ... 0xc4: /* numeric instructions */
+    case 0xd1:          /* ref.is_null */
+      return KILN_OK;
+    case 0x02: /* block bt (bt: an s33) */
+    case 0x03: /* loop bt */
+    case 0x04: /* if bt */
       (*depth)++;
       return read_leb(r, 33, true, &unused64);
-    case 0x0c: case 0x0d: case 0x10: case 0x12: /* br br_if call return_call */
-    case 0x20: case 0x21: case 0x22: case 0x23: case 0x24: /* locals/globals */
-    case 0x25: case 0x26: case 0xd2: /* table.get table.set ref.func */
+    case 0x0c:          /* br label */
+    case 0x0d:          /* br_if label */
+    case 0x10:          /* call func */
+    case 0x12:          /* return_call func */
+    case 0x20 ... 0x24: /* local.get/set/tee, global.get/set */
+    case 0x25:          /* table.get table */
+    case 0x26:          /* table.set table */
+    case 0xd2:          /* ref.func func */
       return skip_u32s(r, 1);
-    case 0x3f: case 0x40: /* memory.size memory.grow */
-      return skip_memory_index(p, r);
-    case 0x11: case 0x13: /* call_indirect return_call_indirect */
+    case 0x11: /* call_indirect type table */
+    case 0x13: /* return_call_indirect type table */
       return skip_u32s(r, 2);
-    case 0x0e: { /* br_table: targets and default */
+    case 0x0e: { /* br_table label* label */
       uint32_t n;
       KILN_RETURN_IF_ERROR(read_count(r, &n));
-      for (uint64_t i = 0; i <= n; i++) KILN_RETURN_IF_ERROR(skip_u32s(r, 1));
-      return KILN_OK;
+      return skip_u32s(r, (uint64_t)n + 1);
     }
     case 0x1c: { /* select t* */
       uint32_t n;
@@ -1132,14 +1171,30 @@ static kiln_status skip_instr(parser *p, reader *r, uint8_t op,
       }
       return KILN_OK;
     }
-    case OP_I32_CONST: return read_leb(r, 32, true, &unused64);
-    case OP_I64_CONST: return read_leb(r, 64, true, &unused64);
-    case OP_F32_CONST: return read_bytes(r, 4, &(const uint8_t *){0});
-    case OP_F64_CONST: return read_bytes(r, 8, &(const uint8_t *){0});
-    case OP_REF_NULL: return read_reftype(r, &(kiln_valtype){0});
-    case OP_PREFIX_MISC: return skip_misc_op(p, r, at);
-    case 0x06: case 0x07: case 0x08: case 0x09: case 0x18: case 0x19:
-      features->exceptions = true; /* try catch throw rethrow delegate ... */
+    case 0x28 ... 0x3e: /* loads and stores */
+      return skip_memarg(p, r);
+    case 0x3f: /* memory.size memory */
+    case 0x40: /* memory.grow memory */
+      return skip_memory_index(p, r);
+    case OP_I32_CONST:
+      return read_leb(r, 32, true, &unused64);
+    case OP_I64_CONST:
+      return read_leb(r, 64, true, &unused64);
+    case OP_F32_CONST:
+      return read_bytes(r, 4, &(const uint8_t *){0});
+    case OP_F64_CONST:
+      return read_bytes(r, 8, &(const uint8_t *){0});
+    case OP_REF_NULL:
+      return read_reftype(r, &(kiln_valtype){0});
+    case OP_PREFIX_MISC:
+      return skip_misc_op(p, r, at);
+    case 0x06: /* try */
+    case 0x07: /* catch */
+    case 0x08: /* throw */
+    case 0x09: /* rethrow */
+    case 0x18: /* delegate */
+    case 0x19: /* catch_all */
+      features->exceptions = true;
       *stop = true;
       return KILN_OK;
     case OP_PREFIX_SIMD:
@@ -1171,7 +1226,8 @@ static kiln_status walk_body(parser *p, reader *r) {
         continue;
       }
       if (r->pos != r->end) {
-        return malformed(r, r->pos, "operators remaining after the end of "
+        return malformed(r, r->pos,
+                         "operators remaining after the end of "
                          "the function body");
       }
       return KILN_OK;
@@ -1180,8 +1236,8 @@ static kiln_status walk_body(parser *p, reader *r) {
     KILN_RETURN_IF_ERROR(skip_instr(p, r, op, at, &depth, &stop));
     if (stop) return end_walk_early(r);
   }
-  return malformed(r, r->pos, "unexpected end of function: END opcode "
-                   "expected");
+  return malformed(r, r->pos,
+                   "unexpected end of function: END opcode expected");
 }
 
 /* Local declarations: groups of (count, type). Params count too. */
@@ -1197,8 +1253,9 @@ static kiln_status read_locals(parser *p, reader *r, uint32_t func) {
     KILN_RETURN_IF_ERROR(read_u32(r, &n));
     total += n; /* at most 2^32 groups of at most 2^32-1: no overflow */
     if (total > KILN_WASM_MAX_LOCALS) {
-      return malformed(r, at, "too many locals (more than %d in function %"
-                       PRIu32 ")", KILN_WASM_MAX_LOCALS, func);
+      return malformed(r, at,
+                       "too many locals (more than %d in function %" PRIu32 ")",
+                       KILN_WASM_MAX_LOCALS, func);
     }
     KILN_RETURN_IF_ERROR(read_valtype(p, r, &t));
   }
@@ -1210,8 +1267,10 @@ static kiln_status parse_body(parser *p, reader *r, uint32_t func) {
   uint32_t size;
   KILN_RETURN_IF_ERROR(read_u32(r, &size));
   if (size > left(r)) {
-    return malformed(r, at, "unexpected end: function body size %" PRIu32
-                     " runs past the code section", size);
+    return malformed(r, at,
+                     "unexpected end: function body size %" PRIu32
+                     " runs past the code section",
+                     size);
   }
   reader body = {r->base, r->pos, r->pos + size};
   r->pos += size;
@@ -1224,7 +1283,8 @@ static kiln_status parse_code_section(parser *p, reader *r) {
   uint32_t n;
   KILN_RETURN_IF_ERROR(read_count(r, &n));
   if (n != p->defined_func_count) {
-    return malformed(r, at, "function and code section have inconsistent "
+    return malformed(r, at,
+                     "function and code section have inconsistent "
                      "lengths (%" PRIu32 " and %" PRIu32 ")",
                      p->defined_func_count, n);
   }
@@ -1369,9 +1429,11 @@ static kiln_status parse_section(parser *p, reader *r) {
   KILN_RETURN_IF_ERROR(read_u8(r, &id));
   KILN_RETURN_IF_ERROR(read_u32(r, &size));
   if (size > left(r)) {
-    return malformed(r, at, "unexpected end: section size %" PRIu32
+    return malformed(r, at,
+                     "unexpected end: section size %" PRIu32
                      " runs past the end of the module (%" PRIu64
-                     " bytes left)", size, left(r));
+                     " bytes left)",
+                     size, left(r));
   }
   reader sec = {r->base, r->pos, r->pos + size};
   r->pos += size;
@@ -1388,16 +1450,18 @@ static kiln_status parse_section(parser *p, reader *r) {
                        name);
     }
     if (kSections[id].rank < p->last_rank) {
-      return malformed(r, at, "junk after last section: %s section out of "
-                       "order", name);
+      return malformed(
+          r, at, "junk after last section: %s section out of order", name);
     }
     p->seen[id] = true;
     p->last_rank = kSections[id].rank;
     KILN_RETURN_IF_ERROR(kSections[id].parse(p, &sec));
   }
   if (sec.pos != sec.end) {
-    return malformed(r, sec.pos, "section size mismatch: %" PRIu64
-                     " bytes left over in the %s section", left(&sec), name);
+    return malformed(r, sec.pos,
+                     "section size mismatch: %" PRIu64
+                     " bytes left over in the %s section",
+                     left(&sec), name);
   }
   return KILN_OK;
 }
@@ -1405,12 +1469,10 @@ static kiln_status parse_section(parser *p, reader *r) {
 static kiln_status read_header(reader *r) {
   static const uint8_t kMagic[4] = {0x00, 0x61, 0x73, 0x6d}; /* \0asm */
   const uint8_t *bytes;
-  if (left(r) < 4) return malformed(r, r->pos, "unexpected end");
   KILN_RETURN_IF_ERROR(read_bytes(r, 4, &bytes));
   if (memcmp(bytes, kMagic, 4) != 0) {
     return malformed(r, bytes, "magic header not detected");
   }
-  if (left(r) < 4) return malformed(r, r->pos, "unexpected end");
   KILN_RETURN_IF_ERROR(read_bytes(r, 4, &bytes));
   if (memcmp(bytes, "\x01\x00\x00\x00", 4) != 0) {
     return malformed(r, bytes, "unknown binary version");
@@ -1422,12 +1484,14 @@ static kiln_status parse_module(parser *p, reader *r) {
   KILN_RETURN_IF_ERROR(read_header(r));
   while (r->pos < r->end) KILN_RETURN_IF_ERROR(parse_section(p, r));
   if (p->code_count != p->defined_func_count) {
-    return malformed(r, r->pos, "function and code section have inconsistent "
+    return malformed(r, r->pos,
+                     "function and code section have inconsistent "
                      "lengths (%" PRIu32 " and %" PRIu32 ")",
                      p->defined_func_count, p->code_count);
   }
   if (p->has_data_count && p->data_count != p->info->data_count) {
-    return malformed(r, r->pos, "data count and data section have "
+    return malformed(r, r->pos,
+                     "data count and data section have "
                      "inconsistent lengths (%" PRIu32 " and %" PRIu32 ")",
                      p->data_count, p->info->data_count);
   }

@@ -233,7 +233,7 @@ uint32_t kiln_wasi_open_beneath(int dirfd, const char *path, int flags,
     return walk_open(dirfd, path, flags, mode, follow, out_fd);
   struct open_how how = {
       .flags = (uint64_t)(flags | O_CLOEXEC),
-      .mode = (flags & (O_CREAT | __O_TMPFILE)) ? mode : 0,
+      .mode = (flags & O_CREAT) ? mode : 0, /* else openat2 says EINVAL */
       .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
   };
   for (int tries = 0;; tries++) {
@@ -355,9 +355,12 @@ uint32_t kiln_wasi_p1_path_open(kiln_wasi *w, kiln_memory *m, uint32_t fd,
   base &= dir_inheriting;
   inheriting &= dir_inheriting;
 
+  /* The access mode follows the rights that need it. fdatasync works on a
+   * read-only descriptor, and directories have that right: leaving it out
+   * here lets a directory be opened with its own rights. */
   bool rd = base & (WASI_RIGHT_FD_READ | WASI_RIGHT_FD_READDIR);
-  bool wr = base & (WASI_RIGHT_FD_WRITE | WASI_RIGHT_FD_DATASYNC |
-                    WASI_RIGHT_FD_ALLOCATE | WASI_RIGHT_FD_FILESTAT_SET_SIZE);
+  bool wr = base & (WASI_RIGHT_FD_WRITE | WASI_RIGHT_FD_ALLOCATE |
+                    WASI_RIGHT_FD_FILESTAT_SET_SIZE);
   int flags = (wr ? (rd ? O_RDWR : O_WRONLY) : O_RDONLY) | O_NOCTTY;
   if (oflags & WASI_OFLAG_CREAT) flags |= O_CREAT;
   if (oflags & WASI_OFLAG_DIRECTORY) flags |= O_DIRECTORY;
