@@ -19,4 +19,5 @@ fi
 cmake --build "$build" --target spec_runner -j"$(nproc)"
 
 runner="$build/tests/spec/spec_runner"
-KILN_CACHE_DIR=${KILN_CACHE_DIR:-"$build/spec-cache"} exec "$runner" "$@" "$spec"
+export KILN_CACHE_DIR="${KILN_CACHE_DIR:-$build/spec-cache}"
+exec "$runner" "$@" "$spec"

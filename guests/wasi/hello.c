@@ -11,7 +11,8 @@ int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "cat") == 0) {
     char buf[256];
     size_t n;
-    while ((n = fread(buf, 1, sizeof buf, stdin)) > 0) fwrite(buf, 1, n, stdout);
+    while ((n = fread(buf, 1, sizeof buf, stdin)) > 0)
+      fwrite(buf, 1, n, stdout);
   }
   printf("hello from wasi\n");
   printf("argc=%d\n", argc);

@@ -141,8 +141,8 @@ kiln_status kiln_linker_define_func(kiln_linker *l, const kiln_host_func *f) {
   uint32_t n = f->type.param_count + f->type.result_count;
   d->types = calloc(n ? n : 1, sizeof *d->types);
   if (!d->types) return oom(); /* d stays defined with empty types: harmless */
-  memcpy(d->types, f->type.params, f->type.param_count * sizeof *d->types);
-  memcpy(d->types + f->type.param_count, f->type.results,
+  if (f->type.param_count) memcpy(d->types, f->type.params, f->type.param_count * sizeof *d->types);
+  if (f->type.result_count) memcpy(d->types + f->type.param_count, f->type.results,
          f->type.result_count * sizeof *d->types);
   d->func.type.params = d->types;
   d->func.type.results = d->types + f->type.param_count;
@@ -528,8 +528,9 @@ kiln_status kiln_instance_create(kiln_module *m, kiln_linker *l,
   if (opts) inst->opts = *opts;
   size_t isz = m->desc->instance_size;
   inst->w2c = aligned_alloc(64, (isz + 63) / 64 * 64);
-  inst->frame = calloc(info->import_count ? info->import_count : 1,
+  inst->frame = calloc(1, sizeof(kiln_w2c_frame) + (info->import_count ? info->import_count : 1) *
                        sizeof(kiln_w2c_slot));
+  if (inst->frame) inst->frame->self = inst->frame;
   inst->callers = calloc(info->import_count ? info->import_count : 1,
                          sizeof *inst->callers);
   inst->memories = calloc(info->memory_count ? info->memory_count : 1,

@@ -243,7 +243,7 @@ static void emit_import_func(strbuf *b, const char *mod, const char *sym,
   sb_printf(b, "%s %s(struct %s_instance_t *f_", rt, sym, mod);
   for (uint32_t i = 0; i < t->param_count; i++)
     sb_printf(b, ", %s a%u", c_type(t->params[i]), i);
-  sb_printf(b, ") {\n  const kiln_w2c_slot *s_ = &((kiln_w2c_frame *)f_)"
+  sb_printf(b, ") {\n  const kiln_w2c_slot *s_ = &(*(kiln_w2c_frame **)f_)"
                "->slots[%u];\n", slot);
   /* Generic path: box the arguments. */
   sb_printf(b, "  if (UNLIKELY(s_->generic != NULL)) {\n");

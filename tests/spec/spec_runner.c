@@ -1,7 +1,11 @@
 /* spec_runner: the WebAssembly core spec tests, run through kiln's engine.
  *
  *   spec_runner [-v] [--jobs N] [--filter SUBSTR] [--timeout SECONDS]
- *               [--keep] [--wast2json PATH] SPEC_DIR
+ *               [--keep] [--no-fork] [--wast2json PATH] SPEC_DIR
+ *
+ * --keep leaves wast2json's output folders behind; --no-fork runs the files
+ * one after another in this process, for a debugger (a crash then ends the
+ * whole run).
  *
  * Every .wast file in SPEC_DIR is split by `wast2json` (plain: no extra
  * features, so that what this testsuite revision calls invalid stays
@@ -30,12 +34,15 @@
  *  - assert_exhaustion: a trap of kind KILN_TRAP_STACK_EXHAUSTED.
  *  - assert_invalid, assert_malformed (binary): rejected with
  *    KILN_CODE_INVALID_MODULE by kiln_module_validate or kiln_module_load.
- *  - assert_malformed (text): skipped. wast2json could not turn the text
- *    into a binary, so there is nothing for kiln to reject.
+ *  - assert_malformed (text): skipped. The module is malformed *text*,
+ *    which wast2json can only save as .wat; kiln reads binaries, so there
+ *    is nothing for it to reject.
  *  - assert_unlinkable: instantiation fails with KILN_CODE_LINK.
  *  - assert_uninstantiable: instantiation fails with KILN_CODE_TRAP.
  * simd_*.wast files are skipped whole (kiln's wasm2c engine cannot run
- * SIMD) and their commands counted as skipped.
+ * SIMD) and their commands counted as skipped. A guest call or start
+ * function is given GUEST_DEADLINE_S; a whole file --timeout (default
+ * 900 s), after which its child is killed.
  *
  * Output: one line per file, "FILE: P passed, F failed, S skipped", with
  * "  FILE:LINE: ..." lines under it for failures, and last the line
@@ -48,7 +55,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -58,6 +64,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -79,6 +86,10 @@
 enum { MAX_FAILURE_LINES = 40 };
 /* Most arguments or results one spec-test call has is far below this. */
 enum { MAX_VALUES = 64 };
+/* A guest call or instantiation (start function) running longer than this
+ * is stopped with a TIMEOUT status: the command fails, the file goes on.
+ * Spec-test calls take microseconds; this only catches endless loops. */
+#define GUEST_DEADLINE_S 60.0
 
 /* Why commands were skipped: one bit per reason, shown on the file line. */
 enum {
@@ -96,7 +107,8 @@ static const char *const kSkipReasons[] = {
 
 typedef struct options {
   bool verbose;
-  bool keep; /* keep the wast2json output folders */
+  bool keep;    /* keep the wast2json output folders */
+  bool no_fork; /* run files one by one in this process (for debuggers) */
   int jobs;
   double timeout_s; /* per file, wall clock */
   const char *filter;
@@ -231,7 +243,9 @@ static void mark_nul_escapes(char *text) {
   *w = 0;
 }
 
-static bool has_nul_mark(const char *s) { return strchr(s, (char)0xFF) != NULL; }
+static bool has_nul_mark(const char *s) {
+  return strchr(s, (char)0xFF) != NULL;
+}
 
 /* ---- A file's run (in the child) ---------------------------------------- */
 
@@ -310,9 +324,12 @@ static bool parse_valtype(const char *s, kiln_valtype *out) {
     const char *name;
     kiln_valtype type;
   } kTypes[] = {
-      {"i32", KILN_I32},         {"i64", KILN_I64},
-      {"f32", KILN_F32},         {"f64", KILN_F64},
-      {"v128", KILN_V128},       {"funcref", KILN_FUNCREF},
+      {"i32", KILN_I32},
+      {"i64", KILN_I64},
+      {"f32", KILN_F32},
+      {"f64", KILN_F64},
+      {"v128", KILN_V128},
+      {"funcref", KILN_FUNCREF},
       {"externref", KILN_EXTERNREF},
   };
   for (size_t i = 0; i < sizeof kTypes / sizeof kTypes[0]; i++) {
@@ -340,9 +357,9 @@ static void *extern_ptr(uint64_t n) { return (void *)(uintptr_t)(n + 1); }
 
 /* What an expected result accepts. */
 typedef enum expect_how {
-  EXPECT_BITS,          /* bits equal (numbers), or ref equal */
-  EXPECT_NAN_CANONICAL, /* any sign, canonical payload */
-  EXPECT_NAN_ARITHMETIC,/* any sign, payload's top bit set */
+  EXPECT_BITS,           /* bits equal (numbers), or ref equal */
+  EXPECT_NAN_CANONICAL,  /* any sign, canonical payload */
+  EXPECT_NAN_ARITHMETIC, /* any sign, payload's top bit set */
   EXPECT_REF_NULL,
   EXPECT_REF_NONNULL, /* funcref with no value: any non-null function */
 } expect_how;
@@ -406,8 +423,7 @@ static bool parse_arg(const cJSON *j, kiln_val *out, char *err, size_t esize) {
   return false;
 }
 
-static bool parse_expect(const cJSON *j, expect *out, char *err,
-                         size_t esize) {
+static bool parse_expect(const cJSON *j, expect *out, char *err, size_t esize) {
   const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "type");
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "value");
   memset(out, 0, sizeof *out);
@@ -530,8 +546,7 @@ static const char *format_val(const kiln_val *v, char *buf, size_t size) {
       if (!v->of.ref)
         snprintf(buf, size, "%s:null", kiln_valtype_name(v->type));
       else if (v->type == KILN_EXTERNREF)
-        snprintf(buf, size, "externref:%" PRIuPTR,
-                 (uintptr_t)v->of.ref - 1);
+        snprintf(buf, size, "externref:%" PRIuPTR, (uintptr_t)v->of.ref - 1);
       else
         snprintf(buf, size, "funcref:%p", v->of.ref);
       break;
@@ -594,8 +609,8 @@ static kiln_status spectest_print(kiln_caller *caller, const kiln_val *args,
   const kiln_host_func *f = kiln_caller_user(caller);
   if (!g_verbose) return KILN_OK;
   char line[512], v[96];
-  size_t n = (size_t)snprintf(line, sizeof line, "called host spectest.%s(",
-                              f->name);
+  size_t n =
+      (size_t)snprintf(line, sizeof line, "called host spectest.%s(", f->name);
   for (uint32_t i = 0; i < f->type.param_count && n < sizeof line; i++)
     n += (size_t)snprintf(line + n, sizeof line - n, "%s%s", i ? ", " : "",
                           format_val(&args[i], v, sizeof v));
@@ -610,17 +625,22 @@ static kiln_status define_spectest(spec_ctx *c) {
   static const kiln_valtype kF64[] = {KILN_F64};
   static const kiln_valtype kI32F32[] = {KILN_I32, KILN_F32};
   static const kiln_valtype kF64F64[] = {KILN_F64, KILN_F64};
+#define SPECTEST_PRINT(fname, nparams, ptypes)              \
+  {                                                         \
+    .module = "spectest", .name = (fname),                  \
+    .type = {.param_count = (nparams), .params = (ptypes)}, \
+    .generic = spectest_print                               \
+  }
   static kiln_host_func funcs[] = {
-      {"spectest", "print", {0, 0, NULL, NULL}, NULL, spectest_print, NULL},
-      {"spectest", "print_i32", {1, 0, kI32, NULL}, NULL, spectest_print, NULL},
-      {"spectest", "print_i64", {1, 0, kI64, NULL}, NULL, spectest_print, NULL},
-      {"spectest", "print_f32", {1, 0, kF32, NULL}, NULL, spectest_print, NULL},
-      {"spectest", "print_f64", {1, 0, kF64, NULL}, NULL, spectest_print, NULL},
-      {"spectest", "print_i32_f32", {2, 0, kI32F32, NULL}, NULL,
-       spectest_print, NULL},
-      {"spectest", "print_f64_f64", {2, 0, kF64F64, NULL}, NULL,
-       spectest_print, NULL},
+      SPECTEST_PRINT("print", 0, NULL),
+      SPECTEST_PRINT("print_i32", 1, kI32),
+      SPECTEST_PRINT("print_i64", 1, kI64),
+      SPECTEST_PRINT("print_f32", 1, kF32),
+      SPECTEST_PRINT("print_f64", 1, kF64),
+      SPECTEST_PRINT("print_i32_f32", 2, kI32F32),
+      SPECTEST_PRINT("print_f64_f64", 2, kF64F64),
   };
+#undef SPECTEST_PRINT
   for (size_t i = 0; i < sizeof funcs / sizeof funcs[0]; i++) {
     funcs[i].user = &funcs[i];
     KILN_RETURN_IF_ERROR(kiln_linker_define_func(c->linker, &funcs[i]));
@@ -634,8 +654,8 @@ static kiln_status define_spectest(spec_ctx *c) {
   KILN_RETURN_IF_ERROR(kiln_linker_define_global(
       c->linker, "spectest", "global_f64", kiln_val_f64(666.6), false));
   kiln_limits table_limits = {.min = 10, .max = 20, .has_max = true};
-  KILN_RETURN_IF_ERROR(kiln_linker_define_table(c->linker, "spectest",
-                                                "table", table_limits));
+  KILN_RETURN_IF_ERROR(
+      kiln_linker_define_table(c->linker, "spectest", "table", table_limits));
   /* One memory for the whole file: every module that imports
    * spectest.memory sees the same bytes. */
   kiln_memory_options mo = {
@@ -723,7 +743,9 @@ static void cmd_module(spec_ctx *c, const cJSON *cmd, int line) {
     return;
   }
   kiln_instance *inst = NULL;
+  kiln_thread_set_deadline(GUEST_DEADLINE_S);
   s = kiln_instance_create(m, c->linker, &c->inst_opts, &inst);
+  kiln_thread_set_deadline(0);
   kiln_module_release(m);
   if (s) {
     fail(c, line, "module %s failed to instantiate: %s", filename,
@@ -764,8 +786,7 @@ static void cmd_assert_rejected(spec_ctx *c, const cJSON *cmd, int line,
   uint8_t *bytes;
   size_t size;
   char buf[1024];
-  kiln_status s = read_module(c, filename ? filename : "(none)", &bytes,
-                              &size);
+  kiln_status s = read_module(c, filename ? filename : "(none)", &bytes, &size);
   if (s) {
     fail(c, line, "%s: %s", type, status_text(s, buf, sizeof buf));
     kiln_status_free(s);
@@ -803,13 +824,15 @@ static void cmd_assert_instantiate_fails(spec_ctx *c, const cJSON *cmd,
   kiln_module *m = NULL;
   kiln_status s = load_module(c, filename ? filename : "(none)", &m);
   if (s) {
-    fail(c, line, "%s %s (\"%s\"): module failed to load: %s", type,
-         filename, text ? text : "", status_text(s, buf, sizeof buf));
+    fail(c, line, "%s %s (\"%s\"): module failed to load: %s", type, filename,
+         text ? text : "", status_text(s, buf, sizeof buf));
     kiln_status_free(s);
     return;
   }
   kiln_instance *inst = NULL;
+  kiln_thread_set_deadline(GUEST_DEADLINE_S);
   s = kiln_instance_create(m, c->linker, &c->inst_opts, &inst);
+  kiln_thread_set_deadline(0);
   kiln_module_release(m);
   if (!s) {
     kiln_instance_release(inst);
@@ -828,7 +851,7 @@ static void cmd_assert_instantiate_fails(spec_ctx *c, const cJSON *cmd,
   kiln_status_free(s);
 }
 
-/* ---- Actions -------------------------------------------------------------- */
+/* ---- Actions ------------------------------------------------------------ */
 
 typedef struct action_result {
   kiln_status status; /* of the call; owned */
@@ -911,8 +934,10 @@ static void run_action(spec_ctx *c, const cJSON *action, size_t nresults,
   }
   if (dlen < sizeof r->desc)
     snprintf(r->desc + dlen, sizeof r->desc - dlen, ")");
-  r->status = kiln_instance_call(inst, field, argv, nargs, r->results,
-                                 nresults);
+  kiln_thread_set_deadline(GUEST_DEADLINE_S);
+  r->status =
+      kiln_instance_call(inst, field, argv, nargs, r->results, nresults);
+  kiln_thread_set_deadline(0);
 }
 
 static const cJSON *expected_list(const cJSON *cmd, size_t *n) {
@@ -1017,22 +1042,23 @@ static void cmd_assert_trap(spec_ctx *c, const cJSON *cmd, int line,
   }
   kiln_trap_kind k = kiln_status_trap_kind(r.status);
   if (kiln_status_code(r.status) != KILN_CODE_TRAP) {
-    fail(c, line, "%s: expected trap \"%s\", got %s", r.desc,
-         text ? text : "", status_text(r.status, buf, sizeof buf));
+    fail(c, line, "%s: expected trap \"%s\", got %s", r.desc, text ? text : "",
+         status_text(r.status, buf, sizeof buf));
   } else if (exhaustion && k != KILN_TRAP_STACK_EXHAUSTED) {
     fail(c, line, "%s: expected stack exhaustion, got %s", r.desc,
          status_text(r.status, buf, sizeof buf));
   } else {
     if (!trap_kind_fits(text, k))
-      note(c, line, "%s: trapped as expected, but with \"%s\" where the "
-                    "spec says \"%s\"",
+      note(c, line,
+           "%s: trapped as expected, but with \"%s\" where the "
+           "spec says \"%s\"",
            r.desc, kiln_trap_kind_message(k), text);
     pass(c);
   }
   kiln_status_free(r.status);
 }
 
-/* ---- A whole file --------------------------------------------------------- */
+/* ---- A whole file ------------------------------------------------------- */
 
 static bool counts(const char *type) { return strcmp(type, "register") != 0; }
 
@@ -1062,8 +1088,7 @@ static void run_command(spec_ctx *c, const cJSON *cmd) {
     cmd_assert_trap(c, cmd, line, false);
   else if (!strcmp(type, "assert_exhaustion"))
     cmd_assert_trap(c, cmd, line, true);
-  else if (!strcmp(type, "assert_invalid") ||
-           !strcmp(type, "assert_malformed"))
+  else if (!strcmp(type, "assert_invalid") || !strcmp(type, "assert_malformed"))
     cmd_assert_rejected(c, cmd, line, type);
   else if (!strcmp(type, "assert_unlinkable"))
     cmd_assert_instantiate_fails(c, cmd, line, type, KILN_CODE_LINK);
@@ -1080,8 +1105,7 @@ static bool split_wast(const options *o, const char *wast, const char *dir) {
   pid_t pid = fork();
   if (pid == 0) {
     execlp(o->wast2json, o->wast2json, wast, "-o", json, (char *)NULL);
-    printf("spec_runner: cannot run %s: %s\n", o->wast2json,
-           strerror(errno));
+    printf("spec_runner: cannot run %s: %s\n", o->wast2json, strerror(errno));
     fflush(stdout);
     _exit(127);
   }
@@ -1143,8 +1167,8 @@ static int run_file(const options *o, const char *wast, const char *name,
   c.inst_opts.allow_region_overlap = true; /* spec modules share memory */
   kiln_engine_options eo;
   kiln_engine_options_init(&eo);
-  eo.opt_level = 0;                /* conformance, not speed: compile fast */
-  eo.enable_multi_memory = false;  /* invalid at this testsuite revision */
+  eo.opt_level = 0;               /* conformance, not speed: compile fast */
+  eo.enable_multi_memory = false; /* invalid at this testsuite revision */
   char buf[1024];
   kiln_status s = kiln_engine_create(&eo, &c.engine);
   if (!s) s = kiln_linker_create(c.engine, &c.linker);
@@ -1212,22 +1236,36 @@ static void append_out(job *j, const char *data, size_t n) {
   j->out[j->out_len] = 0;
 }
 
-static bool start_job(const options *o, job *j, file_slot *slot) {
+static bool make_job_dir(job *j) {
   const char *tmp = getenv("TMPDIR");
   snprintf(j->dir, sizeof j->dir, "%s/kiln-spec-XXXXXX",
            tmp && *tmp ? tmp : "/tmp");
-  if (!mkdtemp(j->dir)) {
-    j->dir[0] = 0;
-    char m[256];
-    int n = snprintf(m, sizeof m, "  %s: mkdtemp: %s\n", j->name,
-                     strerror(errno));
-    append_out(j, m, (size_t)n);
-    return false;
-  }
+  if (mkdtemp(j->dir)) return true;
+  j->dir[0] = 0;
+  char m[256];
+  int n =
+      snprintf(m, sizeof m, "  %s: mkdtemp: %s\n", j->name, strerror(errno));
+  append_out(j, m, (size_t)n);
+  return false;
+}
+
+/* --no-fork: the file's work in this process. */
+static void run_job_here(const options *o, job *j, file_slot *slot) {
+  j->start = now_s();
+  int rc = make_job_dir(j) ? run_file(o, j->path, j->name, j->dir, slot) : 2;
+  fflush(stdout);
+  j->wait_status = rc << 8; /* as if the child had exited with rc */
+  j->elapsed = now_s() - j->start;
+  j->done = true;
+}
+
+static bool start_job(const options *o, job *j, file_slot *slot) {
+  if (!make_job_dir(j)) return false;
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) < 0) return false;
   fflush(stdout);
   fflush(stderr);
+  pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) {
     close(fds[0]);
@@ -1236,9 +1274,13 @@ static bool start_job(const options *o, job *j, file_slot *slot) {
   }
   if (pid == 0) {
     /* Own process group, so that a timeout also stops the compilers the
-     * engine runs for this file. */
+     * engine runs for this file; and gone when the parent is (killed by a
+     * test driver's timeout, say) rather than left running. */
     setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(2);
     signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     dup2(fds[1], STDOUT_FILENO);
     dup2(fds[1], STDERR_FILENO);
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1279,8 +1321,7 @@ typedef struct totals {
 } totals;
 
 /* Prints the file's line and the child's text; adds to the totals. */
-static void report_job(const options *o, job *j, file_slot *slot,
-                       totals *t) {
+static void report_job(const options *o, job *j, file_slot *slot, totals *t) {
   int passed = slot->passed, failed = slot->failed, skipped = slot->skipped;
   int done = passed + failed + skipped;
   char problem[256] = "";
@@ -1297,8 +1338,8 @@ static void report_job(const options *o, job *j, file_slot *slot,
                slot->line);
     else if (WIFSIGNALED(ws))
       snprintf(problem, sizeof problem,
-               "FAILED: crashed with signal %d (%s) at line %d",
-               WTERMSIG(ws), strsignal(WTERMSIG(ws)), slot->line);
+               "FAILED: crashed with signal %d (%s) at line %d", WTERMSIG(ws),
+               strsignal(WTERMSIG(ws)), slot->line);
     else
       snprintf(problem, sizeof problem, "FAILED: setup error (exit %d)",
                WIFEXITED(ws) ? WEXITSTATUS(ws) : -1);
@@ -1308,8 +1349,7 @@ static void report_job(const options *o, job *j, file_slot *slot,
   if (slot->skip_why) {
     printf(" (skipped: ");
     bool first = true;
-    for (size_t i = 0; i < sizeof kSkipReasons / sizeof kSkipReasons[0];
-         i++) {
+    for (size_t i = 0; i < sizeof kSkipReasons / sizeof kSkipReasons[0]; i++) {
       if (!(slot->skip_why & (1u << i))) continue;
       printf("%s%s", first ? "" : "; ", kSkipReasons[i]);
       first = false;
@@ -1379,7 +1419,8 @@ static size_t list_files(const options *o, job **out) {
 static void usage(void) {
   fprintf(stderr,
           "usage: spec_runner [-v] [--jobs N] [--filter SUBSTR] "
-          "[--timeout SECONDS] [--keep] [--wast2json PATH] SPEC_DIR\n");
+          "[--timeout SECONDS] [--keep] [--no-fork] [--wast2json PATH] "
+          "SPEC_DIR\n");
   exit(2);
 }
 
@@ -1397,6 +1438,8 @@ static void parse_options(int argc, char **argv, options *o) {
       o->verbose = true;
     } else if (!strcmp(a, "--keep")) {
       o->keep = true;
+    } else if (!strcmp(a, "--no-fork")) {
+      o->no_fork = true;
     } else if ((!strcmp(a, "--jobs") || !strcmp(a, "-j")) && val) {
       o->jobs = atoi(val);
       i++;
@@ -1423,6 +1466,7 @@ static void parse_options(int argc, char **argv, options *o) {
 int main(int argc, char **argv) {
   options o;
   parse_options(argc, argv, &o);
+  g_verbose = o.verbose;
   double t0 = now_s();
 
   job *jobs;
@@ -1467,7 +1511,9 @@ int main(int argc, char **argv) {
     }
     while (running < (size_t)o.jobs && next_start < n) {
       job *j = &jobs[order[next_start++]];
-      if (start_job(&o, j, &slots[j - jobs])) {
+      if (o.no_fork) {
+        run_job_here(&o, j, &slots[j - jobs]);
+      } else if (start_job(&o, j, &slots[j - jobs])) {
         running++;
       } else {
         j->done = true;
@@ -1510,10 +1556,21 @@ int main(int argc, char **argv) {
     }
   }
 
-  printf("wasm-spec: %zu files in %.1f s with %d jobs\n", n, now_s() - t0,
+  for (size_t i = 0; i < n; i++) {
+    free(jobs[i].name);
+    free(jobs[i].path);
+    free(jobs[i].out);
+  }
+  free(jobs);
+  free(order);
+  free(pfds);
+  free(pjob);
+  munmap(slots, n * sizeof *slots);
+
+  printf("spec_runner: %zu files in %.1f s with %d jobs\n", n, now_s() - t0,
          o.jobs);
-  printf("wasm-spec: %ld passed, %ld failed, %ld skipped\n", t.passed,
-         t.failed, t.skipped);
+  printf("wasm-spec: %ld passed, %ld failed, %ld skipped\n", t.passed, t.failed,
+         t.skipped);
   fflush(stdout);
   return t.failed ? 1 : 0;
 }

@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define KILN_W2C_ABI_VERSION 1
+#define KILN_W2C_ABI_VERSION 2
 
 /* Same layout as kiln_val. */
 typedef struct kiln_w2c_val {
@@ -46,6 +46,7 @@ typedef struct kiln_w2c_slot {
 } kiln_w2c_slot;
 
 typedef struct kiln_w2c_frame {
+  struct kiln_w2c_frame *self;
   kiln_w2c_slot slots[1]; /* import_count entries */
 } kiln_w2c_frame;
 
