@@ -277,10 +277,23 @@ static int guest_exit(const char *module, kiln_status s) {
   }
 }
 
+static void free_options(options *o) {
+  for (int i = 0; i < o->ndirs; i++) free((char *)o->dirs[i].host_path);
+}
+
+static int run_main(options *o);
+
 static int cmd_run(int argc, char **argv) {
   options o;
   int rc = parse_options(argc, argv, &o, true);
-  if (rc) return rc;
+  if (!rc) rc = run_main(&o);
+  free_options(&o);
+  return rc;
+}
+
+static int run_main(options *op) {
+  options o = *op;
+  int rc = 0;
   kiln_engine *e = NULL;
   kiln_module *m = NULL;
   kiln_linker *l = NULL;

@@ -255,7 +255,8 @@ typedef struct watch {
 } watch;
 
 static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t watch_cond = PTHREAD_COND_INITIALIZER;
+/* Waits use CLOCK_MONOTONIC deadlines: set on first use (watch_init). */
+static pthread_cond_t watch_cond;
 static watch *watches;
 static bool watchdog_started;
 
@@ -314,6 +315,11 @@ kiln_status kiln_deadline_enter(kiln_thread_state *ts) {
   w->deadline_ns = ts->deadline_ns;
   pthread_mutex_lock(&watch_lock);
   if (!watchdog_started) {
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&watch_cond, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_t t;
     pthread_attr_t a;
     pthread_attr_init(&a);

@@ -18,9 +18,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/trap.h"
 #include "wasi/wasi_internal.h"
 
-/* ---- Errno ---------------------------------------------------------------- */
+/* ---- Errno --------------------------------------------------------------- */
 
 uint32_t kiln_wasi_errno(int e) {
   switch (e) {
@@ -104,7 +105,7 @@ uint32_t kiln_wasi_errno(int e) {
   }
 }
 
-/* ---- Context -------------------------------------------------------------- */
+/* ---- Context ------------------------------------------------------------- */
 
 void kiln_wasi_options_init(kiln_wasi_options *o) {
   memset(o, 0, sizeof *o);
@@ -120,9 +121,8 @@ static void free_strings(char **v, uint32_t n) {
 }
 
 /* Copy n strings; *out_size gets the sum of their lengths + 1 each. */
-static kiln_status copy_strings(const char *const *src, int n,
-                                const char *what, bool need_eq, char ***out,
-                                uint64_t *out_size) {
+static kiln_status copy_strings(const char *const *src, int n, const char *what,
+                                bool need_eq, char ***out, uint64_t *out_size) {
   *out = NULL;
   *out_size = 0;
   if (n < 0)
@@ -132,14 +132,14 @@ static kiln_status copy_strings(const char *const *src, int n,
   if (!src)
     return kiln_make_status(KILN_CODE_INVALID_ARGUMENT, "%s is NULL", what);
   char **v = calloc((size_t)n, sizeof *v);
-  if (!v) return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
+  if (!v)
+    return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
   uint64_t size = 0;
   for (int i = 0; i < n; i++) {
     if (!src[i] || (need_eq && !strchr(src[i], '='))) {
       free_strings(v, (uint32_t)n);
-      return kiln_make_status(KILN_CODE_INVALID_ARGUMENT,
-                              "%s[%d] is %s", what, i,
-                              src[i] ? "not KEY=VALUE" : "NULL");
+      return kiln_make_status(KILN_CODE_INVALID_ARGUMENT, "%s[%d] is %s", what,
+                              i, src[i] ? "not KEY=VALUE" : "NULL");
     }
     v[i] = strdup(src[i]);
     if (!v[i]) {
@@ -192,7 +192,8 @@ kiln_status kiln_wasi_create(const kiln_wasi_options *opts, kiln_wasi **out) {
                             "bad preopen list (%d entries)", o->preopen_count);
 
   kiln_wasi *w = calloc(1, sizeof *w);
-  if (!w) return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
+  if (!w)
+    return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
   kiln_status s = copy_strings(o->argv, o->argc, "argv", false, &w->argv,
                                &w->argv_buf_size);
   if (!s) {
@@ -300,8 +301,7 @@ uint32_t kiln_wasi_p1_environ_get(kiln_wasi *w, kiln_memory *m, uint32_t env,
 }
 
 uint32_t kiln_wasi_p1_environ_sizes_get(kiln_wasi *w, kiln_memory *m,
-                                        uint32_t count_out,
-                                        uint32_t size_out) {
+                                        uint32_t count_out, uint32_t size_out) {
   return put_sizes(m, w->envc, w->env_buf_size, count_out, size_out);
 }
 
@@ -311,7 +311,9 @@ static bool host_clock(uint32_t id, clockid_t *out) {
   switch (id) {
     case WASI_CLOCK_REALTIME: *out = CLOCK_REALTIME; return true;
     case WASI_CLOCK_MONOTONIC: *out = CLOCK_MONOTONIC; return true;
-    case WASI_CLOCK_PROCESS_CPUTIME: *out = CLOCK_PROCESS_CPUTIME_ID; return true;
+    case WASI_CLOCK_PROCESS_CPUTIME:
+      *out = CLOCK_PROCESS_CPUTIME_ID;
+      return true;
     case WASI_CLOCK_THREAD_CPUTIME: *out = CLOCK_THREAD_CPUTIME_ID; return true;
     default: return false;
   }
@@ -330,9 +332,8 @@ uint32_t kiln_wasi_p1_clock_res_get(kiln_wasi *w, kiln_memory *m, uint32_t id,
   return kiln_wasi_put64(m, out, ts_ns(&ts));
 }
 
-uint32_t kiln_wasi_p1_clock_time_get(kiln_wasi *w, kiln_memory *m,
-                                     uint32_t id, uint64_t precision,
-                                     uint32_t out) {
+uint32_t kiln_wasi_p1_clock_time_get(kiln_wasi *w, kiln_memory *m, uint32_t id,
+                                     uint64_t precision, uint32_t out) {
   clockid_t cid;
   struct timespec ts;
   if (!host_clock(id, &cid)) return WASI_EINVAL;
@@ -367,7 +368,7 @@ uint32_t kiln_wasi_p1_proc_raise(kiln_wasi *w, kiln_memory *m, uint32_t sig) {
   return WASI_ENOSYS;
 }
 
-/* ---- Sockets -------------------------------------------------------------- */
+/* ---- Sockets ------------------------------------------------------------- */
 /* A guest cannot create sockets in preview1; it may only be handed one (as a
  * standard stream, say). On such descriptors these work; on anything else
  * they fail with NOTSOCK, and on a closed descriptor with BADF. */
@@ -392,9 +393,9 @@ uint32_t kiln_wasi_p1_sock_accept(kiln_wasi *w, kiln_memory *m, uint32_t fd,
   if (err) return err;
   if (flags & ~(uint32_t)WASI_FDFLAG_NONBLOCK) return WASI_EINVAL;
   if (!kiln_wasi_mem(m, fd_out, 4)) return WASI_EFAULT;
-  int nfd = accept4(e->host_fd, NULL, NULL,
-                    SOCK_CLOEXEC |
-                        ((flags & WASI_FDFLAG_NONBLOCK) ? SOCK_NONBLOCK : 0));
+  int nfd = accept4(
+      e->host_fd, NULL, NULL,
+      SOCK_CLOEXEC | ((flags & WASI_FDFLAG_NONBLOCK) ? SOCK_NONBLOCK : 0));
   if (nfd < 0) return kiln_wasi_errno(errno);
   uint8_t type = kiln_wasi_filetype_of(nfd);
   uint32_t gfd;
@@ -467,16 +468,36 @@ uint32_t kiln_wasi_p1_sock_shutdown(kiln_wasi *w, kiln_memory *m, uint32_t fd,
   return WASI_ESUCCESS;
 }
 
-/* ---- Binding to the engine ------------------------------------------------ */
+/* ---- Binding to the engine ----------------------------------------------- */
 
 typedef uint32_t u32;
 typedef uint64_t u64;
+
+/* A blocking call (read, write, poll, sleep) is interrupted by the engine's
+ * deadline signal, which repeats every millisecond but only stops the guest
+ * when it lands in guest code. Handing EINTR back alone livelocks a guest
+ * that retries at once (sleep loops, read loops): every signal then lands in
+ * the host again. So a call that comes back INTR after this thread's
+ * deadline ends the guest call with the TIMEOUT trap right here.
+ * The deadline is read from the engine's thread state: engine-internal, and
+ * meant to become a public kiln_caller-level check. */
+static bool deadline_passed(void) {
+  kiln_thread_state *ts = kiln_thread_current();
+  return ts && ts->deadline_ns && kiln_now_ns() >= ts->deadline_ns;
+}
+
+static u32 checked(kiln_caller *c, u32 err) {
+  if (err == WASI_EINTR && deadline_passed())
+    kiln_caller_trap(c, kiln_make_trap(KILN_TRAP_TIMEOUT, NULL));
+  return err;
+}
 
 #define W_ ((kiln_wasi *)kiln_caller_user(c))
 #define M_ kiln_caller_memory(c, 0)
 #define HOST(name, ...) static u32 host_##name(kiln_caller *c, __VA_ARGS__)
 #define HOST0(name) static u32 host_##name(kiln_caller *c)
-#define CALL(name, ...) return kiln_wasi_p1_##name(W_, M_, __VA_ARGS__)
+#define CALL(name, ...) \
+  return checked(c, kiln_wasi_p1_##name(W_, M_, __VA_ARGS__))
 
 HOST(args_get, u32 a, u32 b) { CALL(args_get, a, b); }
 HOST(args_sizes_get, u32 a, u32 b) { CALL(args_sizes_get, a, b); }
@@ -526,15 +547,13 @@ HOST(path_create_directory, u32 a, u32 b, u32 d) {
 HOST(path_filestat_get, u32 a, u32 b, u32 d, u32 e, u32 f) {
   CALL(path_filestat_get, a, b, d, e, f);
 }
-HOST(path_filestat_set_times, u32 a, u32 b, u32 d, u32 e, u64 f, u64 g,
-     u32 h) {
+HOST(path_filestat_set_times, u32 a, u32 b, u32 d, u32 e, u64 f, u64 g, u32 h) {
   CALL(path_filestat_set_times, a, b, d, e, f, g, h);
 }
 HOST(path_link, u32 a, u32 b, u32 d, u32 e, u32 f, u32 g, u32 h) {
   CALL(path_link, a, b, d, e, f, g, h);
 }
-HOST(path_open, u32 a, u32 b, u32 d, u32 e, u32 f, u64 g, u64 h, u32 i,
-     u32 j) {
+HOST(path_open, u32 a, u32 b, u32 d, u32 e, u32 f, u64 g, u64 h, u32 i, u32 j) {
   CALL(path_open, a, b, d, e, f, g, h, i, j);
 }
 HOST(path_readlink, u32 a, u32 b, u32 d, u32 e, u32 f, u32 g) {
@@ -549,9 +568,7 @@ HOST(path_rename, u32 a, u32 b, u32 d, u32 e, u32 f, u32 g) {
 HOST(path_symlink, u32 a, u32 b, u32 d, u32 e, u32 f) {
   CALL(path_symlink, a, b, d, e, f);
 }
-HOST(path_unlink_file, u32 a, u32 b, u32 d) {
-  CALL(path_unlink_file, a, b, d);
-}
+HOST(path_unlink_file, u32 a, u32 b, u32 d) { CALL(path_unlink_file, a, b, d); }
 HOST(poll_oneoff, u32 a, u32 b, u32 d, u32 e) { CALL(poll_oneoff, a, b, d, e); }
 HOST(sock_accept, u32 a, u32 b, u32 d) { CALL(sock_accept, a, b, d); }
 HOST(sock_recv, u32 a, u32 b, u32 d, u32 e, u32 f, u32 g) {
@@ -578,7 +595,8 @@ typedef struct host_export {
   const char *sig;
 } host_export;
 
-#define E(name, sig) {#name, (void *)host_##name, sig}
+#define E(name, sig) \
+  { #name, (void *)host_##name, sig }
 static const host_export kExports[] = {
     E(args_get, "ii"),
     E(args_sizes_get, "ii"),
@@ -659,7 +677,9 @@ kiln_status kiln_wasi_define(kiln_wasi *w, kiln_linker *l) {
         .type = {.param_count = (uint32_t)n,
                  .result_count = is_exit ? 0 : 1,
                  .params = all_i32 ? kParamsI32 : gParams[i],
-                 .results = is_exit ? NULL : kResultI32},
+                 /* never NULL, even with no result: some linkers copy
+                  * the arrays with memcpy, which must not see NULL */
+                 .results = kResultI32},
         .native = x->fn,
         .generic = NULL,
         .user = w,

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -15,7 +17,7 @@
 
 #include "wasi/wasi_internal.h"
 
-/* ---- Descriptor table ----------------------------------------------------- */
+/* ---- Descriptor table ---------------------------------------------------- */
 
 uint32_t kiln_wasi_fd_get(kiln_wasi *w, uint32_t fd, uint64_t need,
                           kiln_wasi_fd **out) {
@@ -173,10 +175,14 @@ static bool valid_utf8(const uint8_t *s, size_t n) {
     }
     size_t len;
     uint32_t cp, min;
-    if ((c & 0xe0) == 0xc0) len = 2, cp = c & 0x1f, min = 0x80;
-    else if ((c & 0xf0) == 0xe0) len = 3, cp = c & 0x0f, min = 0x800;
-    else if ((c & 0xf8) == 0xf0) len = 4, cp = c & 0x07, min = 0x10000;
-    else return false;
+    if ((c & 0xe0) == 0xc0)
+      len = 2, cp = c & 0x1f, min = 0x80;
+    else if ((c & 0xf0) == 0xe0)
+      len = 3, cp = c & 0x0f, min = 0x800;
+    else if ((c & 0xf8) == 0xf0)
+      len = 4, cp = c & 0x07, min = 0x10000;
+    else
+      return false;
     if (n - i < len) return false;
     for (size_t k = 1; k < len; k++) {
       if ((s[i + k] & 0xc0) != 0x80) return false;
@@ -205,7 +211,7 @@ uint32_t kiln_wasi_read_path(kiln_memory *m, uint32_t off, uint32_t len,
   return WASI_ESUCCESS;
 }
 
-/* ---- Reading and writing -------------------------------------------------- */
+/* ---- Reading and writing ------------------------------------------------- */
 
 uint32_t kiln_wasi_p1_fd_read(kiln_wasi *w, kiln_memory *m, uint32_t fd,
                               uint32_t iovs, uint32_t iovs_len,
@@ -224,6 +230,36 @@ uint32_t kiln_wasi_p1_fd_read(kiln_wasi *w, kiln_memory *m, uint32_t fd,
   return WASI_ESUCCESS;
 }
 
+/* A write to a pipe or socket whose reader is gone raises SIGPIPE, which
+ * kills the whole host process by default: a guest must not be able to do
+ * that. Block SIGPIPE on this thread around the write and, if the write
+ * raised it (EPIPE) and it was not already pending, take it back. Regular
+ * files and terminals never raise it and skip the extra system calls. */
+static ssize_t writev_no_sigpipe(const kiln_wasi_fd *e, const struct iovec *iov,
+                                 int n) {
+  if (e->filetype != WASI_FILETYPE_UNKNOWN &&
+      e->filetype != WASI_FILETYPE_SOCKET_STREAM &&
+      e->filetype != WASI_FILETYPE_SOCKET_DGRAM)
+    return writev(e->host_fd, iov, n);
+  sigset_t pipe_set, old, pending;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  sigemptyset(&pending);
+  sigpending(&pending);
+  bool was_pending = sigismember(&pending, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  ssize_t r = writev(e->host_fd, iov, n);
+  int saved = errno;
+  if (r < 0 && saved == EPIPE && !was_pending) {
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  errno = saved;
+  return r;
+}
+
 uint32_t kiln_wasi_p1_fd_write(kiln_wasi *w, kiln_memory *m, uint32_t fd,
                                uint32_t iovs, uint32_t iovs_len,
                                uint32_t nwritten_out) {
@@ -235,7 +271,7 @@ uint32_t kiln_wasi_p1_fd_write(kiln_wasi *w, kiln_memory *m, uint32_t fd,
   struct iovec iov[WASI_IOV_MAX];
   int n;
   if ((err = kiln_wasi_iovecs(m, iovs, iovs_len, iov, &n))) return err;
-  ssize_t r = writev(e->host_fd, iov, n);
+  ssize_t r = writev_no_sigpipe(e, iov, n);
   if (r < 0) return kiln_wasi_errno(errno);
   kiln_wasi_st32(out, (uint32_t)r);
   return WASI_ESUCCESS;
@@ -245,8 +281,8 @@ uint32_t kiln_wasi_p1_fd_pread(kiln_wasi *w, kiln_memory *m, uint32_t fd,
                                uint32_t iovs, uint32_t iovs_len,
                                uint64_t offset, uint32_t nread_out) {
   kiln_wasi_fd *e;
-  uint32_t err = kiln_wasi_fd_get(w, fd, WASI_RIGHT_FD_READ | WASI_RIGHT_FD_SEEK,
-                                  &e);
+  uint32_t err =
+      kiln_wasi_fd_get(w, fd, WASI_RIGHT_FD_READ | WASI_RIGHT_FD_SEEK, &e);
   if (err) return err;
   if (offset > INT64_MAX) return WASI_EINVAL;
   uint8_t *out = kiln_wasi_mem(m, nread_out, 4);
@@ -264,8 +300,8 @@ uint32_t kiln_wasi_p1_fd_pwrite(kiln_wasi *w, kiln_memory *m, uint32_t fd,
                                 uint32_t iovs, uint32_t iovs_len,
                                 uint64_t offset, uint32_t nwritten_out) {
   kiln_wasi_fd *e;
-  uint32_t err = kiln_wasi_fd_get(
-      w, fd, WASI_RIGHT_FD_WRITE | WASI_RIGHT_FD_SEEK, &e);
+  uint32_t err =
+      kiln_wasi_fd_get(w, fd, WASI_RIGHT_FD_WRITE | WASI_RIGHT_FD_SEEK, &e);
   if (err) return err;
   if (offset > INT64_MAX) return WASI_EINVAL;
   uint8_t *out = kiln_wasi_mem(m, nwritten_out, 4);
@@ -318,7 +354,7 @@ uint32_t kiln_wasi_p1_fd_tell(kiln_wasi *w, kiln_memory *m, uint32_t fd,
   return WASI_ESUCCESS;
 }
 
-/* ---- Descriptor state ----------------------------------------------------- */
+/* ---- Descriptor state ---------------------------------------------------- */
 
 uint32_t kiln_wasi_p1_fd_close(kiln_wasi *w, kiln_memory *m, uint32_t fd) {
   kiln_wasi_fd *e;
@@ -363,8 +399,10 @@ static uint16_t fdflags_from_host(int fl) {
   if (fl & O_APPEND) f |= WASI_FDFLAG_APPEND;
   if (fl & O_NONBLOCK) f |= WASI_FDFLAG_NONBLOCK;
   /* On Linux O_SYNC includes O_DSYNC's bit, and O_RSYNC == O_SYNC. */
-  if ((fl & O_SYNC) == O_SYNC) f |= WASI_FDFLAG_SYNC;
-  else if (fl & O_DSYNC) f |= WASI_FDFLAG_DSYNC;
+  if ((fl & O_SYNC) == O_SYNC)
+    f |= WASI_FDFLAG_SYNC;
+  else if (fl & O_DSYNC)
+    f |= WASI_FDFLAG_DSYNC;
   return f;
 }
 
@@ -399,7 +437,8 @@ uint32_t kiln_wasi_p1_fd_fdstat_set_flags(kiln_wasi *w, kiln_memory *m,
       WASI_FDFLAG_SYNC | WASI_FDFLAG_DSYNC | WASI_FDFLAG_RSYNC;
   uint32_t have = fdflags_from_host(fl) & sync_bits;
   uint32_t want = flags & sync_bits;
-  if (want & WASI_FDFLAG_RSYNC) want = (want & ~WASI_FDFLAG_RSYNC) | WASI_FDFLAG_SYNC;
+  if (want & WASI_FDFLAG_RSYNC)
+    want = (want & ~WASI_FDFLAG_RSYNC) | WASI_FDFLAG_SYNC;
   if (want & WASI_FDFLAG_SYNC) want &= ~(uint32_t)WASI_FDFLAG_DSYNC;
   if (want != have) return WASI_ENOTSUP;
   int nfl = fl & ~(O_APPEND | O_NONBLOCK);
@@ -423,8 +462,8 @@ uint32_t kiln_wasi_p1_fd_fdstat_set_rights(kiln_wasi *w, kiln_memory *m,
   return WASI_ESUCCESS;
 }
 
-uint32_t kiln_wasi_p1_fd_filestat_get(kiln_wasi *w, kiln_memory *m,
-                                      uint32_t fd, uint32_t out) {
+uint32_t kiln_wasi_p1_fd_filestat_get(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                                      uint32_t out) {
   kiln_wasi_fd *e;
   uint32_t err = kiln_wasi_fd_get(w, fd, WASI_RIGHT_FD_FILESTAT_GET, &e);
   if (err) return err;
@@ -450,8 +489,7 @@ uint32_t kiln_wasi_p1_fd_filestat_set_size(kiln_wasi *w, kiln_memory *m,
 
 uint32_t kiln_wasi_p1_fd_filestat_set_times(kiln_wasi *w, kiln_memory *m,
                                             uint32_t fd, uint64_t atim,
-                                            uint64_t mtim,
-                                            uint32_t fst_flags) {
+                                            uint64_t mtim, uint32_t fst_flags) {
   kiln_wasi_fd *e;
   uint32_t err = kiln_wasi_fd_get(w, fd, WASI_RIGHT_FD_FILESTAT_SET_TIMES, &e);
   if (err) return err;
@@ -472,8 +510,7 @@ uint32_t kiln_wasi_p1_fd_advise(kiln_wasi *w, kiln_memory *m, uint32_t fd,
                                 POSIX_FADV_DONTNEED, POSIX_FADV_NOREUSE};
   if (advice >= sizeof kAdvice / sizeof kAdvice[0]) return WASI_EINVAL;
   if (offset > INT64_MAX || len > INT64_MAX) return WASI_EINVAL;
-  int r = posix_fadvise(e->host_fd, (off_t)offset, (off_t)len,
-                        kAdvice[advice]);
+  int r = posix_fadvise(e->host_fd, (off_t)offset, (off_t)len, kAdvice[advice]);
   return kiln_wasi_errno(r);
 }
 
@@ -489,7 +526,7 @@ uint32_t kiln_wasi_p1_fd_allocate(kiln_wasi *w, kiln_memory *m, uint32_t fd,
   return r == EOPNOTSUPP ? WASI_ENOTSUP : kiln_wasi_errno(r);
 }
 
-/* ---- Preopens ------------------------------------------------------------- */
+/* ---- Preopens ------------------------------------------------------------ */
 
 uint32_t kiln_wasi_p1_fd_prestat_get(kiln_wasi *w, kiln_memory *m, uint32_t fd,
                                      uint32_t out) {
@@ -520,7 +557,7 @@ uint32_t kiln_wasi_p1_fd_prestat_dir_name(kiln_wasi *w, kiln_memory *m,
   return WASI_ESUCCESS;
 }
 
-/* ---- Directories ---------------------------------------------------------- */
+/* ---- Directories --------------------------------------------------------- */
 
 static uint8_t filetype_from_dirent(DIR *d, const struct dirent *de) {
   switch (de->d_type) {
@@ -567,8 +604,10 @@ uint32_t kiln_wasi_p1_fd_readdir(kiln_wasi *w, kiln_memory *m, uint32_t fd,
       return kiln_wasi_errno(saved);
     }
   }
-  if (cookie == 0) rewinddir(e->dir);
-  else seekdir(e->dir, (long)cookie);
+  if (cookie == 0)
+    rewinddir(e->dir);
+  else
+    seekdir(e->dir, (long)cookie);
   uint64_t at = 0;
   while (at < buf_len) {
     errno = 0;
@@ -583,8 +622,8 @@ uint32_t kiln_wasi_p1_fd_readdir(kiln_wasi *w, kiln_memory *m, uint32_t fd,
     kiln_wasi_st64(hdr + 8, (uint64_t)de->d_ino);
     kiln_wasi_st32(hdr + 16, (uint32_t)namlen);
     hdr[20] = filetype_from_dirent(e->dir, de);
-    uint64_t n = buf_len - at < WASI_DIRENT_SIZE ? buf_len - at
-                                                 : WASI_DIRENT_SIZE;
+    uint64_t n =
+        buf_len - at < WASI_DIRENT_SIZE ? buf_len - at : WASI_DIRENT_SIZE;
     memcpy(out + at, hdr, n);
     at += n;
     n = buf_len - at < namlen ? buf_len - at : namlen;

@@ -25,27 +25,82 @@
 /* ---- ABI constants (witx: wasi_snapshot_preview1) ------------------------ */
 
 enum {
-  WASI_ESUCCESS = 0, WASI_E2BIG = 1, WASI_EACCES = 2, WASI_EADDRINUSE = 3,
-  WASI_EADDRNOTAVAIL = 4, WASI_EAFNOSUPPORT = 5, WASI_EAGAIN = 6,
-  WASI_EALREADY = 7, WASI_EBADF = 8, WASI_EBADMSG = 9, WASI_EBUSY = 10,
-  WASI_ECANCELED = 11, WASI_ECHILD = 12, WASI_ECONNABORTED = 13,
-  WASI_ECONNREFUSED = 14, WASI_ECONNRESET = 15, WASI_EDEADLK = 16,
-  WASI_EDESTADDRREQ = 17, WASI_EDOM = 18, WASI_EDQUOT = 19, WASI_EEXIST = 20,
-  WASI_EFAULT = 21, WASI_EFBIG = 22, WASI_EHOSTUNREACH = 23, WASI_EIDRM = 24,
-  WASI_EILSEQ = 25, WASI_EINPROGRESS = 26, WASI_EINTR = 27, WASI_EINVAL = 28,
-  WASI_EIO = 29, WASI_EISCONN = 30, WASI_EISDIR = 31, WASI_ELOOP = 32,
-  WASI_EMFILE = 33, WASI_EMLINK = 34, WASI_EMSGSIZE = 35, WASI_EMULTIHOP = 36,
-  WASI_ENAMETOOLONG = 37, WASI_ENETDOWN = 38, WASI_ENETRESET = 39,
-  WASI_ENETUNREACH = 40, WASI_ENFILE = 41, WASI_ENOBUFS = 42, WASI_ENODEV = 43,
-  WASI_ENOENT = 44, WASI_ENOEXEC = 45, WASI_ENOLCK = 46, WASI_ENOLINK = 47,
-  WASI_ENOMEM = 48, WASI_ENOMSG = 49, WASI_ENOPROTOOPT = 50, WASI_ENOSPC = 51,
-  WASI_ENOSYS = 52, WASI_ENOTCONN = 53, WASI_ENOTDIR = 54, WASI_ENOTEMPTY = 55,
-  WASI_ENOTRECOVERABLE = 56, WASI_ENOTSOCK = 57, WASI_ENOTSUP = 58,
-  WASI_ENOTTY = 59, WASI_ENXIO = 60, WASI_EOVERFLOW = 61, WASI_EOWNERDEAD = 62,
-  WASI_EPERM = 63, WASI_EPIPE = 64, WASI_EPROTO = 65,
-  WASI_EPROTONOSUPPORT = 66, WASI_EPROTOTYPE = 67, WASI_ERANGE = 68,
-  WASI_EROFS = 69, WASI_ESPIPE = 70, WASI_ESRCH = 71, WASI_ESTALE = 72,
-  WASI_ETIMEDOUT = 73, WASI_ETXTBSY = 74, WASI_EXDEV = 75,
+  WASI_ESUCCESS = 0,
+  WASI_E2BIG = 1,
+  WASI_EACCES = 2,
+  WASI_EADDRINUSE = 3,
+  WASI_EADDRNOTAVAIL = 4,
+  WASI_EAFNOSUPPORT = 5,
+  WASI_EAGAIN = 6,
+  WASI_EALREADY = 7,
+  WASI_EBADF = 8,
+  WASI_EBADMSG = 9,
+  WASI_EBUSY = 10,
+  WASI_ECANCELED = 11,
+  WASI_ECHILD = 12,
+  WASI_ECONNABORTED = 13,
+  WASI_ECONNREFUSED = 14,
+  WASI_ECONNRESET = 15,
+  WASI_EDEADLK = 16,
+  WASI_EDESTADDRREQ = 17,
+  WASI_EDOM = 18,
+  WASI_EDQUOT = 19,
+  WASI_EEXIST = 20,
+  WASI_EFAULT = 21,
+  WASI_EFBIG = 22,
+  WASI_EHOSTUNREACH = 23,
+  WASI_EIDRM = 24,
+  WASI_EILSEQ = 25,
+  WASI_EINPROGRESS = 26,
+  WASI_EINTR = 27,
+  WASI_EINVAL = 28,
+  WASI_EIO = 29,
+  WASI_EISCONN = 30,
+  WASI_EISDIR = 31,
+  WASI_ELOOP = 32,
+  WASI_EMFILE = 33,
+  WASI_EMLINK = 34,
+  WASI_EMSGSIZE = 35,
+  WASI_EMULTIHOP = 36,
+  WASI_ENAMETOOLONG = 37,
+  WASI_ENETDOWN = 38,
+  WASI_ENETRESET = 39,
+  WASI_ENETUNREACH = 40,
+  WASI_ENFILE = 41,
+  WASI_ENOBUFS = 42,
+  WASI_ENODEV = 43,
+  WASI_ENOENT = 44,
+  WASI_ENOEXEC = 45,
+  WASI_ENOLCK = 46,
+  WASI_ENOLINK = 47,
+  WASI_ENOMEM = 48,
+  WASI_ENOMSG = 49,
+  WASI_ENOPROTOOPT = 50,
+  WASI_ENOSPC = 51,
+  WASI_ENOSYS = 52,
+  WASI_ENOTCONN = 53,
+  WASI_ENOTDIR = 54,
+  WASI_ENOTEMPTY = 55,
+  WASI_ENOTRECOVERABLE = 56,
+  WASI_ENOTSOCK = 57,
+  WASI_ENOTSUP = 58,
+  WASI_ENOTTY = 59,
+  WASI_ENXIO = 60,
+  WASI_EOVERFLOW = 61,
+  WASI_EOWNERDEAD = 62,
+  WASI_EPERM = 63,
+  WASI_EPIPE = 64,
+  WASI_EPROTO = 65,
+  WASI_EPROTONOSUPPORT = 66,
+  WASI_EPROTOTYPE = 67,
+  WASI_ERANGE = 68,
+  WASI_EROFS = 69,
+  WASI_ESPIPE = 70,
+  WASI_ESRCH = 71,
+  WASI_ESTALE = 72,
+  WASI_ETIMEDOUT = 73,
+  WASI_ETXTBSY = 74,
+  WASI_EXDEV = 75,
   WASI_ENOTCAPABLE = 76,
 };
 
@@ -87,29 +142,29 @@ enum {
  * looks for exactly that). */
 #define WASI_RIGHTS_REGULAR_FILE                                              \
   (WASI_RIGHT_FD_DATASYNC | WASI_RIGHT_FD_READ | WASI_RIGHT_FD_SEEK |         \
-   WASI_RIGHT_FD_FDSTAT_SET_FLAGS | WASI_RIGHT_FD_SYNC | WASI_RIGHT_FD_TELL |  \
+   WASI_RIGHT_FD_FDSTAT_SET_FLAGS | WASI_RIGHT_FD_SYNC | WASI_RIGHT_FD_TELL | \
    WASI_RIGHT_FD_WRITE | WASI_RIGHT_FD_ADVISE | WASI_RIGHT_FD_ALLOCATE |      \
    WASI_RIGHT_FD_FILESTAT_GET | WASI_RIGHT_FD_FILESTAT_SET_SIZE |             \
    WASI_RIGHT_FD_FILESTAT_SET_TIMES | WASI_RIGHT_POLL_FD_READWRITE)
-#define WASI_RIGHTS_DIRECTORY                                                 \
-  (WASI_RIGHT_FD_DATASYNC | WASI_RIGHT_FD_FDSTAT_SET_FLAGS |                  \
-   WASI_RIGHT_FD_SYNC | WASI_RIGHT_PATH_CREATE_DIRECTORY |                    \
-   WASI_RIGHT_PATH_CREATE_FILE | WASI_RIGHT_PATH_LINK_SOURCE |                \
-   WASI_RIGHT_PATH_LINK_TARGET | WASI_RIGHT_PATH_OPEN |                       \
-   WASI_RIGHT_FD_READDIR | WASI_RIGHT_PATH_READLINK |                         \
-   WASI_RIGHT_PATH_RENAME_SOURCE | WASI_RIGHT_PATH_RENAME_TARGET |            \
-   WASI_RIGHT_PATH_FILESTAT_GET | WASI_RIGHT_PATH_FILESTAT_SET_SIZE |         \
-   WASI_RIGHT_PATH_FILESTAT_SET_TIMES | WASI_RIGHT_FD_FILESTAT_GET |          \
-   WASI_RIGHT_FD_FILESTAT_SET_TIMES | WASI_RIGHT_PATH_SYMLINK |               \
-   WASI_RIGHT_PATH_REMOVE_DIRECTORY | WASI_RIGHT_PATH_UNLINK_FILE |           \
+#define WASI_RIGHTS_DIRECTORY                                         \
+  (WASI_RIGHT_FD_DATASYNC | WASI_RIGHT_FD_FDSTAT_SET_FLAGS |          \
+   WASI_RIGHT_FD_SYNC | WASI_RIGHT_PATH_CREATE_DIRECTORY |            \
+   WASI_RIGHT_PATH_CREATE_FILE | WASI_RIGHT_PATH_LINK_SOURCE |        \
+   WASI_RIGHT_PATH_LINK_TARGET | WASI_RIGHT_PATH_OPEN |               \
+   WASI_RIGHT_FD_READDIR | WASI_RIGHT_PATH_READLINK |                 \
+   WASI_RIGHT_PATH_RENAME_SOURCE | WASI_RIGHT_PATH_RENAME_TARGET |    \
+   WASI_RIGHT_PATH_FILESTAT_GET | WASI_RIGHT_PATH_FILESTAT_SET_SIZE | \
+   WASI_RIGHT_PATH_FILESTAT_SET_TIMES | WASI_RIGHT_FD_FILESTAT_GET |  \
+   WASI_RIGHT_FD_FILESTAT_SET_TIMES | WASI_RIGHT_PATH_SYMLINK |       \
+   WASI_RIGHT_PATH_REMOVE_DIRECTORY | WASI_RIGHT_PATH_UNLINK_FILE |   \
    WASI_RIGHT_POLL_FD_READWRITE)
 #define WASI_RIGHTS_DIRECTORY_INHERITING \
   (WASI_RIGHTS_DIRECTORY | WASI_RIGHTS_REGULAR_FILE)
 #define WASI_RIGHTS_CHARACTER_DEVICE \
   (WASI_RIGHTS_REGULAR_FILE & ~(WASI_RIGHT_FD_SEEK | WASI_RIGHT_FD_TELL))
-#define WASI_RIGHTS_SOCKET                                                    \
+#define WASI_RIGHTS_SOCKET                                                     \
   (WASI_RIGHT_FD_READ | WASI_RIGHT_FD_WRITE | WASI_RIGHT_FD_FDSTAT_SET_FLAGS | \
-   WASI_RIGHT_FD_FILESTAT_GET | WASI_RIGHT_POLL_FD_READWRITE |                \
+   WASI_RIGHT_FD_FILESTAT_GET | WASI_RIGHT_POLL_FD_READWRITE |                 \
    WASI_RIGHT_SOCK_SHUTDOWN | WASI_RIGHT_SOCK_ACCEPT)
 
 enum {
@@ -186,11 +241,12 @@ enum {
 #define WASI_EVENT_SIZE 32u
 
 /* Limits on what a guest may make the host allocate or process at once. */
-#define WASI_IOV_MAX 1024u           /* iovecs handled per call (the rest: a
-                                      * short transfer, which POSIX allows) */
-#define WASI_PATH_MAX 4096u          /* longer paths: NAMETOOLONG */
-#define WASI_POLL_MAX 65536u         /* more subscriptions: INVAL */
-#define WASI_FD_MAX 65536u           /* guest descriptor numbers */
+#define WASI_IOV_MAX                                                 \
+  1024u                      /* iovecs handled per call (the rest: a \
+                              * short transfer, which POSIX allows) */
+#define WASI_PATH_MAX 4096u  /* longer paths: NAMETOOLONG */
+#define WASI_POLL_MAX 65536u /* more subscriptions: INVAL */
+#define WASI_FD_MAX 65536u   /* guest descriptor numbers */
 
 /* ---- Context and descriptor table ---------------------------------------- */
 
@@ -243,7 +299,7 @@ struct timespec;
 uint32_t kiln_wasi_times(uint64_t atim, uint64_t mtim, uint32_t fst_flags,
                          struct timespec ts[2]);
 
-/* ---- Guest memory --------------------------------------------------------- */
+/* ---- Guest memory -------------------------------------------------------- */
 
 /* Host pointer for guest [off, off + len), or NULL (then: FAULT). */
 static inline uint8_t *kiln_wasi_mem(kiln_memory *m, uint64_t off,
@@ -316,108 +372,128 @@ uint32_t kiln_wasi_open_beneath(int dirfd, const char *path, int flags,
 /* For tests: force the component walk (true) or allow openat2 (false). */
 void kiln_wasi_force_walk(bool on);
 
-/* ---- The preview1 functions ----------------------------------------------- */
+/* ---- The preview1 functions ---------------------------------------------- */
 
-
-uint32_t kiln_wasi_p1_args_get(kiln_wasi *w, kiln_memory *m, uint32_t argv, uint32_t buf);
-uint32_t kiln_wasi_p1_args_sizes_get(kiln_wasi *w, kiln_memory *m, uint32_t argc_out,
-                                     uint32_t size_out);
-uint32_t kiln_wasi_p1_environ_get(kiln_wasi *w, kiln_memory *m, uint32_t env, uint32_t buf);
-uint32_t kiln_wasi_p1_environ_sizes_get(kiln_wasi *w, kiln_memory *m, uint32_t count_out,
-                                        uint32_t size_out);
-uint32_t kiln_wasi_p1_clock_res_get(kiln_wasi *w, kiln_memory *m, uint32_t id, uint32_t out);
+uint32_t kiln_wasi_p1_args_get(kiln_wasi *w, kiln_memory *m, uint32_t argv,
+                               uint32_t buf);
+uint32_t kiln_wasi_p1_args_sizes_get(kiln_wasi *w, kiln_memory *m,
+                                     uint32_t argc_out, uint32_t size_out);
+uint32_t kiln_wasi_p1_environ_get(kiln_wasi *w, kiln_memory *m, uint32_t env,
+                                  uint32_t buf);
+uint32_t kiln_wasi_p1_environ_sizes_get(kiln_wasi *w, kiln_memory *m,
+                                        uint32_t count_out, uint32_t size_out);
+uint32_t kiln_wasi_p1_clock_res_get(kiln_wasi *w, kiln_memory *m, uint32_t id,
+                                    uint32_t out);
 uint32_t kiln_wasi_p1_clock_time_get(kiln_wasi *w, kiln_memory *m, uint32_t id,
                                      uint64_t precision, uint32_t out);
-uint32_t kiln_wasi_p1_random_get(kiln_wasi *w, kiln_memory *m, uint32_t buf, uint32_t len);
+uint32_t kiln_wasi_p1_random_get(kiln_wasi *w, kiln_memory *m, uint32_t buf,
+                                 uint32_t len);
 uint32_t kiln_wasi_p1_sched_yield(kiln_wasi *w, kiln_memory *m);
 uint32_t kiln_wasi_p1_proc_raise(kiln_wasi *w, kiln_memory *m, uint32_t sig);
 
-uint32_t kiln_wasi_p1_fd_advise(kiln_wasi *w, kiln_memory *m, uint32_t fd, uint64_t offset,
-                                uint64_t len, uint32_t advice);
-uint32_t kiln_wasi_p1_fd_allocate(kiln_wasi *w, kiln_memory *m, uint32_t fd, uint64_t offset,
-                                  uint64_t len);
+uint32_t kiln_wasi_p1_fd_advise(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                                uint64_t offset, uint64_t len, uint32_t advice);
+uint32_t kiln_wasi_p1_fd_allocate(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                                  uint64_t offset, uint64_t len);
 uint32_t kiln_wasi_p1_fd_close(kiln_wasi *w, kiln_memory *m, uint32_t fd);
 uint32_t kiln_wasi_p1_fd_datasync(kiln_wasi *w, kiln_memory *m, uint32_t fd);
-uint32_t kiln_wasi_p1_fd_fdstat_get(kiln_wasi *w, kiln_memory *m, uint32_t fd, uint32_t out);
-uint32_t kiln_wasi_p1_fd_fdstat_set_flags(kiln_wasi *w, kiln_memory *m, uint32_t fd,
-                                          uint32_t flags);
-uint32_t kiln_wasi_p1_fd_fdstat_set_rights(kiln_wasi *w, kiln_memory *m, uint32_t fd,
-                                           uint64_t base, uint64_t inheriting);
+uint32_t kiln_wasi_p1_fd_fdstat_get(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                                    uint32_t out);
+uint32_t kiln_wasi_p1_fd_fdstat_set_flags(kiln_wasi *w, kiln_memory *m,
+                                          uint32_t fd, uint32_t flags);
+uint32_t kiln_wasi_p1_fd_fdstat_set_rights(kiln_wasi *w, kiln_memory *m,
+                                           uint32_t fd, uint64_t base,
+                                           uint64_t inheriting);
 uint32_t kiln_wasi_p1_fd_filestat_get(kiln_wasi *w, kiln_memory *m, uint32_t fd,
                                       uint32_t out);
-uint32_t kiln_wasi_p1_fd_filestat_set_size(kiln_wasi *w, kiln_memory *m, uint32_t fd,
-                                           uint64_t size);
-uint32_t kiln_wasi_p1_fd_filestat_set_times(kiln_wasi *w, kiln_memory *m, uint32_t fd,
-                                            uint64_t atim, uint64_t mtim,
-                                            uint32_t fst_flags);
-uint32_t kiln_wasi_p1_fd_pread(kiln_wasi *w, kiln_memory *m, uint32_t fd, uint32_t iovs,
-                               uint32_t iovs_len, uint64_t offset,
-                               uint32_t nread_out);
-uint32_t kiln_wasi_p1_fd_prestat_get(kiln_wasi *w, kiln_memory *m, uint32_t fd, uint32_t out);
-uint32_t kiln_wasi_p1_fd_prestat_dir_name(kiln_wasi *w, kiln_memory *m, uint32_t fd,
-                                          uint32_t path, uint32_t path_len);
-uint32_t kiln_wasi_p1_fd_pwrite(kiln_wasi *w, kiln_memory *m, uint32_t fd, uint32_t iovs,
-                                uint32_t iovs_len, uint64_t offset,
-                                uint32_t nwritten_out);
-uint32_t kiln_wasi_p1_fd_read(kiln_wasi *w, kiln_memory *m, uint32_t fd, uint32_t iovs,
-                              uint32_t iovs_len, uint32_t nread_out);
-uint32_t kiln_wasi_p1_fd_readdir(kiln_wasi *w, kiln_memory *m, uint32_t fd, uint32_t buf,
-                                 uint32_t buf_len, uint64_t cookie,
-                                 uint32_t bufused_out);
-uint32_t kiln_wasi_p1_fd_renumber(kiln_wasi *w, kiln_memory *m, uint32_t fd, uint32_t to);
-uint32_t kiln_wasi_p1_fd_seek(kiln_wasi *w, kiln_memory *m, uint32_t fd, uint64_t offset,
-                              uint32_t whence, uint32_t newoffset_out);
+uint32_t kiln_wasi_p1_fd_filestat_set_size(kiln_wasi *w, kiln_memory *m,
+                                           uint32_t fd, uint64_t size);
+uint32_t kiln_wasi_p1_fd_filestat_set_times(kiln_wasi *w, kiln_memory *m,
+                                            uint32_t fd, uint64_t atim,
+                                            uint64_t mtim, uint32_t fst_flags);
+uint32_t kiln_wasi_p1_fd_pread(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                               uint32_t iovs, uint32_t iovs_len,
+                               uint64_t offset, uint32_t nread_out);
+uint32_t kiln_wasi_p1_fd_prestat_get(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                                     uint32_t out);
+uint32_t kiln_wasi_p1_fd_prestat_dir_name(kiln_wasi *w, kiln_memory *m,
+                                          uint32_t fd, uint32_t path,
+                                          uint32_t path_len);
+uint32_t kiln_wasi_p1_fd_pwrite(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                                uint32_t iovs, uint32_t iovs_len,
+                                uint64_t offset, uint32_t nwritten_out);
+uint32_t kiln_wasi_p1_fd_read(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                              uint32_t iovs, uint32_t iovs_len,
+                              uint32_t nread_out);
+uint32_t kiln_wasi_p1_fd_readdir(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                                 uint32_t buf, uint32_t buf_len,
+                                 uint64_t cookie, uint32_t bufused_out);
+uint32_t kiln_wasi_p1_fd_renumber(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                                  uint32_t to);
+uint32_t kiln_wasi_p1_fd_seek(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                              uint64_t offset, uint32_t whence,
+                              uint32_t newoffset_out);
 uint32_t kiln_wasi_p1_fd_sync(kiln_wasi *w, kiln_memory *m, uint32_t fd);
-uint32_t kiln_wasi_p1_fd_tell(kiln_wasi *w, kiln_memory *m, uint32_t fd, uint32_t out);
-uint32_t kiln_wasi_p1_fd_write(kiln_wasi *w, kiln_memory *m, uint32_t fd, uint32_t iovs,
-                               uint32_t iovs_len, uint32_t nwritten_out);
+uint32_t kiln_wasi_p1_fd_tell(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                              uint32_t out);
+uint32_t kiln_wasi_p1_fd_write(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                               uint32_t iovs, uint32_t iovs_len,
+                               uint32_t nwritten_out);
 
-uint32_t kiln_wasi_p1_path_create_directory(kiln_wasi *w, kiln_memory *m, uint32_t fd,
-                                            uint32_t path, uint32_t path_len);
-uint32_t kiln_wasi_p1_path_filestat_get(kiln_wasi *w, kiln_memory *m, uint32_t fd,
-                                        uint32_t flags, uint32_t path,
-                                        uint32_t path_len, uint32_t out);
-uint32_t kiln_wasi_p1_path_filestat_set_times(kiln_wasi *w, kiln_memory *m, uint32_t fd,
-                                              uint32_t flags, uint32_t path,
-                                              uint32_t path_len, uint64_t atim,
-                                              uint64_t mtim,
+uint32_t kiln_wasi_p1_path_create_directory(kiln_wasi *w, kiln_memory *m,
+                                            uint32_t fd, uint32_t path,
+                                            uint32_t path_len);
+uint32_t kiln_wasi_p1_path_filestat_get(kiln_wasi *w, kiln_memory *m,
+                                        uint32_t fd, uint32_t flags,
+                                        uint32_t path, uint32_t path_len,
+                                        uint32_t out);
+uint32_t kiln_wasi_p1_path_filestat_set_times(kiln_wasi *w, kiln_memory *m,
+                                              uint32_t fd, uint32_t flags,
+                                              uint32_t path, uint32_t path_len,
+                                              uint64_t atim, uint64_t mtim,
                                               uint32_t fst_flags);
 uint32_t kiln_wasi_p1_path_link(kiln_wasi *w, kiln_memory *m, uint32_t old_fd,
                                 uint32_t old_flags, uint32_t old_path,
                                 uint32_t old_len, uint32_t new_fd,
                                 uint32_t new_path, uint32_t new_len);
-uint32_t kiln_wasi_p1_path_open(kiln_wasi *w, kiln_memory *m, uint32_t fd, uint32_t dirflags,
-                                uint32_t path, uint32_t path_len,
-                                uint32_t oflags, uint64_t base,
-                                uint64_t inheriting, uint32_t fdflags,
-                                uint32_t fd_out);
-uint32_t kiln_wasi_p1_path_readlink(kiln_wasi *w, kiln_memory *m, uint32_t fd, uint32_t path,
-                                    uint32_t path_len, uint32_t buf,
-                                    uint32_t buf_len, uint32_t bufused_out);
-uint32_t kiln_wasi_p1_path_remove_directory(kiln_wasi *w, kiln_memory *m, uint32_t fd,
-                                            uint32_t path, uint32_t path_len);
-uint32_t kiln_wasi_p1_path_rename(kiln_wasi *w, kiln_memory *m, uint32_t fd, uint32_t old_path,
-                                  uint32_t old_len, uint32_t new_fd,
-                                  uint32_t new_path, uint32_t new_len);
-uint32_t kiln_wasi_p1_path_symlink(kiln_wasi *w, kiln_memory *m, uint32_t old_path,
-                                   uint32_t old_len, uint32_t fd,
-                                   uint32_t new_path, uint32_t new_len);
-uint32_t kiln_wasi_p1_path_unlink_file(kiln_wasi *w, kiln_memory *m, uint32_t fd,
-                                       uint32_t path, uint32_t path_len);
+uint32_t kiln_wasi_p1_path_open(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                                uint32_t dirflags, uint32_t path,
+                                uint32_t path_len, uint32_t oflags,
+                                uint64_t base, uint64_t inheriting,
+                                uint32_t fdflags, uint32_t fd_out);
+uint32_t kiln_wasi_p1_path_readlink(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                                    uint32_t path, uint32_t path_len,
+                                    uint32_t buf, uint32_t buf_len,
+                                    uint32_t bufused_out);
+uint32_t kiln_wasi_p1_path_remove_directory(kiln_wasi *w, kiln_memory *m,
+                                            uint32_t fd, uint32_t path,
+                                            uint32_t path_len);
+uint32_t kiln_wasi_p1_path_rename(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                                  uint32_t old_path, uint32_t old_len,
+                                  uint32_t new_fd, uint32_t new_path,
+                                  uint32_t new_len);
+uint32_t kiln_wasi_p1_path_symlink(kiln_wasi *w, kiln_memory *m,
+                                   uint32_t old_path, uint32_t old_len,
+                                   uint32_t fd, uint32_t new_path,
+                                   uint32_t new_len);
+uint32_t kiln_wasi_p1_path_unlink_file(kiln_wasi *w, kiln_memory *m,
+                                       uint32_t fd, uint32_t path,
+                                       uint32_t path_len);
 
-uint32_t kiln_wasi_p1_poll_oneoff(kiln_wasi *w, kiln_memory *m, uint32_t in, uint32_t out,
-                                  uint32_t nsubscriptions,
+uint32_t kiln_wasi_p1_poll_oneoff(kiln_wasi *w, kiln_memory *m, uint32_t in,
+                                  uint32_t out, uint32_t nsubscriptions,
                                   uint32_t nevents_out);
 
-uint32_t kiln_wasi_p1_sock_accept(kiln_wasi *w, kiln_memory *m, uint32_t fd, uint32_t flags,
-                                  uint32_t fd_out);
-uint32_t kiln_wasi_p1_sock_recv(kiln_wasi *w, kiln_memory *m, uint32_t fd, uint32_t ri_data,
-                                uint32_t ri_data_len, uint32_t ri_flags,
-                                uint32_t ro_datalen_out,
+uint32_t kiln_wasi_p1_sock_accept(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                                  uint32_t flags, uint32_t fd_out);
+uint32_t kiln_wasi_p1_sock_recv(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                                uint32_t ri_data, uint32_t ri_data_len,
+                                uint32_t ri_flags, uint32_t ro_datalen_out,
                                 uint32_t ro_flags_out);
-uint32_t kiln_wasi_p1_sock_send(kiln_wasi *w, kiln_memory *m, uint32_t fd, uint32_t si_data,
-                                uint32_t si_data_len, uint32_t si_flags,
-                                uint32_t so_datalen_out);
-uint32_t kiln_wasi_p1_sock_shutdown(kiln_wasi *w, kiln_memory *m, uint32_t fd, uint32_t how);
+uint32_t kiln_wasi_p1_sock_send(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                                uint32_t si_data, uint32_t si_data_len,
+                                uint32_t si_flags, uint32_t so_datalen_out);
+uint32_t kiln_wasi_p1_sock_shutdown(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                                    uint32_t how);
 
 #endif /* KILN_WASI_INTERNAL_H_ */

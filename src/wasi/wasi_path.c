@@ -43,7 +43,7 @@ static atomic_bool g_force_walk;
 
 void kiln_wasi_force_walk(bool on) { atomic_store(&g_force_walk, on); }
 
-/* ---- The walk (fallback) -------------------------------------------------- */
+/* ---- The walk (fallback) ------------------------------------------------- */
 
 typedef struct dir_stack {
   int *fds; /* fds[0] is the caller's dirfd, never closed here */
@@ -101,8 +101,8 @@ static bool read_link(int dirfd, const char *name, char **out, int *err) {
   return true;
 }
 
-static uint32_t walk_open(int dirfd, const char *path, int flags,
-                          unsigned mode, bool follow, int *out_fd) {
+static uint32_t walk_open(int dirfd, const char *path, int flags, unsigned mode,
+                          bool follow, int *out_fd) {
   if (path[0] == '/') return WASI_ENOTCAPABLE;
   if (path[0] == 0) return WASI_ENOENT;
   char *rest = strdup(path);
@@ -148,8 +148,10 @@ static uint32_t walk_open(int dirfd, const char *path, int flags,
       }
       /* The path ends at a directory we hold: open it as ".". */
       int fd = openat(top, ".", flags | O_CLOEXEC, mode);
-      if (fd < 0) err = kiln_wasi_errno(errno);
-      else *out_fd = fd;
+      if (fd < 0)
+        err = kiln_wasi_errno(errno);
+      else
+        *out_fd = fd;
       break;
     }
     if (!last || slash) {
@@ -168,16 +170,21 @@ static uint32_t walk_open(int dirfd, const char *path, int flags,
         }
         /* "dir/" at the end: open the held directory itself. */
         int f2 = openat(fd, ".", flags | O_CLOEXEC, mode);
-        if (f2 < 0) err = kiln_wasi_errno(errno);
-        else *out_fd = f2;
+        if (f2 < 0)
+          err = kiln_wasi_errno(errno);
+        else
+          *out_fd = f2;
         break;
       }
       int e = errno;
       char *target = NULL;
       int lerr = 0;
-      if ((e == ENOTDIR || e == ELOOP) && read_link(top, comp, &target, &lerr)) {
-        if (++links > MAX_SYMLINKS) err = WASI_ELOOP;
-        else err = splice_link(&rest, target, rest + end);
+      if ((e == ENOTDIR || e == ELOOP) &&
+          read_link(top, comp, &target, &lerr)) {
+        if (++links > MAX_SYMLINKS)
+          err = WASI_ELOOP;
+        else
+          err = splice_link(&rest, target, rest + end);
         free(target);
         if (err) break;
         pos = 0;
@@ -207,8 +214,10 @@ static uint32_t walk_open(int dirfd, const char *path, int flags,
     int lerr = 0;
     if (follow && (e == ELOOP || e == ENOTDIR || e == EMLINK) &&
         read_link(top, comp, &target, &lerr)) {
-      if (++links > MAX_SYMLINKS) err = WASI_ELOOP;
-      else err = splice_link(&rest, target, "");
+      if (++links > MAX_SYMLINKS)
+        err = WASI_ELOOP;
+      else
+        err = splice_link(&rest, target, "");
       free(target);
       if (err) break;
       pos = 0;
@@ -222,7 +231,7 @@ static uint32_t walk_open(int dirfd, const char *path, int flags,
   return err;
 }
 
-/* ---- openat2 -------------------------------------------------------------- */
+/* ---- openat2 ------------------------------------------------------------- */
 
 uint32_t kiln_wasi_open_beneath(int dirfd, const char *path, int flags,
                                 unsigned mode, bool follow, int *out_fd) {
@@ -255,12 +264,12 @@ uint32_t kiln_wasi_open_beneath(int dirfd, const char *path, int flags,
   }
 }
 
-/* ---- Parent + last name ---------------------------------------------------- */
+/* ---- Parent + last name -------------------------------------------------- */
 
 typedef struct split_path {
-  int parent_fd;  /* beneath the preopen; owned */
-  char *name;     /* last component, trailing slashes kept; owned */
-  bool slash;     /* name ends with '/' */
+  int parent_fd; /* beneath the preopen; owned */
+  char *name;    /* last component, trailing slashes kept; owned */
+  bool slash;    /* name ends with '/' */
 } split_path;
 
 static void split_free(split_path *s) {
@@ -301,8 +310,8 @@ static uint32_t split_resolve(int dirfd, const char *path, split_path *out) {
     out->name = NULL;
     return WASI_ENOMEM;
   }
-  uint32_t err = kiln_wasi_open_beneath(dirfd, parent, O_PATH | O_DIRECTORY,
-                                        0, true, &out->parent_fd);
+  uint32_t err = kiln_wasi_open_beneath(dirfd, parent, O_PATH | O_DIRECTORY, 0,
+                                        true, &out->parent_fd);
   free(parent);
   if (err) {
     free(out->name);
@@ -331,7 +340,7 @@ static void proc_fd_path(int fd, char buf[64]) {
   snprintf(buf, 64, "/proc/self/fd/%d", fd);
 }
 
-/* ---- path_open ------------------------------------------------------------ */
+/* ---- path_open ----------------------------------------------------------- */
 
 uint32_t kiln_wasi_p1_path_open(kiln_wasi *w, kiln_memory *m, uint32_t fd,
                                 uint32_t dirflags, uint32_t path,
@@ -448,8 +457,8 @@ uint32_t kiln_wasi_p1_path_rename(kiln_wasi *w, kiln_memory *m, uint32_t fd,
                                   uint32_t new_len) {
   int odir, ndir;
   char *op = NULL, *np = NULL;
-  uint32_t err = dir_and_path(w, m, fd, WASI_RIGHT_PATH_RENAME_SOURCE,
-                              old_path, old_len, &odir, &op);
+  uint32_t err = dir_and_path(w, m, fd, WASI_RIGHT_PATH_RENAME_SOURCE, old_path,
+                              old_len, &odir, &op);
   if (err) return err;
   err = dir_and_path(w, m, new_fd, WASI_RIGHT_PATH_RENAME_TARGET, new_path,
                      new_len, &ndir, &np);
@@ -582,8 +591,10 @@ uint32_t kiln_wasi_p1_path_filestat_get(kiln_wasi *w, kiln_memory *m,
   if (err) return err;
   uint8_t *o = kiln_wasi_mem(m, out, WASI_FILESTAT_SIZE);
   struct stat st;
-  if (!o) err = WASI_EFAULT;
-  else err = stat_path(dirfd, p, flags & WASI_LOOKUP_SYMLINK_FOLLOW, &st);
+  if (!o)
+    err = WASI_EFAULT;
+  else
+    err = stat_path(dirfd, p, flags & WASI_LOOKUP_SYMLINK_FOLLOW, &st);
   free(p);
   if (err) return err;
   kiln_wasi_filestat_store(o, &st);

@@ -27,7 +27,7 @@ typedef struct poll_sub {
   clockid_t clock;
   uint64_t deadline; /* absolute, in `clock`'s ns */
   /* descriptors */
-  int pfd_index;     /* into the pollfd array, -1 if none */
+  int pfd_index; /* into the pollfd array, -1 if none */
   /* result */
   bool ready;
   uint16_t error;
@@ -67,7 +67,8 @@ uint32_t kiln_wasi_p1_poll_oneoff(kiln_wasi *w, kiln_memory *m, uint32_t in,
   if (nsubscriptions == 0) return WASI_EINVAL;
   const uint8_t *src =
       kiln_wasi_mem(m, in, (uint64_t)nsubscriptions * WASI_SUBSCRIPTION_SIZE);
-  uint8_t *dst = kiln_wasi_mem(m, out, (uint64_t)nsubscriptions * WASI_EVENT_SIZE);
+  uint8_t *dst =
+      kiln_wasi_mem(m, out, (uint64_t)nsubscriptions * WASI_EVENT_SIZE);
   uint8_t *nev = kiln_wasi_mem(m, nevents_out, 4);
   if (!src || !dst || !nev) return WASI_EFAULT;
   if (nsubscriptions > WASI_POLL_MAX) return WASI_EINVAL;
@@ -95,8 +96,10 @@ uint32_t kiln_wasi_p1_poll_oneoff(kiln_wasi *w, kiln_memory *m, uint32_t in,
         uint32_t id = kiln_wasi_ld32(p + 16);
         uint64_t timeout = kiln_wasi_ld64(p + 24);
         uint16_t flags = kiln_wasi_ld16(p + 40);
-        if (id == WASI_CLOCK_REALTIME) s->clock = CLOCK_REALTIME;
-        else if (id == WASI_CLOCK_MONOTONIC) s->clock = CLOCK_MONOTONIC;
+        if (id == WASI_CLOCK_REALTIME)
+          s->clock = CLOCK_REALTIME;
+        else if (id == WASI_CLOCK_MONOTONIC)
+          s->clock = CLOCK_MONOTONIC;
         else {
           set_ready(s, WASI_EINVAL, 0, 0);
           any_ready = true;
@@ -132,9 +135,7 @@ uint32_t kiln_wasi_p1_poll_oneoff(kiln_wasi *w, kiln_memory *m, uint32_t in,
         }
         break;
       }
-      default:
-        err = WASI_EINVAL;
-        break;
+      default: err = WASI_EINVAL; break;
     }
   }
 
