@@ -15,9 +15,6 @@
 #include "engine/trap.h"
 #include "memory/memory_internal.h"
 
-const char *kiln_module_symbol(kiln_module *m, uintptr_t pc, char *buf,
-                               size_t size);
-
 static kiln_status oom(void) {
   return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
 }

@@ -89,6 +89,9 @@ struct kiln_instance {
 extern const kiln_engine_backend kiln_w2c_backend;
 extern const kiln_w2c_rt kiln_w2c_runtime;
 
+/* Name of m's function containing pc (backend-specific), or NULL. */
+const char *kiln_module_symbol(kiln_module *m, uintptr_t pc, char *buf,
+                               size_t size);
 /* Name of the guest function containing pc, or NULL. */
 const char *kiln_module_name_pc(uintptr_t pc, char *buf, size_t size);
 void kiln_module_registry_add(kiln_module *m);

@@ -12,6 +12,7 @@
 #include "kiln/engine.h"
 #include "kiln/memory.h"
 #include "kiln_test.h"
+#include "kiln_test_guest.h"
 
 #define PAGE ((uint64_t)KILN_WASM_PAGE_SIZE)
 /* guests/shared/CMakeLists.txt: producer data at 64 KiB, consumer's at
@@ -20,27 +21,10 @@
 #define CONSUMER_GLOBAL_BASE 4194304u
 #define SHARED_PAGES 128u
 
-static kiln_engine *engine(void) {
-  static kiln_engine *e;
-  if (!e) {
-    kiln_engine_options o;
-    kiln_engine_options_init(&o);
-    o.opt_level = 1;
-    kiln_status s = kiln_engine_create(&o, &e);
-    if (s) {
-      fprintf(stderr, "engine: %s\n", kiln_status_message(s));
-      exit(2);
-    }
-  }
-  return e;
-}
+static kiln_engine *engine(void) { return kiln_test_engine(); }
 
 static kiln_module *load(kiln_test *t, const char *name) {
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s.wasm", KILN_GUEST_DIR, name);
-  kiln_module *m = NULL;
-  KILN_EXPECT_OK(t, kiln_module_load_file(engine(), path, &m));
-  return m;
+  return kiln_test_load_guest(t, name);
 }
 
 /* A shared memory defined as env.memory in a new linker. */

@@ -20,22 +20,10 @@
 #include "kiln/engine.h"
 #include "kiln/wasi.h"
 #include "kiln_test.h"
+#include "kiln_test_guest.h"
 #include "wasi/wasi_internal.h"
 
-static kiln_engine *engine(void) {
-  static kiln_engine *e;
-  if (!e) {
-    kiln_engine_options o;
-    kiln_engine_options_init(&o);
-    o.opt_level = 1;
-    kiln_status s = kiln_engine_create(&o, &e);
-    if (s) {
-      fprintf(stderr, "engine: %s\n", kiln_status_message(s));
-      exit(2);
-    }
-  }
-  return e;
-}
+static kiln_engine *engine(void) { return kiln_test_engine(); }
 
 typedef struct run_result {
   kiln_code code; /* OK, EXIT, TRAP, ... */
