@@ -1,0 +1,113 @@
+/* The device backend interface: what src/device/device.c (validation,
+ * placement, coherence, programs, stats: everything backends share) asks
+ * of a backend (cpu/, cuda/).
+ *
+ * The core validates an op, works out each operand's byte extent, makes
+ * RESIDENT inputs current on the device, then hands the backend a resolved
+ * op: every operand already turned into the address the device uses
+ * (the host address for MAPPED ranges, the device copy for RESIDENT ones).
+ * Backends never see guest offsets and never check bounds again; they only
+ * launch work on their stream, in order.
+ *
+ * Backend methods are called from the one thread that uses the device. */
+#ifndef KILN_DEVICE_INTERNAL_H_
+#define KILN_DEVICE_INTERNAL_H_
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kiln/device.h"
+
+/* A resolved operand: device address of element [0,..,0], the view, and
+ * whether it is present. */
+typedef struct kiln_dtensor {
+  uint64_t addr;               /* 0: absent */
+  kiln_dtype dtype;
+  uint32_t rank;
+  int64_t shape[KILN_MAX_RANK];
+  int64_t stride[KILN_MAX_RANK];  /* elements, never all-zero here */
+} kiln_dtensor;
+
+/* A validated op with device addresses. rows/cols are the flattened view
+ * the core computed for row-wise ops (cols = last dimension). */
+typedef struct kiln_dop {
+  kiln_op_kind kind;
+  uint32_t flags;
+  kiln_dtensor a, b, c, d, index;
+  float alpha, beta, eps;
+  int64_t pos;
+  int64_t rows, cols;          /* of operand a, for row-wise ops */
+} kiln_dop;
+
+typedef struct kiln_device_vtable {
+  void (*destroy)(kiln_device *d);                        /* stays first */
+  /* Makes host range [p, p + n) addressable by the device at address p
+   * (CUDA: cuMemHostRegister, device pointer == host pointer). read_only:
+   * the device only reads it. Page-aligned. NULL method: nothing needed. */
+  kiln_status (*register_host)(kiln_device *d, void *p, uint64_t n,
+                               bool read_only);
+  void (*unregister_host)(kiln_device *d, void *p, uint64_t n);
+  /* Device memory for RESIDENT copies. NULL alloc: the backend computes on
+   * host memory, and RESIDENT behaves like MAPPED. */
+  kiln_status (*alloc)(kiln_device *d, uint64_t n, uint64_t *out_addr);
+  void (*free)(kiln_device *d, uint64_t addr, uint64_t n);
+  /* Copies in stream order (queued behind earlier ops). The host side is
+   * ordinary pageable memory that stays valid until the next sync. */
+  kiln_status (*upload)(kiln_device *d, uint64_t dst, const void *src,
+                        uint64_t n);
+  kiln_status (*download)(kiln_device *d, void *dst, uint64_t src,
+                          uint64_t n);
+  /* Queues one op. Must not fail for a validated op except for resource
+   * trouble on the device. */
+  kiln_status (*launch)(kiln_device *d, const kiln_dop *op);
+  /* Waits for the stream. Returns a device-side failure recorded by a
+   * kernel since the last sync (bad index, bad token id), or a backend
+   * error. */
+  kiln_status (*sync)(kiln_device *d);
+  /* Optional: record the launches between begin and end into a replayable
+   * graph (*out_graph), launch it, free it. NULL: the core replays a
+   * program by launching its ops one by one. */
+  kiln_status (*graph_begin)(kiln_device *d);
+  kiln_status (*graph_end)(kiln_device *d, void **out_graph);
+  kiln_status (*graph_launch)(kiln_device *d, void *graph);
+  void (*graph_free)(kiln_device *d, void *graph);
+} kiln_device_vtable;
+
+/* Fields every backend's device object starts with. The core owns
+ * everything after `vt` and `kind`; the backend fills those and `name`. */
+typedef struct kiln_device_attachment kiln_device_attachment;
+struct kiln_device {
+  const kiln_device_vtable *vt;
+  kiln_device_kind kind;
+  int refs;
+  char describe[256];
+  kiln_device_attachment *attachments;   /* core: attached memories */
+  kiln_status pending_error;             /* core: first deferred error */
+  kiln_device_stats stats;               /* core */
+};
+
+/* Backend constructors. Each returns UNAVAILABLE with a one-line reason
+ * when it cannot run here (cuda: no libcuda, no GPU, built without
+ * kernels). `d` is allocated by the backend with its own state after the
+ * common header; the core zeroes and fills the header fields it owns. */
+kiln_status kiln_cpu_device_create(const kiln_device_options *o,
+                                   kiln_device **out);
+kiln_status kiln_cuda_device_create(const kiln_device_options *o,
+                                    int ordinal, kiln_device **out);
+
+/* Shared by backends and tests: the reference math for one op on host
+ * addresses, rows [row_begin, row_end) of its parallel dimension (the
+ * whole op when the op has none). Plain C, the definition of each op's
+ * result. */
+int64_t kiln_ref_parallel_rows(const kiln_dop *op);
+kiln_status kiln_ref_run(const kiln_dop *op, int64_t row_begin,
+                         int64_t row_end);
+
+/* bf16/f16 conversions (round to nearest even). */
+float kiln_bf16_to_f32(uint16_t h);
+uint16_t kiln_f32_to_bf16(float f);
+float kiln_f16_to_f32(uint16_t h);
+uint16_t kiln_f32_to_f16(float f);
+
+#endif /* KILN_DEVICE_INTERNAL_H_ */
