@@ -164,13 +164,19 @@ const char *kiln_engine_name(const kiln_engine *e);
 /* Load a module from bytes: parse, validate, compile (or fetch from the
  * cache). name is used in messages (e.g. the file name); may be NULL.
  * Errors: INVALID_MODULE (with the reason and byte offset where known),
- * INTERNAL (compiler failure, message kept), IO. */
+ * INTERNAL (compiler failure, message kept), IO. A module the code
+ * generator refuses as invalid is remembered in the cache, so loading it
+ * again fails at once with the same reason. */
 kiln_status kiln_module_load(kiln_engine *e, const uint8_t *bytes,
                              size_t size, const char *name,
                              kiln_module **out);
 kiln_status kiln_module_load_file(kiln_engine *e, const char *path,
                                   kiln_module **out);
-/* Parse and validate only (no compilation): for `kiln inspect`. */
+/* Parse and validate only (no compilation): for `kiln inspect`. Checks the
+ * module's structure, every section and index, but not the instructions of
+ * function bodies against their types: kiln_module_load does that (through
+ * the code generator), so a module that passes here may still be refused
+ * there. */
 kiln_status kiln_module_validate(kiln_engine *e, const uint8_t *bytes,
                                  size_t size, const char *name);
 void kiln_module_retain(kiln_module *m);
@@ -229,6 +235,14 @@ kiln_memory *kiln_caller_memory(kiln_caller *c, uint32_t index);
  * with no host locks held and nothing to clean up. */
 __attribute__((noreturn)) void kiln_caller_trap(kiln_caller *c,
                                                 kiln_status status);
+/* Whether the deadline of the guest call that called this host function
+ * (kiln_thread_set_deadline) has passed; false when it has none. The
+ * deadline stops a guest only while it runs its own code, so a host
+ * function that blocks (I/O, sleeping) or retries after an interrupted
+ * system call asks this and ends the call itself, e.g. with
+ * kiln_caller_trap(c, kiln_make_trap(KILN_TRAP_TIMEOUT, NULL)).
+ * Async-signal-safe apart from that: it reads the clock and a value. */
+bool kiln_caller_deadline_passed(const kiln_caller *c);
 
 /* ---- Linker: what imports resolve to ------------------------------------ */
 
@@ -302,6 +316,17 @@ kiln_status kiln_instance_native(kiln_instance *i, const char *name,
                                  void **out_fn, void **out_env);
 typedef void (*kiln_run_fn)(void *user);
 kiln_status kiln_instance_run(kiln_instance *i, kiln_run_fn fn, void *user);
+
+/* The storage of a global that `i` imports, for hosts that own per-instance
+ * state the guest keeps in an imported global: e.g. kernel executables
+ * (include/kiln/dispatch.h) import `env.__stack_pointer` per worker and put
+ * it back after a trap, since kiln_instance_run() does not. *out_value
+ * points at the value (uint32_t, uint64_t, float or double by the global's
+ * type), stays valid for the instance's life, and may be read and written
+ * only while no guest code of `i` runs on another thread. NOT_FOUND when `i`
+ * imports no global (module, name). */
+kiln_status kiln_instance_imported_global(kiln_instance *i, const char *module,
+                                          const char *name, void **out_value);
 
 /* Memories: by index in the module's memory index space (imports first),
  * or by export name. NULL when absent. The instance keeps its reference. */

@@ -77,29 +77,51 @@ void *kiln_memory_range_or_null(const kiln_memory *m, uint64_t offset,
 
 /* Grow by delta_pages. On success *out_old_pages (may be NULL) receives the
  * previous size in pages. Fails with RESOURCE_EXHAUSTED past the maximum or
- * max_bytes, and with IO if the OS refuses to commit pages. The base never
- * moves. Subscribers are told before this returns. */
+ * max_bytes, with the errno's code if the OS refuses to commit pages, and
+ * with a subscriber's status if one refuses (below). The base never moves.
+ * Subscribers are told before this returns. */
 kiln_status kiln_memory_grow(kiln_memory *m, uint64_t delta_pages,
                              uint64_t *out_old_pages);
 
 /* Grow notifications. Called with the memory, the old and the new size in
  * bytes, after the new pages are committed, on the growing thread, with the
- * memory's grow lock held (so do not grow the same memory from inside). A
- * subscriber may refuse the growth by returning a status: the grow is then
- * rolled back (pages decommitted) and the status returned to the grower.
+ * memory's grow lock held (so do not grow the same memory from inside).
+ * Subscribers are called newest first. A subscriber may refuse the growth
+ * by returning a status: the grow is then rolled back and that status
+ * returned to the grower; subscribers after it are not called.
  * The device backend uses this to register new pages with the GPU. */
 typedef kiln_status (*kiln_memory_grow_fn)(void *user, kiln_memory *m,
                                            uint64_t old_bytes,
                                            uint64_t new_bytes);
+/* Rollback notification: a grow to new_bytes that this subscriber accepted
+ * is being undone because a subscriber called after it refused. Called
+ * before the pages [old_bytes, new_bytes) are decommitted (they are still
+ * readable and writable), on the same thread and under the same lock as
+ * the grow call, in the reverse of the order the grow calls were made; the
+ * size stays old_bytes. A subscriber that set something up for the new
+ * pages (a GPU registration, say) undoes it here. Cannot fail. */
+typedef void (*kiln_memory_rollback_fn)(void *user, kiln_memory *m,
+                                        uint64_t old_bytes,
+                                        uint64_t new_bytes);
 typedef struct kiln_memory_subscription kiln_memory_subscription;
+/* Subscribes fn (and rollback, which may be NULL) with `user`. out may be
+ * NULL: the subscription then lasts as long as the memory. */
+kiln_status kiln_memory_subscribe_with_rollback(
+    kiln_memory *m, kiln_memory_grow_fn fn, kiln_memory_rollback_fn rollback,
+    void *user, kiln_memory_subscription **out);
+/* The same without a rollback notification. */
 kiln_status kiln_memory_subscribe(kiln_memory *m, kiln_memory_grow_fn fn,
                                   void *user,
                                   kiln_memory_subscription **out);
+/* No notification of either kind runs after this returns. */
 void kiln_memory_unsubscribe(kiln_memory *m, kiln_memory_subscription *sub);
 
 /* Static-data regions claimed in this memory by the modules that import it
  * (see sdk/LINKING.md). Instantiation claims a module's region and fails if
- * it overlaps another live claim; freeing the instance releases it. */
+ * it overlaps another live claim; freeing the instance releases it.
+ * [begin, end) must hold at least one byte: an empty or reversed range is
+ * INVALID_ARGUMENT (a caller's error), an overlap FAILED_PRECONDITION.
+ * owner (may be NULL) names the claimant in messages. */
 kiln_status kiln_memory_claim(kiln_memory *m, uint64_t begin, uint64_t end,
                               const char *owner, uint64_t *out_claim_id);
 void kiln_memory_unclaim(kiln_memory *m, uint64_t claim_id);

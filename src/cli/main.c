@@ -10,7 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kiln/device.h"
 #include "kiln/engine.h"
+#include "kiln/gpu_host.h"
 #include "kiln/wasi.h"
 
 /* Exit codes besides the guest's own (proc_exit). */
@@ -43,6 +45,12 @@ static void usage(FILE *f) {
           "124)\n"
           "  --invoke NAME         call export NAME with ARGS instead of "
           "_start\n"
+          "  --device SPEC         device for kiln_gpu imports: auto, cpu, "
+          "cuda or cuda:N\n"
+          "                        (default auto; the choice is printed to "
+          "stderr)\n"
+          "  -v, --verbose         say more on stderr (e.g. the device "
+          "chosen)\n"
           "common options:\n"
           "  --cache-dir DIR       pipeline cache folder (default "
           "$KILN_CACHE_DIR or ~/.cache/kiln)\n"
@@ -76,6 +84,8 @@ typedef struct options {
   uint64_t max_memory;
   double timeout;
   const char *invoke;
+  const char *device;   /* --device; NULL: auto, only if the module needs it */
+  bool verbose;
   const char *out;
   const char *module;
   char **args;
@@ -124,6 +134,7 @@ static int parse_options(int argc, char **argv, options *o, bool is_run) {
     bool takes = !strcmp(a, "--dir") || !strcmp(a, "--env") ||
                  !strcmp(a, "--max-memory") || !strcmp(a, "--timeout") ||
                  !strcmp(a, "--invoke") || !strcmp(a, "--cache-dir") ||
+                 !strcmp(a, "--device") ||
                  !strcmp(a, "-O") || !strcmp(a, "-o");
     if (takes && !val) {
       if (i + 1 >= argc) return usage_error("option '%s' needs a value", a);
@@ -168,6 +179,10 @@ static int parse_options(int argc, char **argv, options *o, bool is_run) {
                            "not '%s'", val);
     } else if (is_run && !strcmp(a, "--invoke")) {
       o->invoke = val;
+    } else if (is_run && !strcmp(a, "--device")) {
+      o->device = val;
+    } else if (is_run && (!strcmp(a, "-v") || !strcmp(a, "--verbose"))) {
+      o->verbose = true;
     } else if (!is_run && !strcmp(a, "-o")) {
       o->out = val;
     } else {
@@ -299,12 +314,40 @@ static int run_main(options *op) {
   kiln_linker *l = NULL;
   kiln_wasi *w = NULL;
   kiln_instance *inst = NULL;
+  kiln_device *dev = NULL;
+  kiln_gpu_session *gpu = NULL;
   kiln_status s = make_engine(&o, &e);
   if (s) return fail(NULL, s);
   s = kiln_module_load_file(e, o.module, &m);
   if (s) {
     rc = fail(NULL, s);
     goto out;
+  }
+  /* A device only when asked for or when the module imports kiln_gpu. */
+  bool uses_gpu = kiln_gpu_module_uses(m);
+  if (o.device || uses_gpu) {
+    kiln_device_options dopt;
+    kiln_device_options_init(&dopt);
+    dopt.spec = o.device ? o.device : "auto";
+    s = kiln_device_open(&dopt, &dev);
+    if (s) {
+      rc = fail("--device", s);
+      goto out;
+    }
+    if (o.device || o.verbose)
+      fprintf(stderr, "%s: device: %s\n", prog, kiln_device_describe(dev));
+  }
+  if (uses_gpu) {
+    /* The CLI is a developer tool: guests may see device addresses for
+     * pointer-identity reports (see kiln_gpu_session_options). */
+    kiln_gpu_session_options gopt;
+    kiln_gpu_session_options_init(&gopt);
+    gopt.allow_address_query = true;
+    s = kiln_gpu_session_create(dev, &gopt, &gpu);
+    if (s) {
+      rc = fail(o.module, s);
+      goto out;
+    }
   }
   /* The guest's argv[0] is the module path, as in wasmtime. */
   const char **gargv = calloc(o.nargs + 1, sizeof *gargv);
@@ -323,6 +366,7 @@ static int run_main(options *op) {
   if (!s) s = kiln_linker_create(e, &l);
   if (!s) s = kiln_wasi_define(w, l);
   if (!s) s = define_imported_memories(m, l, o.max_memory);
+  if (!s && gpu) s = kiln_gpu_define(l, gpu);
   if (s) {
     rc = fail(o.module, s);
     goto out;
@@ -333,6 +377,14 @@ static int run_main(options *op) {
   if (s) {
     rc = guest_exit(o.module, s);
     goto out;
+  }
+  /* The guest's memory 0 is what its kiln_gpu handle 0 names. */
+  if (gpu && kiln_instance_memory(inst, 0)) {
+    s = kiln_gpu_session_bind_memory(gpu, kiln_instance_memory(inst, 0));
+    if (s) {
+      rc = fail(o.module, s);
+      goto out;
+    }
   }
   if (o.invoke) {
     kiln_func_ref f;
@@ -394,6 +446,8 @@ out:
   fflush(stdout);
   kiln_instance_release(inst);
   kiln_linker_release(l);
+  kiln_gpu_session_release(gpu);
+  kiln_device_release(dev);
   kiln_wasi_release(w);
   kiln_module_release(m);
   kiln_engine_release(e);

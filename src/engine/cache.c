@@ -115,47 +115,60 @@ static void entry_dir(const char *dir, const char *key, char *out, size_t n) {
   snprintf(out, n, "%s/v1/%.2s/%s", dir, key, key);
 }
 
-/* meta holds the artifact's hash and size; compare both. */
-static bool entry_intact(const char *edir, const char *artifact) {
+static bool entry_file_known(const char *file) {
+  return !strcmp(file, KILN_CACHE_ARTIFACT_FILE) ||
+         !strcmp(file, KILN_CACHE_REJECTED_FILE);
+}
+
+/* meta names the entry's file and holds its hash and size; checks all
+ * three. Fills *path with the file's path. */
+static kiln_cache_entry entry_intact(const char *edir, char *path,
+                                     size_t path_size) {
   char meta_path[PATH_MAX];
   snprintf(meta_path, sizeof meta_path, "%s/meta", edir);
   FILE *f = fopen(meta_path, "re");
-  if (!f) return false;
-  char magic[32] = {0}, hash[80] = {0};
+  if (!f) return KILN_CACHE_MISS;
+  char magic[32] = {0}, hash[80] = {0}, file[64] = KILN_CACHE_ARTIFACT_FILE;
   unsigned long long size = 0;
-  int n = fscanf(f, "%31s 1 sha256 %79s size %llu", magic, hash, &size);
+  int n = fscanf(f, "%31s 1 sha256 %79s size %llu file %63s", magic, hash,
+                 &size, file);
   fclose(f);
-  if (n != 3 || strcmp(magic, "kiln-cache")) return false;
+  if (n < 3 || strcmp(magic, "kiln-cache") || !entry_file_known(file))
+    return KILN_CACHE_MISS;
+  snprintf(path, path_size, "%s/%s", edir, file);
   struct stat st;
-  if (stat(artifact, &st) != 0 || (unsigned long long)st.st_size != size)
-    return false;
+  if (stat(path, &st) != 0 || (unsigned long long)st.st_size != size)
+    return KILN_CACHE_MISS;
   kiln_sha256 h;
-  kiln_status s = kiln_sha256_file(artifact, &h);
+  kiln_status s = kiln_sha256_file(path, &h);
   if (s) {
     kiln_status_free(s);
-    return false;
+    return KILN_CACHE_MISS;
   }
   char hex[65];
   kiln_sha256_hex(&h, hex);
-  return strcmp(hex, hash) == 0;
+  if (strcmp(hex, hash)) return KILN_CACHE_MISS;
+  return strcmp(file, KILN_CACHE_REJECTED_FILE) ? KILN_CACHE_ARTIFACT
+                                                 : KILN_CACHE_REJECTED;
 }
 
-bool kiln_cache_lookup(const char *dir, const char *key_hex,
-                       char *artifact_path, size_t path_size,
-                       bool *out_was_corrupt) {
+kiln_cache_entry kiln_cache_lookup(const char *dir, const char *key_hex,
+                                   char *path, size_t path_size,
+                                   bool *out_was_corrupt) {
   char edir[PATH_MAX];
   entry_dir(dir, key_hex, edir, sizeof edir);
-  snprintf(artifact_path, path_size, "%s/module.so", edir);
+  snprintf(path, path_size, "%s/%s", edir, KILN_CACHE_ARTIFACT_FILE);
   if (out_was_corrupt) *out_was_corrupt = false;
   struct stat st;
-  if (stat(edir, &st) != 0) return false;
-  if (entry_intact(edir, artifact_path)) return true;
+  if (stat(edir, &st) != 0) return KILN_CACHE_MISS;
+  kiln_cache_entry found = entry_intact(edir, path, path_size);
+  if (found != KILN_CACHE_MISS) return found;
   /* Corrupt or half-deleted: move it aside atomically, then delete it. */
   char trash[PATH_MAX + 32];
   snprintf(trash, sizeof trash, "%s.corrupt.%d", edir, (int)getpid());
   if (rename(edir, trash) == 0) kiln_remove_tree(trash);
   if (out_was_corrupt) *out_was_corrupt = true;
-  return false;
+  return KILN_CACHE_MISS;
 }
 
 kiln_status kiln_cache_make_temp(const char *dir, char *out, size_t size) {
@@ -170,16 +183,20 @@ kiln_status kiln_cache_make_temp(const char *dir, char *out, size_t size) {
 }
 
 kiln_status kiln_cache_publish(const char *dir, const char *key_hex,
-                               const char *temp_dir, char *artifact_path,
-                               size_t path_size) {
-  char so[PATH_MAX], meta[PATH_MAX];
-  snprintf(so, sizeof so, "%s/module.so", temp_dir);
+                               const char *temp_dir, const char *file,
+                               char *path, size_t path_size) {
+  char content[PATH_MAX], meta[PATH_MAX];
+  snprintf(content, sizeof content, "%s/%s", temp_dir, file);
   snprintf(meta, sizeof meta, "%s/meta", temp_dir);
+  kiln_status s = KILN_OK;
+  if (!entry_file_known(file))
+    s = kiln_make_status(KILN_CODE_INVALID_ARGUMENT,
+                         "'%s' is not a cache entry's file", file);
   kiln_sha256 h;
-  kiln_status s = kiln_sha256_file(so, &h);
+  if (!s) s = kiln_sha256_file(content, &h);
   struct stat st;
-  if (!s && stat(so, &st) != 0)
-    s = kiln_status_from_errno(errno, "stat '%s'", so);
+  if (!s && stat(content, &st) != 0)
+    s = kiln_status_from_errno(errno, "stat '%s'", content);
   if (!s) {
     char hex[65];
     kiln_sha256_hex(&h, hex);
@@ -187,8 +204,8 @@ kiln_status kiln_cache_publish(const char *dir, const char *key_hex,
     if (!f) {
       s = kiln_status_from_errno(errno, "writing '%s'", meta);
     } else {
-      fprintf(f, "kiln-cache 1\nsha256 %s\nsize %llu\n", hex,
-              (unsigned long long)st.st_size);
+      fprintf(f, "kiln-cache 1\nsha256 %s\nsize %llu\nfile %s\n", hex,
+              (unsigned long long)st.st_size, file);
       if (fclose(f) != 0) s = kiln_status_from_errno(errno, "writing meta");
     }
   }
@@ -203,7 +220,7 @@ kiln_status kiln_cache_publish(const char *dir, const char *key_hex,
   }
   kiln_remove_tree(temp_dir); /* no-op when the rename moved it */
   if (s) return s;
-  snprintf(artifact_path, path_size, "%s/module.so", edir);
+  snprintf(path, path_size, "%s/%s", edir, file);
   return KILN_OK;
 }
 

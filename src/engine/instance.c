@@ -677,6 +677,22 @@ kiln_status kiln_instance_native(kiln_instance *i, const char *name,
   return KILN_OK;
 }
 
+kiln_status kiln_instance_imported_global(kiln_instance *i, const char *module,
+                                          const char *name, void **out_value) {
+  const kiln_wasm_info *info = i->module->info;
+  for (uint32_t k = 0; k < info->import_count; k++) {
+    const kiln_import *im = &info->imports[k];
+    if (im->type.kind == KILN_EXTERN_GLOBAL && !strcmp(im->module, module) &&
+        !strcmp(im->name, name)) {
+      *out_value = i->frame->slots[k].env;
+      return KILN_OK;
+    }
+  }
+  return kiln_make_status(KILN_CODE_NOT_FOUND,
+                          "%s: imports no global '%s' '%s'", i->module->name,
+                          module, name);
+}
+
 typedef struct run_args {
   kiln_run_fn fn;
   void *user;
@@ -703,6 +719,11 @@ kiln_memory *kiln_caller_memory(kiln_caller *c, uint32_t index) {
 void kiln_caller_trap(kiln_caller *c, kiln_status status) {
   (void)c;
   kiln_trap_raise_status(status);
+}
+bool kiln_caller_deadline_passed(const kiln_caller *c) {
+  (void)c; /* a host function runs on the thread of the guest call */
+  const kiln_thread_state *ts = kiln_thread_current();
+  return ts->deadline_ns && kiln_now_ns() >= ts->deadline_ns;
 }
 
 /* ---- Memories and globals ------------------------------------------------------------ */

@@ -89,9 +89,47 @@ static void chain_or_crash(int sig, siginfo_t *info, void *uctx,
   signal(sig, SIG_DFL);
 }
 
+/* What the signal context says about a fault, per architecture. */
+#if defined(__x86_64__)
+static uintptr_t context_pc(const ucontext_t *uc) {
+  return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+}
+/* The page-fault error code: bit 1 is set for a write. */
+static bool context_is_write(const ucontext_t *uc) {
+  return (uc->uc_mcontext.gregs[REG_ERR] & 2) != 0;
+}
+#elif defined(__aarch64__)
+static uintptr_t context_pc(const ucontext_t *uc) {
+  return (uintptr_t)uc->uc_mcontext.pc;
+}
+/* The syndrome register (ESR) sits in a record of __reserved; not read
+ * yet, so every fault reports a read. */
+static bool context_is_write(const ucontext_t *uc) {
+  (void)uc;
+  return false;
+}
+#else
+#error "kiln's trap handler reads x86-64 and AArch64 signal contexts only"
+#endif
+
+static _Atomic(kiln_fault_hook) fault_hook;
+
+/* Asks the fault hook, if one is set, whether it handled the fault. */
+static bool hook_handled(const siginfo_t *info, const ucontext_t *uc) {
+  kiln_fault_hook hook = atomic_load(&fault_hook);
+  if (!hook) return false;
+  int saved = errno; /* the hook may make system calls (mprotect) */
+  bool handled = hook(info->si_addr, context_is_write(uc));
+  errno = saved;
+  return handled;
+}
+
 static void fault_handler(int sig, siginfo_t *info, void *uctx) {
   ucontext_t *uc = uctx;
-  uintptr_t pc = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+  /* First the hook, for faults on any thread, in guest or host code:
+   * handled means the faulting instruction runs again. */
+  if (hook_handled(info, uc)) return;
+  uintptr_t pc = context_pc(uc);
   uintptr_t addr = (uintptr_t)info->si_addr;
   kiln_thread_state *ts = &kiln_tls;
   if (ts->scope) {
@@ -114,8 +152,7 @@ static void fault_handler(int sig, siginfo_t *info, void *uctx) {
 
 static void deadline_handler(int sig, siginfo_t *info, void *uctx) {
   (void)sig, (void)info;
-  ucontext_t *uc = uctx;
-  uintptr_t pc = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+  uintptr_t pc = context_pc(uctx);
   kiln_thread_state *ts = &kiln_tls;
   /* Only abandon the guest while it runs its own code: host code (WASI,
    * libc) may hold locks. The watchdog signals again until it lands. */
@@ -156,6 +193,13 @@ static void install_handlers(void) {
   da.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
   sigemptyset(&da.sa_mask);
   if (sigaction(KILN_DEADLINE_SIGNAL, &da, NULL) != 0) handlers_error = errno;
+}
+
+void kiln_fault_hook_set(kiln_fault_hook fn) {
+  /* Faults on threads that never ran a guest reach the hook too, so the
+   * process-wide handlers go in now rather than at the first guest call. */
+  pthread_once(&handlers_once, install_handlers);
+  atomic_store(&fault_hook, fn);
 }
 
 kiln_thread_state *kiln_thread_current(void) { return &kiln_tls; }

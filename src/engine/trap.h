@@ -66,6 +66,24 @@ int kiln_code_range_add(uintptr_t begin, uintptr_t end);
 void kiln_code_range_remove(int slot);
 bool kiln_code_range_contains(uintptr_t pc);
 
+/* A hook the SIGSEGV/SIGBUS handler calls first, for a fault on any thread
+ * (guest or host code, inside a guest call or not), before it decides
+ * between a guest trap and a host crash. addr is the faulting address;
+ * is_write comes from the x86-64 page-fault error code (always false on
+ * other architectures). Returning true means the hook dealt with the fault
+ * (made a write-protected page writable, say): the handler returns and the
+ * faulting instruction runs again. Returning false lets the handler go on
+ * as if there were no hook.
+ *
+ * The hook runs in a signal handler: only async-signal-safe work (atomics,
+ * mprotect; no locks, no malloc); errno is preserved around it. One hook
+ * per process; NULL removes it; setting is atomic and may race with faults
+ * (a fault sees the old or the new hook). Setting a hook also installs
+ * kiln's signal handlers, process-wide. The device's coherence code uses it
+ * to track guest and host writes to write-protected pages. */
+typedef bool (*kiln_fault_hook)(void *addr, bool is_write);
+void kiln_fault_hook_set(kiln_fault_hook fn);
+
 /* Deadlines (see kiln_thread_set_deadline in kiln/engine.h). */
 int64_t kiln_now_ns(void);
 /* Marks the start/end of an outermost guest call for the watchdog. Returns

@@ -104,8 +104,10 @@ static kiln_status run_tool(char *const argv[], const char *log_path,
   return KILN_OK;
 }
 
-/* First lines of a tool's log, for messages. */
-static void log_excerpt(const char *log_path, char *out, size_t size) {
+/* First lines of a tool's log, for messages, without the build folder's
+ * path `dir` (a temp folder: the text is cached and should not vary). */
+static void log_excerpt(const char *log_path, const char *dir, char *out,
+                        size_t size) {
   char *text = NULL;
   kiln_status s = read_file(log_path, 1 << 20, &text, NULL);
   out[0] = 0;
@@ -113,9 +115,13 @@ static void log_excerpt(const char *log_path, char *out, size_t size) {
     kiln_status_free(s);
     return;
   }
-  size_t n = 0;
+  size_t n = 0, dir_len = strlen(dir);
   int lines = 0;
   for (char *p = text; *p && n + 1 < size && lines < 6; p++) {
+    if (dir_len && !strncmp(p, dir, dir_len) && p[dir_len] == '/') {
+      p += dir_len; /* the loop steps over the '/' */
+      continue;
+    }
     if (*p == '\n') {
       lines++;
       if (lines == 6) break;
@@ -131,20 +137,30 @@ static void log_excerpt(const char *log_path, char *out, size_t size) {
 
 /* ---- Toolchain identity (part of every cache key) ---------------------------- */
 
+/* Hashes `tool --version`. The output goes to a file of this call's own:
+ * processes sharing a cache folder run this at the same time, and a shared
+ * log file would let one read another's half-written output, hash it into
+ * a wrong toolchain identity and so miss (and refill) the whole cache. */
 static kiln_status tool_version(const char *tool, const char *dir,
                                 kiln_sha256_ctx *h) {
   char log[PATH_MAX];
-  snprintf(log, sizeof log, "%s/version.log", dir);
+  snprintf(log, sizeof log, "%s/version-XXXXXX", dir);
+  int fd = mkostemp(log, O_CLOEXEC);
+  if (fd < 0)
+    return kiln_status_from_errno(errno, "creating a file in '%s'", dir);
+  close(fd);
   char *argv[] = {(char *)tool, "--version", NULL};
   int rc = 0;
-  KILN_RETURN_IF_ERROR(run_tool(argv, log, &rc));
-  if (rc != 0)
-    return kiln_make_status(KILN_CODE_NOT_FOUND,
-                            "'%s --version' failed (exit %d): is it installed?",
-                            tool, rc);
   char *text = NULL;
   size_t n = 0;
-  KILN_RETURN_IF_ERROR(read_file(log, 1 << 16, &text, &n));
+  kiln_status s = run_tool(argv, log, &rc);
+  if (!s && rc != 0)
+    s = kiln_make_status(KILN_CODE_NOT_FOUND,
+                         "'%s --version' failed (exit %d): is it installed?",
+                         tool, rc);
+  if (!s) s = read_file(log, 1 << 16, &text, &n);
+  unlink(log);
+  if (s) return s;
   kiln_sha256_update(h, text, n);
   free(text);
   return KILN_OK;
@@ -176,65 +192,104 @@ static void progress(kiln_engine *e, kiln_module *m, const char *stage,
   if (e->progress) e->progress(e->progress_user, m->name, stage, done, total);
 }
 
-static kiln_status compile_into(kiln_engine *e, kiln_module *m,
-                                const uint8_t *bytes, size_t size,
-                                const char *dir) {
-  char path[PATH_MAX], log[PATH_MAX], out_c[PATH_MAX], out_h[PATH_MAX];
+/* wasm2c on dir/module.wasm. *rejected: wasm2c refused the module as
+ * invalid (its validator type-checks function bodies, kiln's does not), a
+ * verdict that holds for these bytes for good and may be cached. */
+static kiln_status run_wasm2c(kiln_engine *e, const char *dir, bool *rejected) {
+  char path[PATH_MAX], log[PATH_MAX], out_c[PATH_MAX];
   snprintf(path, sizeof path, "%s/module.wasm", dir);
   snprintf(log, sizeof log, "%s/build.log", dir);
   snprintf(out_c, sizeof out_c, "%s/m.c", dir);
-  snprintf(out_h, sizeof out_h, "%s/m.h", dir);
-  KILN_RETURN_IF_ERROR(write_file(path, bytes, size));
-
-  progress(e, m, "wasm2c", 0, 2);
-  char *w2c_argv[] = {KILN_WASM2C, path, "-n", KILN_W2C_MODULE_NAME, "-o",
-                      out_c, e->multi_memory ? "--enable-multi-memory" : NULL,
-                      NULL};
+  char *argv[] = {KILN_WASM2C, path, "-n", KILN_W2C_MODULE_NAME, "-o", out_c,
+                  e->multi_memory ? "--enable-multi-memory" : NULL, NULL};
   int rc = 0;
-  KILN_RETURN_IF_ERROR(run_tool(w2c_argv, log, &rc));
-  if (rc != 0) {
-    char why[1024];
-    log_excerpt(log, why, sizeof why);
-    if (rc >= 128)
-      return kiln_make_status(KILN_CODE_UNIMPLEMENTED,
-                              "wasm2c crashed (signal %d) translating the "
-                              "module: %s", rc - 128, why);
-    return kiln_make_status(KILN_CODE_INVALID_MODULE, "%s", why);
+  KILN_RETURN_IF_ERROR(run_tool(argv, log, &rc));
+  if (rc == 0) return KILN_OK;
+  char why[1024];
+  log_excerpt(log, dir, why, sizeof why);
+  if (rc >= 128)
+    return kiln_make_status(KILN_CODE_UNIMPLEMENTED,
+                            "wasm2c crashed (signal %d) translating the "
+                            "module: %s", rc - 128, why);
+  /* A validation error reads "module.wasm:<hex offset>: error: ...";
+   * anything else (a file it could not read, say) may not happen again. */
+  const char *at = strstr(why, "module.wasm:");
+  if (at) {
+    at += strlen("module.wasm:");
+    size_t hex = strspn(at, "0123456789abcdefABCDEF");
+    *rejected = hex > 0 && !strncmp(at + hex, ": error: ", 9);
   }
+  return kiln_make_status(KILN_CODE_INVALID_MODULE, "%s", why);
+}
 
+static kiln_status write_glue(kiln_module *m, char *const *field_names,
+                              const char *dir) {
   for (const struct kiln_embedded_file *f = kiln_embedded_files; f->name; f++) {
     char p[PATH_MAX];
     snprintf(p, sizeof p, "%s/%s", dir, f->name);
     KILN_RETURN_IF_ERROR(write_file(p, f->data, f->size));
   }
+  char out_h[PATH_MAX], glue_path[PATH_MAX];
+  snprintf(out_h, sizeof out_h, "%s/m.h", dir);
+  snprintf(glue_path, sizeof glue_path, "%s/glue.c", dir);
   char *header = NULL, *glue = NULL;
   KILN_RETURN_IF_ERROR(read_file(out_h, 64u << 20, &header, NULL));
-  kiln_status s = kiln_w2c_generate_glue(m->info, header, &glue);
+  kiln_status s = kiln_w2c_generate_glue(m->info, field_names, header, &glue);
   free(header);
   if (s) return s;
-  char glue_path[PATH_MAX];
-  snprintf(glue_path, sizeof glue_path, "%s/glue.c", dir);
   s = write_file(glue_path, glue, strlen(glue));
   free(glue);
-  if (s) return s;
+  return s;
+}
 
-  progress(e, m, "cc", 1, 2);
-  char opt[8], inc[PATH_MAX + 4], so[PATH_MAX];
+static kiln_status run_cc(kiln_engine *e, const char *dir) {
+  char opt[8], inc[PATH_MAX + 4], so[PATH_MAX], log[PATH_MAX];
+  char out_c[PATH_MAX], glue_path[PATH_MAX];
   snprintf(opt, sizeof opt, "-O%d", e->opt_level);
   snprintf(inc, sizeof inc, "-I%s", dir);
-  snprintf(so, sizeof so, "%s/module.so", dir);
-  char *cc_argv[] = {e->cc, "-shared", "-fPIC", opt, "-w",
-                     "-fstack-clash-protection", "-fvisibility=hidden",
-                     "-fno-strict-aliasing", inc, out_c, glue_path, "-o", so,
-                     "-Wl,-Bsymbolic", "-lm", NULL};
-  KILN_RETURN_IF_ERROR(run_tool(cc_argv, log, &rc));
-  if (rc != 0) {
-    char why[1024];
-    log_excerpt(log, why, sizeof why);
-    return kiln_make_status(KILN_CODE_INTERNAL,
-                            "the C compiler '%s' failed (exit %d) on "
-                            "wasm2c's output: %s", e->cc, rc, why);
-  }
+  snprintf(so, sizeof so, "%s/%s", dir, KILN_CACHE_ARTIFACT_FILE);
+  snprintf(log, sizeof log, "%s/build.log", dir);
+  snprintf(out_c, sizeof out_c, "%s/m.c", dir);
+  snprintf(glue_path, sizeof glue_path, "%s/glue.c", dir);
+  char *argv[] = {e->cc, "-shared", "-fPIC", opt, "-w",
+                  "-fstack-clash-protection", "-fvisibility=hidden",
+                  "-fno-strict-aliasing", inc, out_c, glue_path, "-o", so,
+                  "-Wl,-Bsymbolic", "-lm", NULL};
+  int rc = 0;
+  KILN_RETURN_IF_ERROR(run_tool(argv, log, &rc));
+  if (rc == 0) return KILN_OK;
+  char why[1024];
+  log_excerpt(log, dir, why, sizeof why);
+  return kiln_make_status(KILN_CODE_INTERNAL,
+                          "the C compiler '%s' failed (exit %d) on "
+                          "wasm2c's output: %s", e->cc, rc, why);
+}
+
+/* Builds dir/module.so from the module's bytes. wasm2c is given a copy
+ * whose import names are unique (kiln_wasm_unique_import_names): a module
+ * may import one (module, name) pair several times, with different types,
+ * which wasm2c cannot declare. m->info keeps the real names for linking. */
+static kiln_status compile_into(kiln_engine *e, kiln_module *m,
+                                const uint8_t *bytes, size_t size,
+                                const char *dir, bool *rejected) {
+  *rejected = false;
+  char **field_names = NULL;
+  uint8_t *copy = NULL;
+  size_t copy_size = 0;
+  KILN_RETURN_IF_ERROR(kiln_wasm_unique_import_names(
+      bytes, size, m->info, &field_names, &copy, &copy_size));
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/module.wasm", dir);
+  kiln_status s =
+      copy ? write_file(path, copy, copy_size) : write_file(path, bytes, size);
+  free(copy);
+  progress(e, m, "wasm2c", 0, 2);
+  if (!s) s = run_wasm2c(e, dir, rejected);
+  if (!s) s = write_glue(m, field_names, dir);
+  kiln_wasm_names_free(field_names, m->info->import_count);
+  if (s) return s;
+  progress(e, m, "cc", 1, 2);
+  KILN_RETURN_IF_ERROR(run_cc(e, dir));
   progress(e, m, "done", 2, 2);
   return KILN_OK;
 }
@@ -316,6 +371,51 @@ done:
   return s;
 }
 
+/* The status for a cached refusal: the code generator's message, kept in
+ * the entry's file. */
+static kiln_status cached_rejection(const char *path) {
+  char *why = NULL;
+  kiln_status s = read_file(path, 1 << 16, &why, NULL);
+  if (s) return s;
+  s = kiln_make_status(KILN_CODE_INVALID_MODULE, "%s", why);
+  free(why);
+  return s;
+}
+
+/* Compiles the module into a new cache entry (with the key's lock held).
+ * A module wasm2c refuses becomes a rejected entry, and its status is
+ * returned. Sets *found to what the entry now holds. */
+static kiln_status build_entry(kiln_engine *e, kiln_module *m,
+                               const uint8_t *bytes, size_t size,
+                               const char *dir, kiln_cache_entry *found) {
+  char tmp[PATH_MAX];
+  KILN_RETURN_IF_ERROR(kiln_cache_make_temp(dir, tmp, sizeof tmp));
+  bool rejected = false;
+  kiln_status s = compile_into(e, m, bytes, size, tmp, &rejected);
+  if (!s) {
+    *found = KILN_CACHE_ARTIFACT;
+    return kiln_cache_publish(dir, m->key, tmp, KILN_CACHE_ARTIFACT_FILE,
+                              m->artifact, sizeof m->artifact);
+  }
+  if (!rejected) {
+    kiln_remove_tree(tmp);
+    return s;
+  }
+  /* Remember the refusal. Failing to is no reason to hide it. */
+  char why_path[PATH_MAX];
+  snprintf(why_path, sizeof why_path, "%s/%s", tmp, KILN_CACHE_REJECTED_FILE);
+  const char *why = kiln_status_message(s);
+  kiln_status w = write_file(why_path, why, strlen(why));
+  if (!w)
+    w = kiln_cache_publish(dir, m->key, tmp, KILN_CACHE_REJECTED_FILE,
+                           m->artifact, sizeof m->artifact);
+  else
+    kiln_remove_tree(tmp);
+  kiln_status_free(w);
+  *found = KILN_CACHE_REJECTED;
+  return s;
+}
+
 static kiln_status w2c_prepare(kiln_engine *e, kiln_module *m,
                                const uint8_t *bytes, size_t size) {
   const char *dir = e->cache_dir ? e->cache_dir : e->private_dir;
@@ -326,30 +426,24 @@ static kiln_status w2c_prepare(kiln_engine *e, kiln_module *m,
   if (s) return s;
   KILN_RETURN_IF_ERROR(cache_key(e, bytes, size, m->key));
 
-  bool corrupt = false;
-  if (kiln_cache_lookup(dir, m->key, m->artifact, sizeof m->artifact,
-                        &corrupt)) {
-    m->cached = true;
-  } else {
+  kiln_cache_entry found =
+      kiln_cache_lookup(dir, m->key, m->artifact, sizeof m->artifact, NULL);
+  if (found == KILN_CACHE_MISS) {
     int lock = kiln_cache_lock(dir, m->key);
-    if (kiln_cache_lookup(dir, m->key, m->artifact, sizeof m->artifact,
-                          NULL)) {
-      m->cached = true; /* another process finished while we waited */
+    /* Another process may have finished it while we waited. */
+    found =
+        kiln_cache_lookup(dir, m->key, m->artifact, sizeof m->artifact, NULL);
+    if (found == KILN_CACHE_MISS) {
+      s = build_entry(e, m, bytes, size, dir, &found);
     } else {
-      char tmp[PATH_MAX];
-      s = kiln_cache_make_temp(dir, tmp, sizeof tmp);
-      if (!s) {
-        s = compile_into(e, m, bytes, size, tmp);
-        if (s)
-          kiln_remove_tree(tmp);
-        else
-          s = kiln_cache_publish(dir, m->key, tmp, m->artifact,
-                                 sizeof m->artifact);
-      }
+      m->cached = true;
     }
     kiln_cache_unlock(lock);
     if (s) return s;
+  } else {
+    m->cached = true;
   }
+  if (found == KILN_CACHE_REJECTED) return cached_rejection(m->artifact);
   return load_artifact(m);
 }
 

@@ -319,6 +319,7 @@ static const char *table_ctype(kiln_valtype elem) {
 }
 
 kiln_status kiln_w2c_generate_glue(const kiln_wasm_info *info,
+                                   char *const *field_names,
                                    const char *header, char **out_source) {
   *out_source = NULL;
   field_list fields;
@@ -355,17 +356,14 @@ kiln_status kiln_w2c_generate_glue(const kiln_wasm_info *info,
             M);
 
   kiln_status s = KILN_OK;
-  /* Imports: one C definition per distinct (module, name). */
+  /* Imports: one C definition each (their pairs are distinct). */
   for (uint32_t i = 0; i < info->import_count && !s; i++) {
     const kiln_import *im = &info->imports[i];
-    bool dup = false;
-    for (uint32_t j = 0; j < i && !dup; j++)
-      dup = !strcmp(info->imports[j].module, im->module) &&
-            !strcmp(info->imports[j].name, im->name);
-    if (dup) continue;
+    const char *field =
+        field_names && field_names[i] ? field_names[i] : im->name;
     char *mm = NULL, *mn = NULL;
     s = kiln_w2c_mangle(im->module, &mm);
-    if (!s) s = kiln_w2c_mangle(im->name, &mn);
+    if (!s) s = kiln_w2c_mangle(field, &mn);
     if (!s) {
       char sym[4096];
       snprintf(sym, sizeof sym, "%s%s", mm, mn);

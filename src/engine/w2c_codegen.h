@@ -16,8 +16,13 @@
 kiln_status kiln_w2c_mangle(const char *name, char **out);
 
 /* Writes the glue C source for `info` into a malloc'd string. `header` is
- * the header wasm2c generated (its instance struct gives field names). */
+ * the header wasm2c generated (its instance struct gives field names).
+ * `field_names` are the import field names wasm2c was given where they
+ * differ from info's (see kiln_wasm_unique_import_names); NULL when none
+ * do. Every import then has its own (module, name) pair, so its own C
+ * symbol and frame slot. */
 kiln_status kiln_w2c_generate_glue(const kiln_wasm_info *info,
+                                   char *const *field_names,
                                    const char *header, char **out_source);
 
 #endif /* KILN_ENGINE_W2C_CODEGEN_H_ */

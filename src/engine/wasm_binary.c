@@ -222,6 +222,7 @@ typedef struct parser {
   bool has_data_count;
   uint32_t data_count; /* value of the data count section */
   int last_rank;       /* rank of the last non-custom section */
+  const uint8_t *section_at; /* id byte of the section being parsed */
   bool seen[14];       /* non-custom section ids seen */
   /* Payload of the first "name" custom section, read after all others so
    * that the function and global counts are final. */
@@ -599,7 +600,9 @@ static kiln_status parse_import(parser *p, reader *r, uint32_t i) {
   kiln_wasm_info *info = p->info;
   kiln_import *imp = &info->imports[i];
   KILN_RETURN_IF_ERROR(read_name_dup(r, (char **)&imp->module));
+  info->import_field_at[i] = (uint64_t)(r->pos - r->base);
   KILN_RETURN_IF_ERROR(read_name_dup(r, (char **)&imp->name));
+  info->import_field_end[i] = (uint64_t)(r->pos - r->base);
   const uint8_t *at = r->pos;
   uint8_t kind;
   KILN_RETURN_IF_ERROR(read_u8(r, &kind));
@@ -658,12 +661,19 @@ static kiln_status parse_import(parser *p, reader *r, uint32_t i) {
 static kiln_status parse_import_section(parser *p, reader *r) {
   kiln_wasm_info *info = p->info;
   uint32_t n;
+  info->import_section_at = (uint64_t)(p->section_at - r->base);
+  info->import_section_body = (uint64_t)(r->pos - r->base);
+  info->import_section_end = (uint64_t)(r->end - r->base);
   KILN_RETURN_IF_ERROR(read_count(r, &n));
   KILN_RETURN_IF_ERROR(resize_array((void **)&info->imports, 0, n,
                                     sizeof *info->imports, "imports"));
   info->import_count = n;
   KILN_RETURN_IF_ERROR(resize_array((void **)&info->import_index, 0, n,
                                     sizeof *info->import_index, "imports"));
+  KILN_RETURN_IF_ERROR(resize_array((void **)&info->import_field_at, 0, n,
+                                    sizeof *info->import_field_at, "imports"));
+  KILN_RETURN_IF_ERROR(resize_array((void **)&info->import_field_end, 0, n,
+                                    sizeof *info->import_field_end, "imports"));
   /* Room for n imports of any one kind; later sections grow these. */
   KILN_RETURN_IF_ERROR(resize_array((void **)&info->func_types, 0, n,
                                     sizeof *info->func_types, "functions"));
@@ -1455,6 +1465,7 @@ static kiln_status parse_section(parser *p, reader *r) {
     }
     p->seen[id] = true;
     p->last_rank = kSections[id].rank;
+    p->section_at = at;
     KILN_RETURN_IF_ERROR(kSections[id].parse(p, &sec));
   }
   if (sec.pos != sec.end) {
@@ -1537,6 +1548,8 @@ void kiln_wasm_info_free(kiln_wasm_info *info) {
   }
   free(info->imports);
   free(info->import_index);
+  free(info->import_field_at);
+  free(info->import_field_end);
   free(info->func_types);
   free(info->tables);
   free(info->memories);
@@ -1548,6 +1561,193 @@ void kiln_wasm_info_free(kiln_wasm_info *info) {
   free(info->data);
   drop_names(info);
   free(info);
+}
+
+/* ---- Import names for code generators ----------------------------------- */
+
+typedef struct import_key {
+  const char *module, *name;
+  uint32_t index;
+} import_key;
+
+static int import_pair_compare(const char *module_a, const char *name_a,
+                               const char *module_b, const char *name_b) {
+  int c = strcmp(module_a, module_b);
+  return c ? c : strcmp(name_a, name_b);
+}
+
+static int import_key_compare(const void *a, const void *b) {
+  const import_key *x = a, *y = b;
+  int c = import_pair_compare(x->module, x->name, y->module, y->name);
+  if (c) return c;
+  return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* Whether (module, name) is an import's pair; keys sorted by pair. */
+static bool import_pair_taken(const import_key *keys, uint32_t n,
+                              const char *module, const char *name) {
+  uint32_t lo = 0, hi = n;
+  while (lo < hi) {
+    uint32_t mid = lo + (hi - lo) / 2;
+    int c = import_pair_compare(keys[mid].module, keys[mid].name, module, name);
+    if (c == 0) return true;
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return false;
+}
+
+static size_t leb_u32_size(uint32_t v) {
+  size_t n = 1;
+  while (v >>= 7) n++;
+  return n;
+}
+
+static uint8_t *leb_u32_put(uint8_t *out, uint32_t v) {
+  do {
+    uint8_t b = v & 0x7f;
+    v >>= 7;
+    *out++ = (uint8_t)(b | (v ? 0x80 : 0));
+  } while (v);
+  return out;
+}
+
+/* Whether import i's field name, as encoded, holds a NUL byte. */
+static bool field_has_nul(const uint8_t *bytes, const kiln_wasm_info *info,
+                          uint32_t i) {
+  reader r = {bytes, bytes + info->import_field_at[i],
+              bytes + info->import_field_end[i]};
+  const uint8_t *name;
+  uint32_t len;
+  kiln_status s = read_name(&r, &name, &len);
+  if (s) { /* cannot happen for a parsed module; rename to be safe */
+    kiln_status_free(s);
+    return true;
+  }
+  return memchr(name, 0, len) != NULL;
+}
+
+/* "<name>#<i>", with "#<i>" repeated while another import of the same
+ * module has that name. Such names cannot collide with each other: the
+ * text after the last '#' is the import's own index. */
+static char *unique_name(const import_key *keys, uint32_t n,
+                         const kiln_import *im, uint32_t i) {
+  char suffix[16];
+  int slen = snprintf(suffix, sizeof suffix, "#%" PRIu32, i);
+  size_t len = strlen(im->name);
+  char *name = malloc(len + 1);
+  if (!name) return NULL;
+  memcpy(name, im->name, len + 1);
+  do {
+    char *longer = realloc(name, len + (size_t)slen + 1);
+    if (!longer) {
+      free(name);
+      return NULL;
+    }
+    name = longer;
+    memcpy(name + len, suffix, (size_t)slen + 1);
+    len += (size_t)slen;
+  } while (import_pair_taken(keys, n, im->module, name));
+  return name;
+}
+
+void kiln_wasm_names_free(char **names, uint32_t count) {
+  free_names(names, count);
+}
+
+/* The new names; *out NULL when every import keeps its own. */
+static kiln_status choose_import_names(const uint8_t *bytes,
+                                       const kiln_wasm_info *info,
+                                       char ***out) {
+  *out = NULL;
+  uint32_t n = info->import_count;
+  if (n == 0) return KILN_OK;
+  import_key *keys = malloc((size_t)n * sizeof *keys);
+  if (!keys) return no_memory("import names");
+  for (uint32_t i = 0; i < n; i++)
+    keys[i] = (import_key){info->imports[i].module, info->imports[i].name, i};
+  qsort(keys, n, sizeof *keys, import_key_compare);
+  char **names = NULL;
+  kiln_status s = KILN_OK;
+  for (uint32_t k = 0; k < n && !s; k++) {
+    uint32_t i = keys[k].index;
+    bool repeats = k > 0 && !import_pair_compare(keys[k - 1].module,
+                                                 keys[k - 1].name,
+                                                 keys[k].module, keys[k].name);
+    if (!repeats && !field_has_nul(bytes, info, i)) continue;
+    if (!names && !(names = calloc(n, sizeof *names))) {
+      s = no_memory("import names");
+      break;
+    }
+    names[i] = unique_name(keys, n, &info->imports[i], i);
+    if (!names[i]) s = no_memory("import names");
+  }
+  free(keys);
+  if (s) {
+    free_names(names, n);
+    return s;
+  }
+  *out = names;
+  return KILN_OK;
+}
+
+kiln_status kiln_wasm_unique_import_names(const uint8_t *bytes, size_t size,
+                                          const kiln_wasm_info *info,
+                                          char ***out_names,
+                                          uint8_t **out_bytes,
+                                          size_t *out_size) {
+  *out_names = NULL;
+  *out_bytes = NULL;
+  *out_size = 0;
+  char **names;
+  KILN_RETURN_IF_ERROR(choose_import_names(bytes, info, &names));
+  if (!names) return KILN_OK;
+
+  /* The import section's contents with the new names in. */
+  uint64_t body = info->import_section_end - info->import_section_body;
+  for (uint32_t i = 0; i < info->import_count; i++) {
+    if (!names[i]) continue;
+    size_t len = strlen(names[i]);
+    body -= info->import_field_end[i] - info->import_field_at[i];
+    body += leb_u32_size((uint32_t)len) + len;
+  }
+  if (body > UINT32_MAX) {
+    free_names(names, info->import_count);
+    return kiln_make_status(KILN_CODE_UNIMPLEMENTED,
+                            "the import section would exceed 4 GiB once "
+                            "its names are made unique");
+  }
+  size_t total = (size_t)info->import_section_at + 1 +
+                 leb_u32_size((uint32_t)body) + (size_t)body +
+                 (size - (size_t)info->import_section_end);
+  uint8_t *out = malloc(total);
+  if (!out) {
+    free_names(names, info->import_count);
+    return no_memory("module copy");
+  }
+  uint8_t *w = out;
+  memcpy(w, bytes, (size_t)info->import_section_at);
+  w += info->import_section_at;
+  *w++ = 2; /* the import section's id */
+  w = leb_u32_put(w, (uint32_t)body);
+  uint64_t pos = info->import_section_body;
+  for (uint32_t i = 0; i < info->import_count; i++) {
+    if (!names[i]) continue;
+    memcpy(w, bytes + pos, (size_t)(info->import_field_at[i] - pos));
+    w += info->import_field_at[i] - pos;
+    size_t len = strlen(names[i]);
+    w = leb_u32_put(w, (uint32_t)len);
+    memcpy(w, names[i], len);
+    w += len;
+    pos = info->import_field_end[i];
+  }
+  memcpy(w, bytes + pos, size - (size_t)pos);
+  *out_names = names;
+  *out_bytes = out;
+  *out_size = total;
+  return KILN_OK;
 }
 
 int64_t kiln_wasm_stack_pointer_global(const kiln_wasm_info *info) {

@@ -112,6 +112,14 @@ typedef struct kiln_wasm_info {
   uint32_t import_count;
   kiln_import *imports;
   uint32_t *import_index; /* per import: index in its kind's index space */
+  /* Where the import section and each import's field name (its length
+   * prefix included) lie in the module, as byte offsets from its start:
+   * what kiln_wasm_unique_import_names() rewrites. */
+  uint64_t import_section_at;   /* the section's id byte */
+  uint64_t import_section_body; /* its first byte after the size */
+  uint64_t import_section_end;  /* one past its last byte */
+  uint64_t *import_field_at;    /* per import */
+  uint64_t *import_field_end;   /* per import: one past the name */
 
   uint32_t func_count;        /* imported + defined */
   uint32_t func_import_count;
@@ -146,6 +154,28 @@ kiln_status kiln_wasm_parse(const uint8_t *bytes, size_t size,
                             const kiln_wasm_parse_options *opts,
                             kiln_wasm_info **out);
 void kiln_wasm_info_free(kiln_wasm_info *info);
+
+/* Import names a code generator can tell apart. wasm2c 1.0.32 declares one
+ * C symbol per (module, name) pair and aborts when a module imports a pair
+ * twice with different types (the spec allows that: the host may overload).
+ * So every import whose pair, compared as C strings, repeats an earlier
+ * import's, or whose field name holds a U+0000 (C strings would cut it),
+ * gets a new field name: "<name>#<import index>", with "#<index>" added
+ * again while that is another import's name in the same module.
+ *
+ * When no name needs changing, *out_names and *out_bytes are NULL. Else
+ * *out_names has info->import_count entries, each the new name or NULL for
+ * an import that keeps its own, and *out_bytes (*out_size bytes) is a copy
+ * of the module with the new names written in; everything else is
+ * unchanged, byte for byte. The caller frees both with
+ * kiln_wasm_names_free() and free(). `info` must be the parse of `bytes`.
+ * Linking still uses the real names in info->imports. */
+kiln_status kiln_wasm_unique_import_names(const uint8_t *bytes, size_t size,
+                                          const kiln_wasm_info *info,
+                                          char ***out_names,
+                                          uint8_t **out_bytes,
+                                          size_t *out_size);
+void kiln_wasm_names_free(char **names, uint32_t count);
 
 /* Index of the global named "__stack_pointer" in the name section, if it
  * is a defined (not imported) mutable i32; -1 otherwise. */

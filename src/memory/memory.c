@@ -21,6 +21,7 @@ typedef struct kiln_claim {
 
 struct kiln_memory_subscription {
   kiln_memory_grow_fn fn;
+  kiln_memory_rollback_fn rollback; /* may be NULL */
   void *user;
   struct kiln_memory_subscription *next;
 };
@@ -304,6 +305,43 @@ kiln_status kiln_memory_range(const kiln_memory *m, uint64_t offset,
 
 /* ---- Growth -------------------------------------------------------------- */
 
+/* Gives committed pages [old_bytes, new_bytes) back to the OS, leaving
+ * them inaccessible again, so that accesses past the size still trap. */
+static kiln_status decommit_locked(kiln_memory *m, uint64_t old_bytes,
+                                   uint64_t new_bytes) {
+  void *p = m->reservation + old_bytes;
+  size_t n = (size_t)(new_bytes - old_bytes);
+  if (mmap(p, n, PROT_NONE,
+           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1,
+           0) != MAP_FAILED)
+    return KILN_OK;
+  int err = errno;
+  /* Out of mappings, say: at least take access away. The pages keep
+   * their memory, and their bytes if grown into again, but they trap. */
+  if (mprotect(p, n, PROT_NONE) == 0) return KILN_OK;
+  return kiln_status_from_errno(err,
+                                "decommitting [%llu, %llu) of memory '%s' "
+                                "after a refused grow: accesses there will "
+                                "not trap",
+                                (unsigned long long)old_bytes,
+                                (unsigned long long)new_bytes, m->name);
+}
+
+/* Subscribers from `first` up to (not including) `refuser` accepted the grow
+ * to new_bytes: tell them it is undone, the most recent first. */
+static void roll_back_locked(kiln_memory *m, uint64_t old_bytes,
+                             uint64_t new_bytes,
+                             kiln_memory_subscription *refuser) {
+  size_t accepted = 0;
+  for (kiln_memory_subscription *s = m->subs; s != refuser; s = s->next)
+    accepted++;
+  while (accepted--) {
+    kiln_memory_subscription *s = m->subs;
+    for (size_t k = 0; k < accepted; k++) s = s->next;
+    if (s->rollback) s->rollback(s->user, m, old_bytes, new_bytes);
+  }
+}
+
 kiln_status kiln_memory_grow(kiln_memory *m, uint64_t delta_pages,
                              uint64_t *out_old_pages) {
   pthread_mutex_lock(&m->lock);
@@ -343,12 +381,20 @@ kiln_status kiln_memory_grow(kiln_memory *m, uint64_t delta_pages,
   }
   for (kiln_memory_subscription *sub = m->subs; sub; sub = sub->next) {
     s = sub->fn(sub->user, m, old_bytes, new_bytes);
-    if (s) {
-      /* Roll back: give the pages back to the OS and keep the old size. */
-      mmap(m->reservation + old_bytes, new_bytes - old_bytes, PROT_NONE,
-           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
-      goto done;
+    if (!s) continue;
+    /* Refused: undo what the earlier subscribers did, give the pages back
+     * and keep the old size. */
+    roll_back_locked(m, old_bytes, new_bytes, sub);
+    kiln_status d = decommit_locked(m, old_bytes, new_bytes);
+    if (d) { /* the refusal stays the news; the failure is added to it */
+      kiln_status both = kiln_make_status(kiln_status_code(s), "%s (then %s)",
+                                          kiln_status_message(s),
+                                          kiln_status_message(d));
+      kiln_status_free(s);
+      kiln_status_free(d);
+      s = both;
     }
+    goto done;
   }
   set_size_locked(m, new_pages);
 done:
@@ -356,12 +402,17 @@ done:
   return s;
 }
 
-kiln_status kiln_memory_subscribe(kiln_memory *m, kiln_memory_grow_fn fn,
-                                  void *user,
-                                  kiln_memory_subscription **out) {
+kiln_status kiln_memory_subscribe_with_rollback(
+    kiln_memory *m, kiln_memory_grow_fn fn, kiln_memory_rollback_fn rollback,
+    void *user, kiln_memory_subscription **out) {
+  if (!fn)
+    return kiln_make_status(KILN_CODE_INVALID_ARGUMENT,
+                            "subscribing to memory '%s' needs a grow function",
+                            m->name);
   kiln_memory_subscription *s = calloc(1, sizeof *s);
   if (!s) return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
   s->fn = fn;
+  s->rollback = rollback;
   s->user = user;
   pthread_mutex_lock(&m->lock);
   s->next = m->subs;
@@ -369,6 +420,12 @@ kiln_status kiln_memory_subscribe(kiln_memory *m, kiln_memory_grow_fn fn,
   pthread_mutex_unlock(&m->lock);
   if (out) *out = s;
   return KILN_OK;
+}
+
+kiln_status kiln_memory_subscribe(kiln_memory *m, kiln_memory_grow_fn fn,
+                                  void *user,
+                                  kiln_memory_subscription **out) {
+  return kiln_memory_subscribe_with_rollback(m, fn, NULL, user, out);
 }
 
 void kiln_memory_unsubscribe(kiln_memory *m, kiln_memory_subscription *sub) {
@@ -415,8 +472,14 @@ void kiln_memory_remove_mirror(kiln_memory *m, kiln_memory_view *mirror) {
 
 kiln_status kiln_memory_claim(kiln_memory *m, uint64_t begin, uint64_t end,
                               const char *owner, uint64_t *out_claim_id) {
-  if (begin > end)
-    return kiln_make_status(KILN_CODE_INVALID_ARGUMENT, "empty claim");
+  if (!owner) owner = "?";
+  if (begin >= end)
+    return kiln_make_status(KILN_CODE_INVALID_ARGUMENT,
+                            "%s: claim [%llu, %llu) in memory '%s' %s", owner,
+                            (unsigned long long)begin,
+                            (unsigned long long)end, m->name,
+                            begin == end ? "is empty (holds no byte)"
+                                         : "ends before it begins");
   kiln_status s = KILN_OK;
   pthread_mutex_lock(&m->lock);
   for (kiln_claim *c = m->claims; c; c = c->next) {
@@ -432,7 +495,7 @@ kiln_status kiln_memory_claim(kiln_memory *m, uint64_t begin, uint64_t end,
     }
   }
   kiln_claim *c = calloc(1, sizeof *c);
-  char *o = strdup(owner ? owner : "?");
+  char *o = strdup(owner);
   if (!c || !o) {
     free(c);
     free(o);

@@ -18,7 +18,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/trap.h"
 #include "wasi/wasi_internal.h"
 
 /* ---- Errno --------------------------------------------------------------- */
@@ -477,17 +476,10 @@ typedef uint64_t u64;
  * deadline signal, which repeats every millisecond but only stops the guest
  * when it lands in guest code. Handing EINTR back alone livelocks a guest
  * that retries at once (sleep loops, read loops): every signal then lands in
- * the host again. So a call that comes back INTR after this thread's
- * deadline ends the guest call with the TIMEOUT trap right here.
- * The deadline is read from the engine's thread state: engine-internal, and
- * meant to become a public kiln_caller-level check. */
-static bool deadline_passed(void) {
-  kiln_thread_state *ts = kiln_thread_current();
-  return ts && ts->deadline_ns && kiln_now_ns() >= ts->deadline_ns;
-}
-
+ * the host again. So a call that comes back INTR after the guest call's
+ * deadline ends the guest call with the TIMEOUT trap right here. */
 static u32 checked(kiln_caller *c, u32 err) {
-  if (err == WASI_EINTR && deadline_passed())
+  if (err == WASI_EINTR && kiln_caller_deadline_passed(c))
     kiln_caller_trap(c, kiln_make_trap(KILN_TRAP_TIMEOUT, NULL));
   return err;
 }

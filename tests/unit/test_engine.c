@@ -244,6 +244,72 @@ static void test_host_functions_and_memory(kiln_test *t) {
   kiln_module_release(m);
 }
 
+typedef struct blocking_host {
+  bool wait;            /* wait for the deadline, then end the call */
+  int calls;
+  bool passed_at_entry; /* kiln_caller_deadline_passed() on entry */
+} blocking_host;
+
+/* Stands in for a host call that blocks past the guest call's deadline
+ * (where the watchdog cannot stop it) and then ends the call itself. */
+static void host_wait_for_deadline(kiln_caller *c, uint32_t arg) {
+  (void)arg;
+  blocking_host *h = kiln_caller_user(c);
+  h->calls++;
+  h->passed_at_entry = kiln_caller_deadline_passed(c);
+  if (!h->wait) return;
+  while (!kiln_caller_deadline_passed(c)) {
+  }
+  kiln_caller_trap(c, kiln_make_trap(KILN_TRAP_TIMEOUT, NULL));
+}
+
+static void test_host_function_sees_the_callers_deadline(kiln_test *t) {
+  kiln_module *m = load(t, "host_calls");
+  if (!m) return;
+  static const kiln_valtype ii[] = {KILN_I32, KILN_I32, KILN_I32};
+  static const kiln_valtype pair_types[] = {KILN_I64, KILN_I64, KILN_F64};
+  blocking_host h = {0};
+  kiln_host_func funcs[] = {
+      {"host", "mul", {2, 1, ii, ii + 2}, (void *)host_mul, NULL, NULL},
+      {"host", "pair", {1, 2, pair_types, pair_types + 1}, NULL, host_pair,
+       &(int){0}},
+      {"host", "fail", {1, 0, ii, NULL}, (void *)host_wait_for_deadline, NULL,
+       &h},
+  };
+  kiln_linker *l = NULL;
+  kiln_memory *mem = NULL;
+  KILN_EXPECT_OK(t, kiln_linker_create(engine(), &l));
+  for (size_t k = 0; k < sizeof funcs / sizeof *funcs; k++)
+    KILN_EXPECT_OK(t, kiln_linker_define_func(l, &funcs[k]));
+  KILN_EXPECT_OK(t, kiln_memory_create(
+                        &(kiln_memory_options){.initial_pages = 1}, &mem));
+  KILN_EXPECT_OK(t, kiln_linker_define_memory(l, "host", "mem", mem));
+  kiln_instance *i = instantiate(t, m, l);
+  if (i) {
+    kiln_val arg = kiln_val_i32(0);
+    /* No deadline: never passed. */
+    KILN_EXPECT_OK(t, kiln_instance_call(i, "use_fail", &arg, 1, NULL, 0));
+    KILN_EXPECT(t, h.calls == 1 && !h.passed_at_entry);
+    /* A deadline that passes while the host function blocks. */
+    h.wait = true;
+    kiln_thread_set_deadline(0.05);
+    kiln_status s = kiln_instance_call(i, "use_fail", &arg, 1, NULL, 0);
+    kiln_thread_set_deadline(0);
+    KILN_EXPECT(t, kiln_status_code(s) == KILN_CODE_DEADLINE_EXCEEDED &&
+                       kiln_status_trap_kind(s) == KILN_TRAP_TIMEOUT);
+    KILN_EXPECT(t, h.calls == 2 && !h.passed_at_entry);
+    kiln_status_free(s);
+    /* Cleared again: not passed, and the instance still works. */
+    h.wait = false;
+    KILN_EXPECT_OK(t, kiln_instance_call(i, "use_fail", &arg, 1, NULL, 0));
+    KILN_EXPECT(t, h.calls == 3 && !h.passed_at_entry);
+    kiln_instance_release(i);
+  }
+  kiln_memory_release(mem);
+  kiln_linker_release(l);
+  kiln_module_release(m);
+}
+
 static void test_memory_sizes_up_to_4gib(kiln_test *t) {
   kiln_module *m = load(t, "big");
   kiln_instance *i = instantiate(t, m, NULL);
@@ -358,7 +424,9 @@ static void test_host_crash_is_not_swallowed(kiln_test *t) {
 KILN_TEST_MAIN(test_add, test_traps_main_thread,
                test_traps_eight_threads_at_once,
                test_timeout_stops_runaway_guest,
-               test_host_functions_and_memory, test_memory_sizes_up_to_4gib,
+               test_host_functions_and_memory,
+               test_host_function_sees_the_callers_deadline,
+               test_memory_sizes_up_to_4gib,
                test_cache_hit_and_corruption_rebuild,
                test_hostile_files_get_clean_errors,
                test_host_crash_is_not_swallowed)

@@ -365,6 +365,108 @@ static void test_refusing_subscriber_rolls_back(kiln_test *t) {
   kiln_memory_release(m);
 }
 
+/* Grow and rollback calls of several subscribers, in the order made. */
+typedef struct event_log {
+  char text[256];
+} event_log;
+
+typedef struct listener {
+  event_log *log;
+  char name;
+  bool refuse;
+  bool pages_writable_in_rollback;
+  uint64_t rolled_old, rolled_new;
+} listener;
+
+static void log_event(event_log *log, char what, char name) {
+  size_t n = strlen(log->text);
+  if (n + 3 < sizeof log->text) {
+    log->text[n] = what;
+    log->text[n + 1] = name;
+    log->text[n + 2] = ' ';
+    log->text[n + 3] = 0;
+  }
+}
+
+static kiln_status listen_grow(void *user, kiln_memory *m, uint64_t old_bytes,
+                               uint64_t new_bytes) {
+  listener *l = user;
+  log_event(l->log, '+', l->name);
+  kiln_memory_base(m)[new_bytes - 1] = (uint8_t)l->name; /* committed */
+  if (l->refuse)
+    return kiln_make_status(KILN_CODE_UNAVAILABLE, "%c cannot map %llu bytes",
+                            l->name, (unsigned long long)new_bytes);
+  return KILN_OK;
+}
+
+static void listen_rollback(void *user, kiln_memory *m, uint64_t old_bytes,
+                            uint64_t new_bytes) {
+  listener *l = user;
+  log_event(l->log, '-', l->name);
+  l->rolled_old = old_bytes;
+  l->rolled_new = new_bytes;
+  /* Still committed while the subscriber undoes its part. */
+  uint8_t *last = kiln_memory_base(m) + new_bytes - 1;
+  *last ^= 1;
+  l->pages_writable_in_rollback = true;
+}
+
+/* Subscribers are called newest first; when one refuses, those that
+ * accepted are told, most recent first, and those after it hear nothing. */
+static void test_refused_grow_rolls_back_accepting_subscribers(kiln_test *t) {
+  kiln_memory *m = memory(t, 1, 16, 0);
+  if (!m) return;
+  event_log log = {""};
+  listener a = {.log = &log, .name = 'a', .refuse = true};
+  listener b = {.log = &log, .name = 'b'}, c = {.log = &log, .name = 'c'};
+  listener d = {.log = &log, .name = 'd'}, e = {.log = &log, .name = 'e'};
+  kiln_memory_subscription *sa = NULL, *sb = NULL, *sc = NULL, *sd = NULL,
+                           *se = NULL;
+  KILN_EXPECT_OK(t, kiln_memory_subscribe_with_rollback(
+                        m, listen_grow, listen_rollback, &a, &sa));
+  KILN_EXPECT_OK(t, kiln_memory_subscribe_with_rollback(
+                        m, listen_grow, listen_rollback, &b, &sb));
+  /* c has no rollback function: it is simply not told. */
+  KILN_EXPECT_OK(t, kiln_memory_subscribe(m, listen_grow, &c, &sc));
+  KILN_EXPECT_OK(t, kiln_memory_subscribe_with_rollback(
+                        m, listen_grow, listen_rollback, &d, &sd));
+  KILN_EXPECT_OK(t, kiln_memory_subscribe_with_rollback(
+                        m, listen_grow, listen_rollback, &e, &se));
+  /* Unsubscribed before the grow: hears nothing. */
+  kiln_memory_unsubscribe(m, se);
+
+  kiln_status s = kiln_memory_grow(m, 2, NULL);
+  KILN_EXPECT(t, kiln_status_code(s) == KILN_CODE_UNAVAILABLE);
+  KILN_EXPECTF(t, strstr(kiln_status_message(s), "a cannot map") != NULL,
+               "message: %s", kiln_status_message(s));
+  kiln_status_free(s);
+  KILN_EXPECTF(t, !strcmp(log.text, "+d +c +b +a -b -d "), "events: %s",
+               log.text);
+  KILN_EXPECT(t, b.rolled_old == PAGE && b.rolled_new == 3 * PAGE);
+  KILN_EXPECT(t, d.rolled_old == PAGE && d.rolled_new == 3 * PAGE);
+  KILN_EXPECT(t, b.pages_writable_in_rollback && d.pages_writable_in_rollback);
+  KILN_EXPECT(t, !a.pages_writable_in_rollback && e.rolled_new == 0);
+  KILN_EXPECT(t, kiln_memory_pages(m) == 1);
+  KILN_EXPECT(t, kiln_memory_range_or_null(m, PAGE, 1) == NULL);
+
+  /* Without the refuser the grow goes through: nobody is rolled back, and
+   * the pages scribbled on before come back zeroed. */
+  kiln_memory_unsubscribe(m, sa);
+  log.text[0] = 0;
+  KILN_EXPECT_OK(t, kiln_memory_grow(m, 2, NULL));
+  KILN_EXPECTF(t, !strcmp(log.text, "+d +c +b "), "events: %s", log.text);
+  uint8_t *p = kiln_memory_range_or_null(m, PAGE, 2 * PAGE);
+  KILN_EXPECT(t, p != NULL);
+  /* d, called first, wrote its name; b and c after it. */
+  if (p) KILN_EXPECT(t, p[0] == 0 && p[2 * PAGE - 1] == 'b');
+  kiln_memory_unsubscribe(m, sb);
+  kiln_memory_unsubscribe(m, sc);
+  kiln_memory_unsubscribe(m, sd);
+  KILN_EXPECT_CODE(t, KILN_CODE_INVALID_ARGUMENT,
+                   kiln_memory_subscribe(m, NULL, &a, NULL));
+  kiln_memory_release(m);
+}
+
 static void test_unsubscribe_stops_notifications(kiln_test *t) {
   kiln_memory *m = memory(t, 1, 16, 0);
   if (!m) return;
@@ -585,9 +687,21 @@ static void test_claims_detect_overlap(kiln_test *t) {
   KILN_EXPECT_OK(t, kiln_memory_claim(m, 200, 300, "beta.wasm", &b));
   KILN_EXPECT_OK(t, kiln_memory_claim(m, 0, 100, "gamma.wasm", &c));
   KILN_EXPECT(t, a != b && b != c && a != c);
-  /* begin > end is a caller error. */
-  KILN_EXPECT_CODE(t, KILN_CODE_INVALID_ARGUMENT,
-                   kiln_memory_claim(m, 500, 400, "delta.wasm", &x));
+  /* An empty or reversed range is a caller error, and says which. */
+  s = kiln_memory_claim(m, 500, 400, "delta.wasm", &x);
+  KILN_EXPECT(t, kiln_status_code(s) == KILN_CODE_INVALID_ARGUMENT);
+  KILN_EXPECTF(t,
+               strstr(kiln_status_message(s), "delta.wasm") &&
+                   strstr(kiln_status_message(s), "[500, 400)") &&
+                   strstr(kiln_status_message(s), "ends before it begins"),
+               "message: %s", kiln_status_message(s));
+  kiln_status_free(s);
+  s = kiln_memory_claim(m, 700, 700, NULL, &x);
+  KILN_EXPECT(t, kiln_status_code(s) == KILN_CODE_INVALID_ARGUMENT);
+  KILN_EXPECTF(t, strstr(kiln_status_message(s), "[700, 700)") &&
+                      strstr(kiln_status_message(s), "is empty"),
+               "message: %s", kiln_status_message(s));
+  kiln_status_free(s);
   /* Unclaiming frees the range for someone else. */
   kiln_memory_unclaim(m, a);
   KILN_EXPECT_OK(t, kiln_memory_claim(m, 100, 200, "delta.wasm", &d));
@@ -608,6 +722,7 @@ KILN_TEST_MAIN(test_range_rejects_wraparound, test_range_at_the_4gib_edge,
                test_grow_enforces_maximum, test_grow_enforces_max_bytes,
                test_grow_notifies_subscribers,
                test_refusing_subscriber_rolls_back,
+               test_refused_grow_rolls_back_accepting_subscribers,
                test_unsubscribe_stops_notifications,
                test_guard_page_traps_just_past_size,
                test_file_backed_memory_from_the_host,

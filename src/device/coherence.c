@@ -1,0 +1,678 @@
+/* Placement of memories on a device and the RESIDENT coherence protocol
+ * (see kiln/device.h).
+ *
+ * A RESIDENT range of a writable memory on a backend with device memory has
+ * a device copy and one dirty bit per host page. Clean pages are kept
+ * PROT_READ; the first store to one faults, the fault hook (below; async-
+ * signal-safe) sets the page's bit and makes the page writable, and the
+ * store is retried. Before an op reads the range, its dirty pages that the
+ * op's extent touches go to the device whole (minus bytes that ops wrote on
+ * the device and that have not been copied back yet: the device's bytes are
+ * the newer ones), and are protected again. Bytes that ops write are kept
+ * as an interval set per range and copied back at sync, exactly those.
+ *
+ * The page is the unit of host-change tracking: a dirty page is uploaded
+ * once, whole, however few of its bytes changed.
+ *
+ * Limits: a device is used from one thread, and a guest that writes a
+ * RESIDENT range runs on that thread or is quiescent while the device
+ * thread uploads or copies back (a store racing with re-protection could
+ * be missed). Host writes by system calls (read(2) into a protected page)
+ * fail with EFAULT instead of faulting: buffers filled by I/O should stay
+ * MAPPED. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "device/device_core.h"
+#include "engine/trap.h"
+
+static uint64_t host_page(void) {
+  static uint64_t ps;
+  if (!ps) ps = (uint64_t)sysconf(_SC_PAGESIZE);
+  return ps;
+}
+
+/* ---- Interval sets ------------------------------------------------------- */
+
+kiln_status kiln_intervals_add(kiln_interval_set *s, uint64_t lo,
+                               uint64_t hi) {
+  if (lo >= hi) return KILN_OK;
+  /* First interval whose end reaches lo (touching intervals merge). */
+  size_t a = 0, b = s->n;
+  while (a < b) {
+    size_t mid = (a + b) / 2;
+    if (s->v[mid].hi < lo) a = mid + 1;
+    else b = mid;
+  }
+  size_t first = a, last = a; /* [first, last) merge with [lo, hi) */
+  while (last < s->n && s->v[last].lo <= hi) {
+    if (s->v[last].lo < lo) lo = s->v[last].lo;
+    if (s->v[last].hi > hi) hi = s->v[last].hi;
+    last++;
+  }
+  if (first == last) {
+    if (s->n == s->cap) {
+      size_t cap = s->cap ? s->cap * 2 : 8;
+      kiln_interval *v = realloc(s->v, cap * sizeof *v);
+      if (!v)
+        return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
+      s->v = v;
+      s->cap = cap;
+    }
+    memmove(s->v + first + 1, s->v + first, (s->n - first) * sizeof *s->v);
+    s->n++;
+  } else if (last - first > 1) {
+    memmove(s->v + first + 1, s->v + last, (s->n - last) * sizeof *s->v);
+    s->n -= last - first - 1;
+  }
+  s->v[first].lo = lo;
+  s->v[first].hi = hi;
+  return KILN_OK;
+}
+
+void kiln_intervals_free(kiln_interval_set *s) {
+  free(s->v);
+  memset(s, 0, sizeof *s);
+}
+
+static bool intervals_intersect(const kiln_interval_set *s, uint64_t lo,
+                                uint64_t hi) {
+  for (size_t i = 0; i < s->n; i++)
+    if (s->v[i].lo < hi && lo < s->v[i].hi) return true;
+  return false;
+}
+
+/* ---- Fault registry (read by the signal handler) --------------------------
+ * A fixed table of protected ranges with atomics. Writers take a mutex;
+ * the handler only loads. A slot is cleared after its pages are writable
+ * again, then the remover waits for handlers already running. */
+
+#define KILN_FAULT_SLOTS 1024
+static _Atomic uintptr_t fault_begin[KILN_FAULT_SLOTS];
+static _Atomic uintptr_t fault_end[KILN_FAULT_SLOTS];
+static _Atomic(kiln_resident *) fault_range[KILN_FAULT_SLOTS];
+static atomic_int fault_high;
+static atomic_int fault_active;
+static pthread_mutex_t fault_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t fault_once = PTHREAD_ONCE_INIT;
+static uint64_t fault_page;
+
+static bool fault_hook(void *addr, bool is_write) {
+  (void)is_write;
+  uintptr_t a = (uintptr_t)addr;
+  bool handled = false;
+  atomic_fetch_add(&fault_active, 1);
+  int high = atomic_load(&fault_high);
+  for (int i = 0; i < high; i++) {
+    uintptr_t b = atomic_load(&fault_begin[i]);
+    if (!b || a < b || a >= atomic_load(&fault_end[i])) continue;
+    kiln_resident *r = atomic_load(&fault_range[i]);
+    if (!r) break;
+    uint64_t page = (a - b) / fault_page;
+    atomic_fetch_or(&r->dirty[page / 64], (uint64_t)1 << (page % 64));
+    if (mprotect((void *)(b + page * fault_page), fault_page,
+                 PROT_READ | PROT_WRITE) == 0) {
+      __atomic_fetch_add(&r->att->dev->stats.write_faults, 1,
+                         __ATOMIC_RELAXED);
+      handled = true;
+    }
+    break;
+  }
+  atomic_fetch_sub(&fault_active, 1);
+  return handled;
+}
+
+static void fault_install(void) {
+  fault_page = host_page();
+  kiln_fault_hook_set(fault_hook);
+}
+
+static int fault_slot_add(kiln_resident *r, uintptr_t begin, uintptr_t end) {
+  pthread_once(&fault_once, fault_install);
+  pthread_mutex_lock(&fault_lock);
+  int high = atomic_load(&fault_high), slot = -1;
+  for (int i = 0; i < high && slot < 0; i++)
+    if (!atomic_load(&fault_begin[i])) slot = i;
+  if (slot < 0 && high < KILN_FAULT_SLOTS) slot = high;
+  if (slot >= 0) {
+    atomic_store(&fault_range[slot], r);
+    atomic_store(&fault_end[slot], end);
+    atomic_store(&fault_begin[slot], begin);
+    if (slot == high) atomic_store(&fault_high, high + 1);
+  }
+  pthread_mutex_unlock(&fault_lock);
+  return slot;
+}
+
+static void fault_slot_remove(int slot) {
+  if (slot < 0) return;
+  pthread_mutex_lock(&fault_lock);
+  atomic_store(&fault_begin[slot], 0);
+  atomic_store(&fault_end[slot], 0);
+  atomic_store(&fault_range[slot], NULL);
+  pthread_mutex_unlock(&fault_lock);
+  while (atomic_load(&fault_active)) sched_yield();
+}
+
+/* ---- Attachments ---------------------------------------------------------- */
+
+kiln_device_attachment *kiln_attachment_find(kiln_device *d,
+                                             const kiln_memory *m) {
+  for (kiln_device_attachment *a = d->attachments; a; a = a->next)
+    if (a->memory == m) return a;
+  return NULL;
+}
+
+kiln_resident *kiln_resident_find(kiln_device_attachment *att, uint64_t lo,
+                                  uint64_t hi, bool *straddles) {
+  *straddles = false;
+  for (kiln_resident *r = att->residents; r; r = r->next) {
+    uint64_t end = r->offset + r->length;
+    if (lo >= r->offset && hi <= end) return r;
+    if (lo < end && r->offset < hi) *straddles = true;
+  }
+  return NULL;
+}
+
+static uint8_t *base_of(kiln_device_attachment *att) {
+  return kiln_memory_base(att->memory);
+}
+
+/* Registers [registered, bytes) with the backend. Caller holds att->lock. */
+static kiln_status register_up_to(kiln_device_attachment *att,
+                                  uint64_t bytes) {
+  if (bytes <= att->registered) return KILN_OK;
+  kiln_device *d = att->dev;
+  uint64_t n = bytes - att->registered;
+  if (d->vt->register_host) {
+    if (att->nregs == att->capregs) {
+      size_t cap = att->capregs ? att->capregs * 2 : 4;
+      kiln_host_reg *r = realloc(att->regs, cap * sizeof *r);
+      if (!r)
+        return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
+      att->regs = r;
+      att->capregs = cap;
+    }
+    KILN_RETURN_IF_ERROR(d->vt->register_host(
+        d, base_of(att) + att->registered, n, false));
+    att->regs[att->nregs++] = (kiln_host_reg){att->registered, n};
+  }
+  __atomic_fetch_add(&d->stats.mapped_bytes, n, __ATOMIC_RELAXED);
+  att->registered = bytes;
+  return KILN_OK;
+}
+
+static kiln_status on_grow(void *user, kiln_memory *m, uint64_t old_bytes,
+                           uint64_t new_bytes) {
+  (void)m, (void)old_bytes;
+  kiln_device_attachment *att = user;
+  pthread_mutex_lock(&att->lock);
+  kiln_status s = register_up_to(att, new_bytes);
+  pthread_mutex_unlock(&att->lock);
+  return s;
+}
+
+static void resident_free(kiln_device *d, kiln_resident *r) {
+  if (r->tracked) {
+    /* Writable again first, so that no new fault can name this range. */
+    mprotect(base_of(r->att) + r->offset, r->length, PROT_READ | PROT_WRITE);
+    fault_slot_remove(r->slot);
+  }
+  if (r->dev_addr) {
+    if (d->vt->free) d->vt->free(d, r->dev_addr, r->length);
+    d->stats.resident_bytes -= r->length;
+  }
+  free((void *)r->dirty);
+  kiln_intervals_free(&r->written);
+  free(r);
+}
+
+static kiln_status resident_create(kiln_device *d, kiln_device_attachment *att,
+                                   uint64_t offset, uint64_t length,
+                                   kiln_resident **out) {
+  kiln_resident *r = calloc(1, sizeof *r);
+  if (!r) return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
+  r->att = att;
+  r->offset = offset;
+  r->length = length;
+  r->slot = -1;
+  if (d->vt->alloc) {
+    kiln_status s = d->vt->alloc(d, length, &r->dev_addr);
+    if (s) {
+      free(r);
+      return kiln_status_annotate(s, "device memory for a RESIDENT range of "
+                                     "%llu bytes",
+                                  (unsigned long long)length);
+    }
+    d->stats.resident_bytes += length;
+  }
+  if (r->dev_addr && !att->read_only) {
+    /* Every page starts dirty (and writable): the device copy is filled
+     * lazily by the first ops that read it. */
+    r->tracked = true;
+    r->npages = length / host_page();
+    size_t words = (r->npages + 63) / 64;
+    r->dirty = calloc(words ? words : 1, sizeof(uint64_t));
+    uintptr_t begin = (uintptr_t)(base_of(att) + offset);
+    if (r->dirty) r->slot = fault_slot_add(r, begin, begin + length);
+    if (!r->dirty || r->slot < 0) {
+      resident_free(d, r);
+      return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED,
+                              "too many RESIDENT ranges or out of memory");
+    }
+    for (uint64_t p = 0; p < r->npages; p++)
+      r->dirty[p / 64] |= (uint64_t)1 << (p % 64);
+  }
+  r->next = att->residents;
+  att->residents = r;
+  *out = r;
+  return KILN_OK;
+}
+
+kiln_status kiln_device_attach(kiln_device *d, kiln_memory *m) {
+  if (kiln_attachment_find(d, m)) return KILN_OK;
+  kiln_device_attachment *att = calloc(1, sizeof *att);
+  if (!att) return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
+  att->dev = d;
+  att->memory = m;
+  att->read_only = kiln_memory_is_read_only(m);
+  pthread_mutex_init(&att->lock, NULL);
+  kiln_memory_retain(m);
+  kiln_status s = KILN_OK;
+  if (att->read_only) {
+    /* Read-only memories (model files) go to the device once, whole,
+     * without passing through any guest. */
+    uint64_t size = kiln_memory_size(m);
+    kiln_resident *r = NULL;
+    if (size) s = resident_create(d, att, 0, size, &r);
+    if (!s && r && r->dev_addr) {
+      s = d->vt->upload(d, r->dev_addr, kiln_memory_base(m), size);
+      if (!s) d->stats.bytes_to_device += size;
+    }
+  } else {
+    s = kiln_memory_subscribe(m, on_grow, att, &att->sub);
+    if (!s) {
+      pthread_mutex_lock(&att->lock);
+      s = register_up_to(att, kiln_memory_size(m));
+      pthread_mutex_unlock(&att->lock);
+    }
+  }
+  att->next = d->attachments;
+  d->attachments = att;
+  if (s) {
+    kiln_device_detach(d, m);
+    return kiln_status_annotate(s, "attaching memory '%s'",
+                                kiln_memory_name(m));
+  }
+  return KILN_OK;
+}
+
+/* Syncs the device before placement changes; a device-side error is kept
+ * for the next kiln_device_sync. */
+static void sync_keep_error(kiln_device *d) {
+  kiln_status s = d->vt->sync(d);
+  uint64_t down = 0;
+  kiln_status s2 = kiln_coherence_copy_back(d, &down);
+  d->stats.bytes_to_host += down;
+  if (!d->pending_error) {
+    d->pending_error = s ? s : s2;
+    if (s) kiln_status_free(s2);
+  } else {
+    kiln_status_free(s);
+    kiln_status_free(s2);
+  }
+}
+
+static void attachment_free(kiln_device *d, kiln_device_attachment *att) {
+  while (att->residents) {
+    kiln_resident *r = att->residents;
+    att->residents = r->next;
+    resident_free(d, r);
+  }
+  if (att->sub) kiln_memory_unsubscribe(att->memory, att->sub);
+  /* No grow notification runs after unsubscribe returns. */
+  for (size_t i = 0; i < att->nregs; i++)
+    if (d->vt->unregister_host)
+      d->vt->unregister_host(d, base_of(att) + att->regs[i].offset,
+                             att->regs[i].length);
+  __atomic_fetch_sub(&d->stats.mapped_bytes, att->registered,
+                     __ATOMIC_RELAXED);
+  free(att->regs);
+  pthread_mutex_destroy(&att->lock);
+  kiln_memory_release(att->memory);
+  free(att);
+}
+
+void kiln_device_detach(kiln_device *d, kiln_memory *m) {
+  kiln_device_attachment **p = &d->attachments;
+  while (*p && (*p)->memory != m) p = &(*p)->next;
+  if (!*p) return;
+  sync_keep_error(d);
+  kiln_device_attachment *att = *p;
+  *p = att->next;
+  attachment_free(d, att);
+}
+
+void kiln_coherence_detach_all(kiln_device *d) {
+  while (d->attachments) {
+    kiln_device_attachment *att = d->attachments;
+    d->attachments = att->next;
+    attachment_free(d, att);
+  }
+}
+
+kiln_status kiln_device_place(kiln_device *d, kiln_memory *m, uint64_t offset,
+                              uint64_t length, kiln_placement p) {
+  kiln_device_attachment *att = kiln_attachment_find(d, m);
+  if (!att)
+    return kiln_make_status(KILN_CODE_FAILED_PRECONDITION,
+                            "memory '%s' is not attached to this device",
+                            kiln_memory_name(m));
+  if (p != KILN_PLACEMENT_MAPPED && p != KILN_PLACEMENT_RESIDENT)
+    return kiln_make_status(KILN_CODE_INVALID_ARGUMENT,
+                            "placement must be mapped or resident");
+  uint64_t ps = host_page(), end, size = kiln_memory_size(m);
+  if (__builtin_add_overflow(offset, length, &end) || end > size)
+    return kiln_make_status(KILN_CODE_OUT_OF_RANGE,
+                            "range [%llu, %llu + %llu) is outside memory '%s' "
+                            "of %llu bytes",
+                            (unsigned long long)offset,
+                            (unsigned long long)offset,
+                            (unsigned long long)length, kiln_memory_name(m),
+                            (unsigned long long)size);
+  if (!length) return KILN_OK;
+  uint64_t lo = offset / ps * ps, hi = (end + ps - 1) / ps * ps;
+  if (att->read_only) {
+    if (p == KILN_PLACEMENT_RESIDENT) return KILN_OK;
+    return kiln_make_status(KILN_CODE_FAILED_PRECONDITION,
+                            "read-only memory '%s' stays RESIDENT",
+                            kiln_memory_name(m));
+  }
+  for (kiln_resident *r = att->residents; r; r = r->next)
+    if (p == KILN_PLACEMENT_RESIDENT && r->offset == lo && r->length == hi - lo)
+      return KILN_OK; /* placing the same range twice is harmless */
+  sync_keep_error(d);
+  if (p == KILN_PLACEMENT_MAPPED) {
+    for (kiln_resident **q = &att->residents; *q;) {
+      kiln_resident *r = *q;
+      if (r->offset < hi && lo < r->offset + r->length) {
+        *q = r->next;
+        resident_free(d, r);
+      } else {
+        q = &r->next;
+      }
+    }
+    return KILN_OK;
+  }
+  for (kiln_resident *r = att->residents; r; r = r->next)
+    if (r->offset < hi && lo < r->offset + r->length)
+      return kiln_make_status(KILN_CODE_INVALID_ARGUMENT,
+                              "[%llu, %llu) overlaps the RESIDENT range "
+                              "[%llu, %llu) of memory '%s'",
+                              (unsigned long long)lo, (unsigned long long)hi,
+                              (unsigned long long)r->offset,
+                              (unsigned long long)(r->offset + r->length),
+                              kiln_memory_name(m));
+  kiln_resident *r;
+  return resident_create(d, att, lo, hi - lo, &r);
+}
+
+kiln_placement kiln_device_placement(kiln_device *d, const kiln_memory *m,
+                                     uint64_t offset) {
+  kiln_device_attachment *att = kiln_attachment_find(d, m);
+  if (!att) return KILN_PLACEMENT_NONE;
+  bool straddles;
+  if (kiln_resident_find(att, offset, offset + 1, &straddles))
+    return KILN_PLACEMENT_RESIDENT;
+  return KILN_PLACEMENT_MAPPED;
+}
+
+kiln_status kiln_device_address(kiln_device *d, const kiln_memory *m,
+                                uint64_t offset, uint64_t *out_address) {
+  *out_address = 0;
+  kiln_device_attachment *att = kiln_attachment_find(d, m);
+  if (!att)
+    return kiln_make_status(KILN_CODE_FAILED_PRECONDITION,
+                            "memory '%s' is not attached to this device",
+                            kiln_memory_name(m));
+  if (offset >= kiln_memory_size(m))
+    return kiln_make_status(KILN_CODE_OUT_OF_RANGE,
+                            "offset %llu is outside memory '%s' of %llu bytes",
+                            (unsigned long long)offset, kiln_memory_name(m),
+                            (unsigned long long)kiln_memory_size(m));
+  bool straddles;
+  kiln_resident *r = kiln_resident_find(att, offset, offset + 1, &straddles);
+  if (r && r->dev_addr)
+    *out_address = r->dev_addr + (offset - r->offset);
+  else
+    *out_address = (uint64_t)(uintptr_t)kiln_memory_base(m) + offset;
+  return KILN_OK;
+}
+
+/* ---- Coherence around ops ------------------------------------------------- */
+
+static bool page_dirty(const kiln_resident *r, uint64_t p) {
+  return (atomic_load(&r->dirty[p / 64]) >> (p % 64)) & 1;
+}
+
+/* Uploads [lo, hi) of r minus the bytes ops wrote on the device. */
+static kiln_status upload_minus_written(kiln_device *d, kiln_resident *r,
+                                        uint64_t lo, uint64_t hi,
+                                        uint64_t *bytes) {
+  uint8_t *base = base_of(r->att);
+  uint64_t cur = lo;
+  for (size_t i = 0; i <= r->written.n && cur < hi; i++) {
+    uint64_t stop = i < r->written.n ? r->written.v[i].lo : hi;
+    if (stop > hi) stop = hi;
+    if (stop > cur) {
+      KILN_RETURN_IF_ERROR(d->vt->upload(d, r->dev_addr + (cur - r->offset),
+                                         base + cur, stop - cur));
+      *bytes += stop - cur;
+    }
+    if (i < r->written.n && r->written.v[i].hi > cur) cur = r->written.v[i].hi;
+  }
+  return KILN_OK;
+}
+
+/* Sends the dirty pages of r that [lo, hi) touches, whole, and protects
+ * them again. */
+static kiln_status upload_dirty(kiln_device *d, kiln_resident *r, uint64_t lo,
+                                uint64_t hi, uint64_t *bytes) {
+  uint64_t ps = host_page();
+  uint64_t p = (lo - r->offset) / ps;
+  uint64_t p1 = (hi - r->offset + ps - 1) / ps;
+  if (p1 > r->npages) p1 = r->npages;
+  uint8_t *base = base_of(r->att);
+  while (p < p1) {
+    if (!page_dirty(r, p)) {
+      p++;
+      continue;
+    }
+    uint64_t q = p;
+    /* Clear the bit, then protect, then copy: a store after the clear is
+     * either in the copy or faults and marks the page again. */
+    while (q < p1 && page_dirty(r, q)) {
+      atomic_fetch_and(&r->dirty[q / 64], ~((uint64_t)1 << (q % 64)));
+      q++;
+    }
+    uint64_t off = r->offset + p * ps, len = (q - p) * ps;
+    if (mprotect(base + off, len, PROT_READ) != 0)
+      return kiln_status_from_errno(errno, "protecting a RESIDENT range");
+    KILN_RETURN_IF_ERROR(upload_minus_written(d, r, off, off + len, bytes));
+    p = q;
+  }
+  return KILN_OK;
+}
+
+/* Calls fn for every contiguous byte run of a tensor view; false when there
+ * would be more than `limit` runs. */
+#define KILN_MAX_WRITE_RUNS 4096
+static bool count_runs(const kiln_tensor *t, uint64_t *runs,
+                       uint64_t *run_elems, uint32_t *outer) {
+  uint32_t r = t->rank;
+  uint64_t inner = t->stride[r - 1] == 1 ? (uint64_t)t->shape[r - 1] : 1;
+  uint32_t k = t->stride[r - 1] == 1 ? r - 1 : r;
+  while (k > 0 && (uint64_t)t->stride[k - 1] == inner) {
+    inner *= (uint64_t)t->shape[k - 1];
+    k--;
+  }
+  uint64_t n = 1;
+  for (uint32_t j = 0; j < k; j++) n *= (uint64_t)t->shape[j];
+  *runs = n;
+  *run_elems = inner;
+  *outer = k;
+  return n <= KILN_MAX_WRITE_RUNS;
+}
+
+static kiln_status add_runs(kiln_resident *r, const kiln_tensor *t) {
+  uint64_t runs, elems;
+  uint32_t outer;
+  count_runs(t, &runs, &elems, &outer);
+  uint64_t es = kiln_dtype_size(t->dtype);
+  int64_t idx[KILN_MAX_RANK] = {0};
+  for (uint64_t i = 0; i < runs; i++) {
+    uint64_t off = t->offset;
+    for (uint32_t k = 0; k < outer; k++)
+      off += (uint64_t)idx[k] * (uint64_t)t->stride[k] * es;
+    KILN_RETURN_IF_ERROR(kiln_intervals_add(&r->written, off, off + elems * es));
+    for (uint32_t k = outer; k-- > 0;) {
+      if (++idx[k] < t->shape[k]) break;
+      idx[k] = 0;
+    }
+  }
+  return KILN_OK;
+}
+
+/* The value of op's index operand as the op will read it, when the host
+ * knows it (not written by a pending device op). */
+static bool host_index(const kiln_vop *v, int32_t *out) {
+  const kiln_operand_extent *e = &v->ext[KILN_OPND_INDEX];
+  if (!e->att) return false;
+  if (e->res && e->res->tracked &&
+      intervals_intersect(&e->res->written, e->lo, e->lo + 4))
+    return false;
+  memcpy(out, kiln_memory_base(e->att->memory) + e->lo, 4);
+  return true;
+}
+
+kiln_status kiln_coherence_before_op(kiln_device *d, const kiln_vop *v,
+                                     uint64_t *to_device) {
+  /* The tensor each written operand really writes, and whether its bytes
+   * must be current on the device first (too fragmented to track: the
+   * whole extent is then treated as written, so it must hold the host's
+   * bytes where the op does not write). */
+  kiln_tensor wt[KILN_OPND_COUNT];
+  bool whole[KILN_OPND_COUNT] = {false}, skip[KILN_OPND_COUNT] = {false};
+  bool any = false;
+  for (int w = 0; w < KILN_OPND_COUNT; w++) {
+    const kiln_operand_extent *e = &v->ext[w];
+    if (e->att && e->res && e->res->tracked) any = true;
+  }
+  if (!any) return KILN_OK;
+  for (int w = 0; w < KILN_OPND_COUNT; w++) {
+    const kiln_operand_extent *e = &v->ext[w];
+    if (!e->write || !e->res || !e->res->tracked) continue;
+    const kiln_tensor *src = w == KILN_OPND_B   ? &v->op.b
+                             : w == KILN_OPND_C ? &v->op.c
+                             : w == KILN_OPND_D ? &v->op.d
+                                                : &v->op.a;
+    wt[w] = *src;
+    if (v->op.kind == KILN_OP_COPY && v->op.index.memory) {
+      int32_t pos;
+      if (!host_index(v, &pos)) {
+        whole[w] = true;
+        continue;
+      }
+      int64_t n = v->op.a.shape[0];
+      if (pos < 0 || pos > wt[w].shape[0] - n) {
+        skip[w] = true; /* the op fails on the device, writing nothing */
+        continue;
+      }
+      wt[w].offset += (uint64_t)pos * (uint64_t)wt[w].stride[0] *
+                      kiln_dtype_size(wt[w].dtype);
+      wt[w].shape[0] = n;
+    }
+    uint64_t runs, elems;
+    uint32_t outer;
+    if (!count_runs(&wt[w], &runs, &elems, &outer)) whole[w] = true;
+  }
+  for (int w = 0; w < KILN_OPND_COUNT; w++) {
+    const kiln_operand_extent *e = &v->ext[w];
+    if (!e->res || !e->res->tracked || !(e->read || whole[w])) continue;
+    KILN_RETURN_IF_ERROR(upload_dirty(d, e->res, e->lo, e->hi, to_device));
+  }
+  for (int w = 0; w < KILN_OPND_COUNT; w++) {
+    const kiln_operand_extent *e = &v->ext[w];
+    if (!e->write || !e->res || !e->res->tracked || skip[w]) continue;
+    if (whole[w])
+      KILN_RETURN_IF_ERROR(kiln_intervals_add(&e->res->written, e->lo, e->hi));
+    else
+      KILN_RETURN_IF_ERROR(add_runs(e->res, &wt[w]));
+  }
+  return KILN_OK;
+}
+
+static kiln_status protect_clean(kiln_resident *r, uint64_t lo, uint64_t hi) {
+  uint64_t ps = host_page();
+  uint64_t p = (lo - r->offset) / ps, p1 = (hi - r->offset + ps - 1) / ps;
+  uint8_t *base = base_of(r->att);
+  while (p < p1) {
+    if (page_dirty(r, p)) {
+      p++;
+      continue;
+    }
+    uint64_t q = p;
+    while (q < p1 && !page_dirty(r, q)) q++;
+    if (mprotect(base + r->offset + p * ps, (q - p) * ps, PROT_READ) != 0)
+      return kiln_status_from_errno(errno, "protecting a RESIDENT range");
+    p = q;
+  }
+  return KILN_OK;
+}
+
+kiln_status kiln_coherence_copy_back(kiln_device *d, uint64_t *to_host) {
+  uint64_t ps = host_page();
+  kiln_status s = KILN_OK;
+  bool any = false;
+  for (kiln_device_attachment *att = d->attachments; att; att = att->next) {
+    for (kiln_resident *r = att->residents; r; r = r->next) {
+      if (!r->tracked || !r->written.n) continue;
+      uint8_t *base = base_of(att);
+      for (size_t i = 0; i < r->written.n && !s; i++) {
+        uint64_t lo = r->written.v[i].lo, hi = r->written.v[i].hi;
+        uint64_t plo = lo / ps * ps, phi = (hi + ps - 1) / ps * ps;
+        if (mprotect(base + plo, phi - plo, PROT_READ | PROT_WRITE) != 0) {
+          s = kiln_status_from_errno(errno, "unprotecting a RESIDENT range");
+          break;
+        }
+        s = d->vt->download(d, base + lo, r->dev_addr + (lo - r->offset),
+                            hi - lo);
+        if (!s) *to_host += hi - lo;
+        any = true;
+      }
+    }
+  }
+  if (any) {
+    kiln_status w = d->vt->sync(d);
+    if (!s) s = w;
+    else kiln_status_free(w);
+  }
+  for (kiln_device_attachment *att = d->attachments; att; att = att->next) {
+    for (kiln_resident *r = att->residents; r; r = r->next) {
+      if (!r->tracked || !r->written.n) continue;
+      for (size_t i = 0; i < r->written.n; i++) {
+        kiln_status p = protect_clean(r, r->written.v[i].lo / ps * ps,
+                                      r->written.v[i].hi);
+        if (!s) s = p;
+        else kiln_status_free(p);
+      }
+      r->written.n = 0;
+    }
+  }
+  return s;
+}

@@ -1,0 +1,75 @@
+/* The cuda backend's device object, shared by cuda_device.c (creation,
+ * memory, sync, graphs) and cuda_launch.c (ops to kernels). */
+#ifndef KILN_DEVICE_CUDA_CUDA_INTERNAL_H_
+#define KILN_DEVICE_CUDA_CUDA_INTERNAL_H_
+
+#include <stdbool.h>
+
+#include "device/cuda/cuda_api.h"
+#include "device/cuda/kernels_abi.h"
+#include "device/device_internal.h"
+
+/* Kernels looked up in the module, by name. */
+#define KILN_CUDA_KERNELS(X)                                              \
+  X(NOP, "kiln_nop") X(EW, "kiln_ew") X(RMSNORM, "kiln_rmsnorm")          \
+  X(SOFTMAX, "kiln_softmax") X(ROPE, "kiln_rope")                         \
+  X(ARGMAX, "kiln_argmax") X(COPY, "kiln_copy") X(GATHER, "kiln_gather")  \
+  X(GEMV_ANY, "kiln_gemv_any") X(TILED, "kiln_tiled")                     \
+  X(ATTN_COMBINE, "kiln_attn_combine")
+enum {
+#define X(id, name) KC_FN_##id,
+  KILN_CUDA_KERNELS(X)
+#undef X
+  KC_FN_COUNT
+};
+/* Families indexed by dtype and rows (GEMV) or dtype and D/32 (attention). */
+enum { KC_GEMV_MT_MAX = 8, KC_ATTN_DPL_COUNT = 4 };  /* DPL 1, 2, 4, 8 */
+
+/* Bytes of device scratch for split attention (fixed at creation, so that
+ * graphs capture a stable address). */
+#define KILN_CUDA_SCRATCH_BYTES ((uint64_t)8 << 20)
+/* cuBLAS workspace: set explicitly so that GEMMs never allocate, which
+ * makes them capturable into CUDA graphs (cuBLAS' advice for Hopper). */
+#define KILN_CUDA_CUBLAS_WORKSPACE ((uint64_t)32 << 20)
+
+typedef struct kiln_cuda_device {
+  kiln_device base;                 /* stays first */
+  const kiln_cuda_api *cu;
+  int ordinal;
+  CUdevice dev;
+  CUcontext ctx;                    /* the device's primary context */
+  CUstream stream;
+  CUmodule module;
+  CUfunction fn[KC_FN_COUNT];
+  CUfunction gemv[3][KC_GEMV_MT_MAX];        /* f32, f16, bf16 */
+  CUfunction gemv_q8[KC_GEMV_MT_MAX];
+  CUfunction attn[3][KC_ATTN_DPL_COUNT];     /* k/v f32, f16, bf16 */
+  int sm_count;
+  int cc_major, cc_minor;
+  bool can_use_host_ptr;
+  bool read_only_register;
+  /* Device-side failures: a claim flag in device memory and a record in
+   * host-mapped pinned memory (kernels_abi.h says why). */
+  CUdeviceptr err_claim;
+  kc_error *err_record;             /* host pointer */
+  CUdeviceptr err_record_dev;
+  CUdeviceptr scratch;
+  /* cuBLAS, when present (otherwise GEMM uses kiln_tiled). */
+  const kiln_cublas_api *blas;
+  cublasHandle_t blas_handle;
+  CUdeviceptr blas_workspace;
+  bool capturing;
+} kiln_cuda_device;
+
+static inline kiln_cuda_device *kiln_cuda_of(kiln_device *d) {
+  return (kiln_cuda_device *)d;
+}
+
+/* Makes the device's context current on the calling thread (the device may
+ * be used from any one thread at a time). */
+kiln_status kiln_cuda_make_current(kiln_cuda_device *cd);
+
+/* The vtable's launch (cuda_launch.c). */
+kiln_status kiln_cuda_launch(kiln_device *d, const kiln_dop *op);
+
+#endif /* KILN_DEVICE_CUDA_CUDA_INTERNAL_H_ */

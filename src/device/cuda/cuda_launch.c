@@ -1,0 +1,443 @@
+/* The cuda backend's launch: a validated, resolved op (kiln_dop) becomes
+ * one or two kernel launches, or a cuBLAS call, on the device's stream.
+ *
+ * Grids depend only on shapes, never on values read on the device
+ * (positions, row indices, token ids), so a program captured into a CUDA
+ * graph replays correctly when those values change. */
+#include <limits.h>
+#include <stdio.h>
+
+#include "device/cuda/cuda_internal.h"
+
+static kc_tensor kt(const kiln_dtensor *t) {
+  kc_tensor k = {0};
+  k.addr = t->addr;
+  k.dtype = (int32_t)t->dtype;
+  k.rank = (int32_t)t->rank;
+  for (uint32_t i = 0; i < t->rank && i < KILN_MAX_RANK; i++) {
+    k.shape[i] = t->shape[i];
+    k.stride[i] = t->stride[i];
+  }
+  return k;
+}
+
+/* Product of all dimensions but the last, and the last. */
+static int64_t lead_rows(const kiln_dtensor *t) {
+  int64_t r = 1;
+  for (uint32_t i = 0; i + 1 < t->rank; i++) r *= t->shape[i];
+  return r;
+}
+static int64_t last_dim(const kiln_dtensor *t) {
+  return t->rank ? t->shape[t->rank - 1] : 1;
+}
+/* Element stride between consecutive rows (leading dimensions are
+ * collapsible for the ops that use this). */
+static int64_t row_stride(const kiln_dtensor *t) {
+  return t->rank >= 2 ? t->stride[t->rank - 2] : last_dim(t);
+}
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+static kiln_status launch(kiln_cuda_device *cd, int fn_id, CUfunction f,
+                          int64_t gx, int64_t gy, int64_t gz, int block,
+                          void *params) {
+  void *args[1] = {params};
+  CUresult r = cd->cu->cuLaunchKernel(f, (unsigned)gx, (unsigned)gy,
+                                      (unsigned)gz, (unsigned)block, 1, 1, 0,
+                                      cd->stream, params ? args : NULL, NULL);
+  if (r) {
+    char what[64];
+    snprintf(what, sizeof what, "cuLaunchKernel (kernel %d)", fn_id);
+    return kiln_cuda_status(KILN_CODE_INTERNAL, r, what);
+  }
+  return KILN_OK;
+}
+
+/* A grid for rows x cols work done by (column-chunk, row) blocks with
+ * grid-stride loops in both directions. */
+static void grid2d(int64_t rows, int64_t cols, int64_t *gx, int64_t *gy) {
+  *gx = min64(cdiv(cols, 256), 1024);
+  *gy = min64(rows, min64(65535, max64(1, 131072 / *gx)));
+}
+
+/* Threads for one block per row: enough warps for cols, at most 256. */
+static int row_block(int64_t cols) {
+  if (cols >= 256) return 256;
+  return (int)max64(32, cdiv(cols, 32) * 32);
+}
+
+static kc_err_ref err_ref(kiln_cuda_device *cd) {
+  kc_err_ref e = {cd->err_claim, cd->err_record_dev};
+  return e;
+}
+
+/* ---- elementwise, row-wise ------------------------------------------------ */
+
+static kiln_status launch_ew(kiln_cuda_device *cd, const kiln_dtensor *a,
+                             const kiln_dtensor *b, const kiln_dtensor *c,
+                             int op, float alpha) {
+  kc_ew_params p = {0};
+  p.a = kt(a);
+  if (b) p.b = kt(b);
+  p.c = kt(c);
+  p.rows = lead_rows(a);
+  p.cols = last_dim(a);
+  p.op = op;
+  p.alpha = alpha;
+  if (p.rows <= 0 || p.cols <= 0) return KILN_OK;
+  int64_t gx, gy;
+  grid2d(p.rows, p.cols, &gx, &gy);
+  return launch(cd, KC_FN_EW, cd->fn[KC_FN_EW], gx, gy, 1, 256, &p);
+}
+
+static kiln_status launch_rmsnorm(kiln_cuda_device *cd, const kiln_dop *op) {
+  kc_rmsnorm_params p = {0};
+  p.a = kt(&op->a);
+  p.w = kt(&op->b);
+  p.c = kt(&op->c);
+  p.rows = lead_rows(&op->a);
+  p.cols = last_dim(&op->a);
+  p.eps = op->eps;
+  if (p.rows <= 0 || p.cols <= 0) return KILN_OK;
+  return launch(cd, KC_FN_RMSNORM, cd->fn[KC_FN_RMSNORM],
+                min64(p.rows, 1 << 20), 1, 1, row_block(p.cols), &p);
+}
+
+static kiln_status launch_softmax(kiln_cuda_device *cd, const kiln_dop *op) {
+  kc_softmax_params p = {0};
+  p.a = kt(&op->a);
+  p.b = kt(&op->b);
+  p.index = op->index.addr;
+  p.rows = lead_rows(&op->a);
+  p.cols = last_dim(&op->a);
+  p.alpha = op->alpha;
+  int64_t T = op->a.rank >= 2 ? op->a.shape[0] : 1;
+  if (p.rows <= 0 || p.cols <= 0 || T <= 0) return KILN_OK;
+  p.rows_per_t = p.rows / T;
+  return launch(cd, KC_FN_SOFTMAX, cd->fn[KC_FN_SOFTMAX],
+                min64(p.rows, 1 << 20), 1, 1, row_block(p.cols), &p);
+}
+
+static kiln_status launch_rope(kiln_cuda_device *cd, const kiln_dop *op) {
+  kc_rope_params p = {0};
+  p.a = kt(&op->a);
+  p.b = kt(&op->b);
+  if (op->a.rank == 2) {   /* [T, D]: one head */
+    for (int i = 0; i < 2; i++) {
+      kc_tensor *t = i ? &p.b : &p.a;
+      t->rank = 3;
+      t->shape[2] = t->shape[1];
+      t->stride[2] = t->stride[1];
+      t->shape[1] = 1;
+      t->stride[1] = 0;
+    }
+  } else if (op->a.rank != 3) {
+    return kiln_make_status(KILN_CODE_INVALID_ARGUMENT,
+                            "rope: a must be [T, H, D]");
+  }
+  p.inv_freq = op->c.addr;
+  p.index = op->index.addr;
+  p.pos = op->pos;
+  p.T = p.a.shape[0];
+  p.H = p.a.shape[1];
+  p.D = p.a.shape[2];
+  if (p.T * p.H <= 0 || p.D < 2) return KILN_OK;
+  int64_t gx, gy;
+  grid2d(p.T * p.H, p.D / 2, &gx, &gy);
+  return launch(cd, KC_FN_ROPE, cd->fn[KC_FN_ROPE], gx, gy, 1, 128, &p);
+}
+
+static kiln_status launch_argmax(kiln_cuda_device *cd, const kiln_dop *op) {
+  kc_argmax_params p = {0};
+  p.a = kt(&op->a);
+  p.b = kt(&op->b);
+  p.rows = lead_rows(&op->a);
+  p.cols = last_dim(&op->a);
+  if (p.rows <= 0 || p.cols <= 0) return KILN_OK;
+  return launch(cd, KC_FN_ARGMAX, cd->fn[KC_FN_ARGMAX],
+                min64(p.rows, 1 << 20), 1, 1, row_block(p.cols), &p);
+}
+
+static kiln_status launch_copy(kiln_cuda_device *cd, const kiln_dop *op) {
+  kc_copy_params p = {0};
+  p.a = kt(&op->a);
+  p.b = kt(&op->b);
+  p.index = op->index.addr;
+  p.err = err_ref(cd);
+  p.rows = lead_rows(&op->a);
+  p.cols = last_dim(&op->a);
+  if (p.rows <= 0 || p.cols <= 0) return KILN_OK;
+  int64_t gx, gy;
+  grid2d(p.rows, p.cols, &gx, &gy);
+  return launch(cd, KC_FN_COPY, cd->fn[KC_FN_COPY], gx, gy, 1, 256, &p);
+}
+
+static kiln_status launch_gather(kiln_cuda_device *cd, const kiln_dop *op) {
+  kc_gather_params p = {0};
+  p.table = kt(&op->a);
+  p.ids = kt(&op->b);
+  p.out = kt(&op->c);
+  p.err = err_ref(cd);
+  p.T = lead_rows(&op->b) * last_dim(&op->b);
+  p.D = last_dim(&op->a);
+  p.V = op->a.shape[0];
+  if (p.T <= 0 || p.D <= 0) return KILN_OK;
+  int64_t gx, gy;
+  grid2d(p.T, p.D, &gx, &gy);
+  return launch(cd, KC_FN_GATHER, cd->fn[KC_FN_GATHER], gx, gy, 1, 256, &p);
+}
+
+/* ---- matrix products -------------------------------------------------------- */
+
+static int blas_type(kiln_dtype t) {
+  switch (t) {
+    case KILN_DTYPE_F32: return KILN_CUDA_R_32F;
+    case KILN_DTYPE_F16: return KILN_CUDA_R_16F;
+    case KILN_DTYPE_BF16: return KILN_CUDA_R_16BF;
+    default: return -1;
+  }
+}
+
+/* cuBLAS leading dimension of a row-major rank-2 view, or -1 when cuBLAS
+ * cannot express it (rows overlapping, or too large for its int). */
+static int64_t blas_ld(const kiln_dtensor *t) {
+  int64_t ld = t->stride[0];
+  if (t->shape[0] == 1) ld = max64(ld, t->shape[1]);
+  ld = max64(ld, 1);
+  if (ld < t->shape[1] || t->stride[1] != 1 || ld > INT_MAX) return -1;
+  return ld;
+}
+
+static bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
+
+/* Column-major cuBLAS on row-major data: C[M,N] row-major is C^T [N,M]
+ * column-major, and C^T = op(B)^T op(A)^T, so cuBLAS gets (B, A) with the
+ * caller's transposes and m = N, n = M. f32 uses CUBLAS_COMPUTE_32F (full
+ * f32, never TF32: results match the cpu reference to 1e-4; TF32 would not).
+ * f16/bf16 inputs accumulate in f32 (tensor cores). */
+static kiln_status blas_gemm(kiln_cuda_device *cd, int trans_left,
+                             int trans_right, const kiln_dtensor *left,
+                             const kiln_dtensor *right, const kiln_dtensor *c,
+                             int64_t M, int64_t N, int64_t K, float alpha,
+                             float beta, bool *done) {
+  *done = false;
+  if (!cd->blas) return KILN_OK;
+  int lt = blas_type(left->dtype), rt = blas_type(right->dtype);
+  int64_t ldl = blas_ld(left), ldr = blas_ld(right), ldc = blas_ld(c);
+  if (lt < 0 || rt < 0 || lt != rt || ldl < 0 || ldr < 0 || ldc < 0 ||
+      !fits_int(M) || !fits_int(N) || !fits_int(K) ||
+      c->dtype != KILN_DTYPE_F32)
+    return KILN_OK;
+  cublasStatus_t bs = cd->blas->cublasGemmEx(
+      cd->blas_handle, trans_right ? KILN_CUBLAS_OP_T : KILN_CUBLAS_OP_N,
+      trans_left ? KILN_CUBLAS_OP_T : KILN_CUBLAS_OP_N, (int)N, (int)M, (int)K,
+      &alpha, (const void *)(uintptr_t)right->addr, rt, (int)ldr,
+      (const void *)(uintptr_t)left->addr, lt, (int)ldl, &beta,
+      (void *)(uintptr_t)c->addr, KILN_CUDA_R_32F, (int)ldc,
+      KILN_CUBLAS_COMPUTE_32F, KILN_CUBLAS_GEMM_DEFAULT);
+  if (bs)
+    return kiln_make_status(KILN_CODE_INTERNAL, "cublasGemmEx: %s",
+                            cd->blas->cublasGetStatusString(bs));
+  *done = true;
+  return KILN_OK;
+}
+
+static kiln_status launch_tiled(kiln_cuda_device *cd, kc_tiled_params *p) {
+  if (p->M <= 0 || p->N <= 0) return KILN_OK;
+  int64_t gx = cdiv(p->N, 64), gy = cdiv(p->M, 64);
+  if (gy > 65535 || gx > INT_MAX)
+    return kiln_make_status(KILN_CODE_UNIMPLEMENTED,
+                            "matrix product of %lld x %lld too large",
+                            (long long)p->M, (long long)p->N);
+  return launch(cd, KC_FN_TILED, cd->fn[KC_FN_TILED], gx, gy, 1, 256, p);
+}
+
+static kiln_status launch_gemm(kiln_cuda_device *cd, const kiln_dop *op) {
+  const bool ta = op->flags & KILN_OP_TRANS_A, tb = op->flags & KILN_OP_TRANS_B;
+  const kiln_dtensor *a = &op->a, *b = &op->b, *c = &op->c;
+  const int64_t M = c->shape[0], N = c->shape[1];
+  const int64_t K = ta ? a->shape[0] : a->shape[1];
+  if (M <= 0 || N <= 0) return KILN_OK;
+  bool done;
+  KILN_RETURN_IF_ERROR(
+      blas_gemm(cd, ta, tb, a, b, c, M, N, K, op->alpha, op->beta, &done));
+  if (done) return KILN_OK;
+  kc_tiled_params p = {0};
+  p.l = a->addr;
+  p.ldtype = a->dtype;
+  p.ls0 = ta ? a->stride[1] : a->stride[0];
+  p.ls1 = ta ? a->stride[0] : a->stride[1];
+  p.r = b->addr;
+  p.rdtype = b->dtype;
+  p.rs0 = tb ? b->stride[0] : b->stride[1];
+  p.rs1 = tb ? b->stride[1] : b->stride[0];
+  p.c = c->addr;
+  p.cs0 = c->stride[0];
+  p.M = M;
+  p.N = N;
+  p.K = K;
+  p.alpha = op->alpha;
+  p.beta = op->beta;
+  return launch_tiled(cd, &p);
+}
+
+static int dtype_slot(kiln_dtype t) {
+  return t == KILN_DTYPE_F32 ? 0 : t == KILN_DTYPE_F16 ? 1
+                                 : t == KILN_DTYPE_BF16 ? 2 : -1;
+}
+
+static kiln_status launch_gemv(kiln_cuda_device *cd, const kiln_dop *op) {
+  const kiln_dtensor *w = &op->a, *x = &op->b, *y = &op->c;
+  kc_gemv_params p = {0};
+  p.w = w->addr;
+  p.x = x->addr;
+  p.y = y->addr;
+  p.N = w->shape[0];
+  p.K = last_dim(w);
+  p.M = lead_rows(x);
+  p.ws = w->stride[0];
+  p.xs = row_stride(x);
+  p.ys = row_stride(y);
+  p.alpha = op->alpha;
+  p.beta = op->beta;
+  p.wdtype = w->dtype;
+  if (p.M <= 0 || p.N <= 0) return KILN_OK;
+  const int64_t blocks = cdiv(p.N, 8);   /* 8 warps of 256 threads */
+  if (p.M <= KC_GEMV_MT_MAX) {
+    const int slot = dtype_slot(w->dtype);
+    if (slot >= 0) {
+      const int64_t esize = w->dtype == KILN_DTYPE_F32 ? 4 : 2;
+      const int64_t vec = 16 / esize;
+      const bool aligned = p.w % 16 == 0 && (p.ws * esize) % 16 == 0 &&
+                           p.K % vec == 0 && p.x % 16 == 0 && p.xs % 4 == 0;
+      if (aligned)
+        return launch(cd, KC_FN_GEMV_ANY, cd->gemv[slot][p.M - 1], blocks, 1,
+                      1, 256, &p);
+    } else if (w->dtype == KILN_DTYPE_Q8_0 && p.w % 2 == 0) {
+      return launch(cd, KC_FN_GEMV_ANY, cd->gemv_q8[p.M - 1], blocks, 1, 1,
+                    256, &p);
+    }
+    return launch(cd, KC_FN_GEMV_ANY, cd->fn[KC_FN_GEMV_ANY], blocks, 1, 1,
+                  256, &p);
+  }
+  /* Prefill: many rows of x share every row of w. f32 weights go to cuBLAS
+   * (c = b @ a^T); others to the tiled kernel, which converts w on load. */
+  if (w->dtype == KILN_DTYPE_F32 && x->rank == 2 && y->rank == 2) {
+    bool done;
+    KILN_RETURN_IF_ERROR(blas_gemm(cd, 0, 1, x, w, y, p.M, p.N, p.K,
+                                   op->alpha, op->beta, &done));
+    if (done) return KILN_OK;
+  }
+  kc_tiled_params t = {0};
+  t.l = p.x;
+  t.ldtype = KILN_DTYPE_F32;
+  t.ls0 = p.xs;
+  t.ls1 = 1;
+  t.r = p.w;
+  t.rdtype = w->dtype;
+  t.rs0 = p.ws;
+  t.rs1 = 1;
+  t.c = p.y;
+  t.cs0 = p.ys;
+  t.M = p.M;
+  t.N = p.N;
+  t.K = p.K;
+  t.alpha = p.alpha;
+  t.beta = p.beta;
+  return launch_tiled(cd, &t);
+}
+
+/* ---- attention ---------------------------------------------------------------- */
+
+static kiln_status launch_attention(kiln_cuda_device *cd, const kiln_dop *op) {
+  kc_attn_params p = {0};
+  p.q = kt(&op->a);
+  p.k = kt(&op->b);
+  p.v = kt(&op->c);
+  p.o = kt(&op->d);
+  p.index = op->index.addr;
+  p.err = err_ref(cd);
+  p.scratch = cd->scratch;
+  p.pos = op->pos;
+  p.scale = op->alpha;
+  const int64_t T = p.q.shape[0], Hq = p.q.shape[1], D = p.q.shape[2];
+  const int64_t S = p.k.shape[0];
+  if (T <= 0 || Hq <= 0 || D <= 0) return KILN_OK;
+  const int kslot = dtype_slot(op->b.dtype);
+  if (kslot < 0 || op->c.dtype != op->b.dtype)
+    return kiln_make_status(KILN_CODE_UNIMPLEMENTED,
+                            "attention on cuda: k and v caches must share "
+                            "one dtype of f32, f16, bf16");
+  const int dpl = D <= 32 ? 0 : D <= 64 ? 1 : D <= 128 ? 2 : D <= 256 ? 3 : -1;
+  if (dpl < 0)
+    return kiln_make_status(KILN_CODE_UNIMPLEMENTED,
+                            "attention on cuda: head size %lld > 256",
+                            (long long)D);
+  if (T > 65535 || Hq > 65535)
+    return kiln_make_status(KILN_CODE_UNIMPLEMENTED,
+                            "attention on cuda: %lld queries x %lld heads",
+                            (long long)T, (long long)Hq);
+  /* Split the cache across blocks until the GPU has ~4 blocks per SM, in
+   * chunks of at least 64 keys, as far as the scratch allows. Shapes only:
+   * the same grid serves every position a graph replays with. */
+  const int64_t nq = T * Hq;
+  const int64_t part = nq * (D + 2) * (int64_t)sizeof(float);
+  int64_t splits = min64(cdiv(max64(S, 1), 64), cdiv(4 * cd->sm_count, nq));
+  splits = min64(splits, (int64_t)(KILN_CUDA_SCRATCH_BYTES / part));
+  splits = max64(1, min64(splits, 1024));
+  int64_t chunk = cdiv(max64(S, 1), splits);
+  splits = cdiv(max64(S, 1), chunk);
+  p.splits = (int32_t)splits;
+  p.chunk = (int32_t)chunk;
+  KILN_RETURN_IF_ERROR(launch(cd, 100 + kslot, cd->attn[kslot][dpl], splits,
+                              Hq, T, 128, &p));
+  if (splits == 1) return KILN_OK;
+  return launch(cd, KC_FN_ATTN_COMBINE, cd->fn[KC_FN_ATTN_COMBINE], Hq, T, 1,
+                128, &p);
+}
+
+/* ---- dispatch -------------------------------------------------------------------- */
+
+kiln_status kiln_cuda_launch(kiln_device *d, const kiln_dop *op) {
+  kiln_cuda_device *cd = kiln_cuda_of(d);
+  KILN_RETURN_IF_ERROR(kiln_cuda_make_current(cd));
+  switch (op->kind) {
+    case KILN_OP_NOP:
+      return launch(cd, KC_FN_NOP, cd->fn[KC_FN_NOP], 1, 1, 1, 32, NULL);
+    case KILN_OP_GEMM:
+      return launch_gemm(cd, op);
+    case KILN_OP_GEMV:
+      return launch_gemv(cd, op);
+    case KILN_OP_ADD:
+      return launch_ew(cd, &op->a, &op->b, &op->c, KC_EW_ADD, 0.0f);
+    case KILN_OP_MUL:
+      return launch_ew(cd, &op->a, &op->b, &op->c, KC_EW_MUL, 0.0f);
+    case KILN_OP_SCALE:
+      return launch_ew(cd, &op->a, NULL, &op->b, KC_EW_SCALE, op->alpha);
+    case KILN_OP_SILU:
+      return launch_ew(cd, &op->a, NULL, &op->b, KC_EW_SILU, 0.0f);
+    case KILN_OP_GELU:
+      return launch_ew(cd, &op->a, NULL, &op->b, KC_EW_GELU, 0.0f);
+    case KILN_OP_SWIGLU:
+      return launch_ew(cd, &op->a, &op->b, &op->c, KC_EW_SWIGLU, 0.0f);
+    case KILN_OP_RMSNORM:
+      return launch_rmsnorm(cd, op);
+    case KILN_OP_SOFTMAX:
+      return launch_softmax(cd, op);
+    case KILN_OP_ROPE:
+      return launch_rope(cd, op);
+    case KILN_OP_ARGMAX:
+      return launch_argmax(cd, op);
+    case KILN_OP_COPY:
+      return launch_copy(cd, op);
+    case KILN_OP_GATHER:
+      return launch_gather(cd, op);
+    case KILN_OP_ATTENTION:
+      return launch_attention(cd, op);
+    default:
+      return kiln_make_status(KILN_CODE_UNIMPLEMENTED,
+                              "cuda: op kind %d not supported", (int)op->kind);
+  }
+}

@@ -1,0 +1,764 @@
+// kiln's CUDA kernels: one per op kind (several for GEMV and attention).
+//
+// Built by nvcc at kiln's build time into a fatbin (sm_90 machine code and
+// compute_90 PTX) that libkiln embeds and loads with cuModuleLoadData.
+// Every kernel is extern "C" (looked up by name) and takes one parameter
+// struct from kernels_abi.h by value.
+//
+// Addresses are device addresses the core resolved: the host address of a
+// MAPPED range (registered, pointer identity) or a RESIDENT device copy.
+// Operands are already validated; the only checks here are the ones that
+// depend on values read on the device (positions, row and token indices),
+// and those never let a kernel touch memory outside its operands: a bad
+// value claims the error flag and the work that depends on it is skipped.
+//
+// Numerics: f32 everywhere inside (products, sums, exponentials with the
+// precise expf/sincosf, no fast-math), so results follow the cpu
+// reference to rounding; f16/bf16 are converted on load and rounded to
+// nearest even on store.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "kernels_abi.h"
+
+#define KC_GLOBAL extern "C" __global__
+
+// ---- element access ---------------------------------------------------------
+
+__device__ __forceinline__ float bf16_to_f32(uint16_t h) {
+  return __uint_as_float((uint32_t)h << 16);
+}
+__device__ __forceinline__ float f16_to_f32(uint16_t h) {
+  return __half2float(__ushort_as_half(h));
+}
+__device__ __forceinline__ uint16_t f32_to_bf16(float f) {
+  return __bfloat16_as_ushort(__float2bfloat16_rn(f));
+}
+__device__ __forceinline__ uint16_t f32_to_f16(float f) {
+  return __half_as_ushort(__float2half_rn(f));
+}
+
+// Element e (counted in elements from the tensor's first element) as f32.
+// Q8_0: e / 32 is the block (34 bytes: f16 scale, 32 int8), read bytewise
+// so that any block alignment is safe.
+__device__ __forceinline__ float load_f(uint64_t addr, int dt, int64_t e) {
+  switch (dt) {
+    case KC_F32:
+      return ((const float *)addr)[e];
+    case KC_F16:
+      return f16_to_f32(((const uint16_t *)addr)[e]);
+    case KC_BF16:
+      return bf16_to_f32(((const uint16_t *)addr)[e]);
+    case KC_I32:
+      return (float)((const int32_t *)addr)[e];
+    case KC_Q8_0: {
+      const uint8_t *blk = (const uint8_t *)addr + (e >> 5) * 34;
+      uint16_t s = (uint16_t)(blk[0] | (blk[1] << 8));
+      return f16_to_f32(s) * (float)(int8_t)blk[2 + (e & 31)];
+    }
+  }
+  return 0.0f;
+}
+
+__device__ __forceinline__ void store_f(uint64_t addr, int dt, int64_t e,
+                                        float v) {
+  switch (dt) {
+    case KC_F32:
+      ((float *)addr)[e] = v;
+      break;
+    case KC_F16:
+      ((uint16_t *)addr)[e] = f32_to_f16(v);
+      break;
+    case KC_BF16:
+      ((uint16_t *)addr)[e] = f32_to_bf16(v);
+      break;
+    case KC_I32:
+      ((int32_t *)addr)[e] = (int32_t)v;
+      break;
+  }
+}
+
+// Offset (elements) of row r of t, rows being all dimensions but the last.
+__device__ __forceinline__ int64_t row_off(const kc_tensor &t, int64_t r) {
+  int64_t off = 0;
+  for (int k = t.rank - 2; k >= 0; k--) {
+    int64_t n = t.shape[k];
+    off += (r % n) * t.stride[k];
+    r /= n;
+  }
+  return off;
+}
+
+// Offset of flat element i over all dimensions of t.
+__device__ __forceinline__ int64_t flat_off(const kc_tensor &t, int64_t i) {
+  int64_t off = 0;
+  for (int k = t.rank - 1; k >= 0; k--) {
+    int64_t n = t.shape[k];
+    off += (i % n) * t.stride[k];
+    i /= n;
+  }
+  return off;
+}
+
+__device__ __forceinline__ int64_t read_index(uint64_t index) {
+  return (int64_t)*(const volatile int32_t *)index;
+}
+
+__device__ void report(const kc_err_ref &e, int code, int kind, int64_t value,
+                       int64_t bound, int64_t extra) {
+  if (atomicCAS((int *)e.claim, 0, code) != 0) return;
+  volatile kc_error *r = (volatile kc_error *)e.record;
+  r->op_kind = kind;
+  r->value = value;
+  r->bound = bound;
+  r->extra = extra;
+  __threadfence_system();
+  r->code = code;
+  __threadfence_system();
+}
+
+// ---- reductions ------------------------------------------------------------
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1)
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+// Whole-block sum/max; every thread gets the result. `red` holds 32 floats.
+__device__ float block_sum(float v, float *red) {
+  v = warp_sum(v);
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  int nw = (blockDim.x + 31) >> 5;
+  v = threadIdx.x < (unsigned)nw ? red[threadIdx.x] : 0.0f;
+  if (threadIdx.x < 32) v = warp_sum(v);
+  if (threadIdx.x == 0) red[0] = v;
+  __syncthreads();
+  return red[0];
+}
+__device__ float block_max(float v, float *red) {
+  v = warp_max(v);
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  int nw = (blockDim.x + 31) >> 5;
+  v = threadIdx.x < (unsigned)nw ? red[threadIdx.x] : -INFINITY;
+  if (threadIdx.x < 32) v = warp_max(v);
+  if (threadIdx.x == 0) red[0] = v;
+  __syncthreads();
+  return red[0];
+}
+
+// ---- NOP ---------------------------------------------------------------------
+
+KC_GLOBAL void kiln_nop(void) {}
+
+// ---- elementwise ---------------------------------------------------------------
+
+__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+
+KC_GLOBAL void kiln_ew(kc_ew_params p) {
+  const int64_t step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t r = blockIdx.y; r < p.rows; r += gridDim.y) {
+    const int64_t ao = row_off(p.a, r), co = row_off(p.c, r);
+    // A one-row b has leading shape 1 (or rank 1): row_off gives 0.
+    const int64_t bo = p.b.addr ? row_off(p.b, r) : 0;
+    for (int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+         j < p.cols; j += step) {
+      float x = load_f(p.a.addr, p.a.dtype, ao + j), v;
+      float y = p.b.addr ? load_f(p.b.addr, p.b.dtype, bo + j) : 0.0f;
+      switch (p.op) {
+        case KC_EW_ADD: v = x + y; break;
+        case KC_EW_MUL: v = x * y; break;
+        case KC_EW_SCALE: v = p.alpha * x; break;
+        case KC_EW_SILU: v = silu(x); break;
+        case KC_EW_GELU:
+          v = 0.5f * x *
+              (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+          break;
+        case KC_EW_SWIGLU: v = silu(x) * y; break;
+        default: v = 0.0f;
+      }
+      store_f(p.c.addr, p.c.dtype, co + j, v);
+    }
+  }
+}
+
+// ---- RMSNORM -----------------------------------------------------------------
+
+KC_GLOBAL void kiln_rmsnorm(kc_rmsnorm_params p) {
+  __shared__ float red[32];
+  for (int64_t r = blockIdx.x; r < p.rows; r += gridDim.x) {
+    const int64_t ao = row_off(p.a, r), co = row_off(p.c, r);
+    float ss = 0.0f;
+    for (int64_t j = threadIdx.x; j < p.cols; j += blockDim.x) {
+      float x = load_f(p.a.addr, p.a.dtype, ao + j);
+      ss += x * x;
+    }
+    ss = block_sum(ss, red);
+    const float inv = 1.0f / sqrtf(ss / (float)p.cols + p.eps);
+    for (int64_t j = threadIdx.x; j < p.cols; j += blockDim.x) {
+      float x = load_f(p.a.addr, p.a.dtype, ao + j);
+      float w = load_f(p.w.addr, p.w.dtype, j * p.w.stride[p.w.rank - 1]);
+      store_f(p.c.addr, p.c.dtype, co + j, x * inv * w);
+    }
+  }
+}
+
+// ---- SOFTMAX -----------------------------------------------------------------
+
+KC_GLOBAL void kiln_softmax(kc_softmax_params p) {
+  __shared__ float red[32];
+  for (int64_t r = blockIdx.x; r < p.rows; r += gridDim.x) {
+    const int64_t ao = row_off(p.a, r), bo = row_off(p.b, r);
+    int64_t n = p.cols;
+    if (p.index) {
+      int64_t last = read_index(p.index) + r / p.rows_per_t;
+      n = last < 0 ? 0 : (last + 1 < p.cols ? last + 1 : p.cols);
+    }
+    float mx = -INFINITY;
+    for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
+      mx = fmaxf(mx, p.alpha * load_f(p.a.addr, p.a.dtype, ao + j));
+    mx = block_max(mx, red);
+    float sum = 0.0f;
+    for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
+      sum += expf(p.alpha * load_f(p.a.addr, p.a.dtype, ao + j) - mx);
+    sum = block_sum(sum, red);
+    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    for (int64_t j = threadIdx.x; j < p.cols; j += blockDim.x) {
+      float v = 0.0f;
+      if (j < n) v = expf(p.alpha * load_f(p.a.addr, p.a.dtype, ao + j) - mx) * inv;
+      store_f(p.b.addr, p.b.dtype, bo + j, v);
+    }
+  }
+}
+
+// ---- ROPE (Hugging Face rotate-half) ---------------------------------------
+
+KC_GLOBAL void kiln_rope(kc_rope_params p) {
+  const int64_t half = p.D / 2;
+  const int64_t pos0 = p.index ? read_index(p.index) : p.pos;
+  const float *inv_freq = (const float *)p.inv_freq;
+  const int64_t step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t r = blockIdx.y; r < p.T * p.H; r += gridDim.y) {
+    const int64_t t = r / p.H, h = r % p.H;
+    const int64_t ao = t * p.a.stride[0] + h * p.a.stride[1];
+    const int64_t bo = t * p.b.stride[0] + h * p.b.stride[1];
+    const int64_t as = p.a.stride[2], bs = p.b.stride[2];
+    const float pos = (float)(pos0 + t);
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < half;
+         i += step) {
+      float s, c;
+      sincosf(pos * inv_freq[i], &s, &c);
+      float x0 = load_f(p.a.addr, p.a.dtype, ao + i * as);
+      float x1 = load_f(p.a.addr, p.a.dtype, ao + (i + half) * as);
+      store_f(p.b.addr, p.b.dtype, bo + i * bs, x0 * c - x1 * s);
+      store_f(p.b.addr, p.b.dtype, bo + (i + half) * bs, x1 * c + x0 * s);
+    }
+  }
+}
+
+// ---- ARGMAX ------------------------------------------------------------------
+
+// (value, index) with the first index winning ties; index -1 is "none".
+__device__ __forceinline__ void amax_merge(float &v, int64_t &i, float v2,
+                                           int64_t i2) {
+  if (i2 < 0) return;
+  if (i < 0 || v2 > v || (v2 == v && i2 < i)) {
+    v = v2;
+    i = i2;
+  }
+}
+
+KC_GLOBAL void kiln_argmax(kc_argmax_params p) {
+  __shared__ float sv[32];
+  __shared__ int64_t si[32];
+  for (int64_t r = blockIdx.x; r < p.rows; r += gridDim.x) {
+    const int64_t ao = row_off(p.a, r);
+    float bv = 0.0f;
+    int64_t bi = -1;
+    for (int64_t j = threadIdx.x; j < p.cols; j += blockDim.x) {
+      float v = load_f(p.a.addr, p.a.dtype, ao + j);
+      if (bi < 0 || v > bv) {
+        bv = v;
+        bi = j;
+      }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      float v2 = __shfl_xor_sync(0xffffffffu, bv, o);
+      int64_t i2 = __shfl_xor_sync(0xffffffffu, bi, o);
+      amax_merge(bv, bi, v2, i2);
+    }
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) {
+      sv[threadIdx.x >> 5] = bv;
+      si[threadIdx.x >> 5] = bi;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int nw = (blockDim.x + 31) >> 5;
+      for (int w = 1; w < nw; w++) amax_merge(bv, bi, sv[w], si[w]);
+      ((int32_t *)p.b.addr)[flat_off(p.b, r)] = (int32_t)(bi < 0 ? 0 : bi);
+    }
+  }
+}
+
+// ---- COPY / convert ----------------------------------------------------------
+
+KC_GLOBAL void kiln_copy(kc_copy_params p) {
+  int64_t row0 = 0;
+  if (p.index) {
+    const int64_t first = read_index(p.index);
+    const int64_t n = p.a.shape[0], cap = p.b.shape[0];
+    if (first < 0 || first > cap - n) {
+      if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0)
+        report(p.err, KC_ERR_COPY_ROW, 0, first, cap, n);
+      return;
+    }
+    row0 = first;
+  }
+  const int last = p.a.rank - 1;
+  const int64_t as = p.a.stride[last], bs = p.b.stride[last];
+  const bool raw32 = p.a.dtype == KC_I32 && p.b.dtype == KC_I32;
+  const int64_t step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t r = blockIdx.y; r < p.rows; r += gridDim.y) {
+    // Leading indices of a's row r, applied to both tensors (same shape
+    // except b's dimension 0 is offset by row0 when indexed).
+    int64_t rr = r, ao = 0, bo = row0 * p.b.stride[0];
+    for (int k = p.a.rank - 2; k >= 0; k--) {
+      int64_t i = rr % p.a.shape[k];
+      rr /= p.a.shape[k];
+      ao += i * p.a.stride[k];
+      bo += i * p.b.stride[k];
+    }
+    for (int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+         j < p.cols; j += step) {
+      if (raw32)
+        ((int32_t *)p.b.addr)[bo + j * bs] =
+            ((const int32_t *)p.a.addr)[ao + j * as];
+      else
+        store_f(p.b.addr, p.b.dtype, bo + j * bs,
+                load_f(p.a.addr, p.a.dtype, ao + j * as));
+    }
+  }
+}
+
+// ---- GATHER ------------------------------------------------------------------
+
+KC_GLOBAL void kiln_gather(kc_gather_params p) {
+  const int64_t step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t t = blockIdx.y; t < p.T; t += gridDim.y) {
+    const int64_t id =
+        ((const int32_t *)p.ids.addr)[flat_off(p.ids, t)];
+    if (id < 0 || id >= p.V) {
+      if (blockIdx.x == 0 && threadIdx.x == 0)
+        report(p.err, KC_ERR_GATHER_ID, 0, id, p.V, t);
+      continue;
+    }
+    const int64_t ao = id * p.table.stride[0], co = row_off(p.out, t);
+    for (int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; j < p.D;
+         j += step)
+      store_f(p.out.addr, p.out.dtype, co + j,
+              load_f(p.table.addr, p.table.dtype, ao + j));
+  }
+}
+
+// ---- GEMV: y[M,N] = alpha * x[M,K] @ w[N,K]^T + beta * y ---------------------
+//
+// The decode hot path (M = 1) is bound by reading w once from HBM. One warp
+// per output row; each lane streams 16-byte vectors of its row with several
+// loads in flight (evict-first, so that x stays in L1), and applies each
+// w vector to all MT rows of x. Launched when M <= 8, K is a multiple of the
+// vector width and every row is 16-byte aligned; else gemv_any.
+
+template <int DT>
+struct wvec;
+template <>
+struct wvec<KC_F32> {
+  static constexpr int N = 4;
+  __device__ static void unpack(uint4 v, float *f) {
+    f[0] = __uint_as_float(v.x);
+    f[1] = __uint_as_float(v.y);
+    f[2] = __uint_as_float(v.z);
+    f[3] = __uint_as_float(v.w);
+  }
+};
+template <>
+struct wvec<KC_BF16> {
+  static constexpr int N = 8;
+  __device__ static void unpack(uint4 v, float *f) {
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      f[2 * i] = __uint_as_float(w[i] << 16);
+      f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+  }
+};
+template <>
+struct wvec<KC_F16> {
+  static constexpr int N = 8;
+  __device__ static void unpack(uint4 v, float *f) {
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      float2 t = __half22float2(*(const __half2 *)&w[i]);
+      f[2 * i] = t.x;
+      f[2 * i + 1] = t.y;
+    }
+  }
+};
+
+__device__ __forceinline__ void gemv_store(const kc_gemv_params &p, int64_t m,
+                                           int64_t n, float acc) {
+  float *y = (float *)p.y + m * p.ys + n;
+  float v = p.alpha * acc;
+  if (p.beta != 0.0f) v += p.beta * *y;
+  *y = v;
+}
+
+template <int DT, int MT>
+__device__ __forceinline__ void gemv_vec(const kc_gemv_params &p) {
+  constexpr int V = wvec<DT>::N;
+  constexpr int U = 4;  // vectors in flight per lane
+  const int lane = threadIdx.x & 31;
+  const int64_t n = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (n >= p.N) return;
+  const size_t esize = DT == KC_F32 ? 4 : 2;
+  const uint4 *w = (const uint4 *)(p.w + (uint64_t)(n * p.ws) * esize);
+  const int64_t nv = p.K / V;
+  float acc[MT];
+#pragma unroll
+  for (int m = 0; m < MT; m++) acc[m] = 0.0f;
+  for (int64_t v0 = lane; v0 < nv; v0 += 32 * U) {
+    uint4 wv[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      int64_t v = v0 + 32 * u;
+      wv[u] = v < nv ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      int64_t v = v0 + 32 * u;
+      if (v >= nv) break;
+      float wf[V];
+      wvec<DT>::unpack(wv[u], wf);
+#pragma unroll
+      for (int m = 0; m < MT; m++) {
+        const float4 *x = (const float4 *)((const float *)p.x + m * p.xs + v * V);
+#pragma unroll
+        for (int q = 0; q < V / 4; q++) {
+          float4 xv = __ldg(x + q);
+          acc[m] += wf[4 * q] * xv.x + wf[4 * q + 1] * xv.y +
+                    wf[4 * q + 2] * xv.z + wf[4 * q + 3] * xv.w;
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < MT; m++) {
+    float s = warp_sum(acc[m]);
+    if (lane == 0) gemv_store(p, m, n, s);
+  }
+}
+
+// Q8_0 rows: lane handles whole 34-byte blocks (2-byte aligned rows).
+template <int MT>
+__device__ __forceinline__ void gemv_q8(const kc_gemv_params &p) {
+  const int lane = threadIdx.x & 31;
+  const int64_t n = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (n >= p.N) return;
+  const uint8_t *row = (const uint8_t *)p.w + (n * p.ws / 32) * 34;
+  const int64_t nb = p.K / 32;
+  float acc[MT];
+#pragma unroll
+  for (int m = 0; m < MT; m++) acc[m] = 0.0f;
+  for (int64_t b = lane; b < nb; b += 32) {
+    const uint16_t *blk = (const uint16_t *)(row + b * 34);
+    const float d = f16_to_f32(__ldg(blk));
+    float q[32];
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+      uint16_t two = __ldg(blk + 1 + i);
+      q[2 * i] = (float)(int8_t)(two & 0xff);
+      q[2 * i + 1] = (float)(int8_t)(two >> 8);
+    }
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+      const float *x = (const float *)p.x + m * p.xs + b * 32;
+      float s = 0.0f;
+#pragma unroll
+      for (int i = 0; i < 32; i++) s += q[i] * __ldg(x + i);
+      acc[m] += d * s;
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < MT; m++) {
+    float s = warp_sum(acc[m]);
+    if (lane == 0) gemv_store(p, m, n, s);
+  }
+}
+
+// Any dtype, alignment and M: one warp per output row, rows of x in groups
+// of 8.
+KC_GLOBAL void kiln_gemv_any(kc_gemv_params p) {
+  const int lane = threadIdx.x & 31;
+  const int64_t n = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (n >= p.N) return;
+  for (int64_t m0 = 0; m0 < p.M; m0 += 8) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const int mt = p.M - m0 < 8 ? (int)(p.M - m0) : 8;
+    for (int64_t k = lane; k < p.K; k += 32) {
+      float w = load_f(p.w, p.wdtype, n * p.ws + k);
+#pragma unroll
+      for (int m = 0; m < 8; m++)
+        if (m < mt) acc[m] += w * ((const float *)p.x)[(m0 + m) * p.xs + k];
+    }
+#pragma unroll
+    for (int m = 0; m < 8; m++) {
+      float s = warp_sum(acc[m]);
+      if (m < mt && lane == 0) gemv_store(p, m0 + m, n, s);
+    }
+  }
+}
+
+#define KC_GEMV(NAME, DT, MT) \
+  KC_GLOBAL void __launch_bounds__(256) NAME(kc_gemv_params p) { gemv_vec<DT, MT>(p); }
+#define KC_GEMV_ALL(TAG, DT)         \
+  KC_GEMV(kiln_gemv_##TAG##_1, DT, 1) \
+  KC_GEMV(kiln_gemv_##TAG##_2, DT, 2) \
+  KC_GEMV(kiln_gemv_##TAG##_3, DT, 3) \
+  KC_GEMV(kiln_gemv_##TAG##_4, DT, 4) \
+  KC_GEMV(kiln_gemv_##TAG##_5, DT, 5) \
+  KC_GEMV(kiln_gemv_##TAG##_6, DT, 6) \
+  KC_GEMV(kiln_gemv_##TAG##_7, DT, 7) \
+  KC_GEMV(kiln_gemv_##TAG##_8, DT, 8)
+KC_GEMV_ALL(f32, KC_F32)
+KC_GEMV_ALL(f16, KC_F16)
+KC_GEMV_ALL(bf16, KC_BF16)
+#define KC_GEMV_Q8(MT) \
+  KC_GLOBAL void __launch_bounds__(256) kiln_gemv_q8_0_##MT(kc_gemv_params p) { gemv_q8<MT>(p); }
+KC_GEMV_Q8(1)
+KC_GEMV_Q8(2)
+KC_GEMV_Q8(3)
+KC_GEMV_Q8(4)
+KC_GEMV_Q8(5)
+KC_GEMV_Q8(6)
+KC_GEMV_Q8(7)
+KC_GEMV_Q8(8)
+
+// ---- tiled matrix product (GEMV prefill, GEMM without cuBLAS) ---------------
+//
+// C[M,N] = alpha * sum_k L(m,k) R(n,k) + beta * C. 64x64 tiles, k steps of
+// 32 (one Q8_0 block), operands converted to f32 in shared memory, 4x4
+// outputs per thread. Plain SIMT: correct for every layout and dtype.
+
+KC_GLOBAL void __launch_bounds__(256) kiln_tiled(kc_tiled_params p) {
+  __shared__ float ls[32][65];
+  __shared__ float rs[32][65];
+  const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+  const int64_t m0 = (int64_t)blockIdx.y * 64, n0 = (int64_t)blockIdx.x * 64;
+  float acc[4][4];
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
+  for (int64_t k0 = 0; k0 < p.K; k0 += 32) {
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      const int e = tid + 256 * i, rr = e >> 5, kk = e & 31;
+      const int64_t k = k0 + kk, m = m0 + rr, n = n0 + rr;
+      ls[kk][rr] = (m < p.M && k < p.K)
+                       ? load_f(p.l, p.ldtype, m * p.ls0 + k * p.ls1)
+                       : 0.0f;
+      rs[kk][rr] = (n < p.N && k < p.K)
+                       ? load_f(p.r, p.rdtype, n * p.rs0 + k * p.rs1)
+                       : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int kk = 0; kk < 32; kk++) {
+      float a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; i++) a[i] = ls[kk][ty + 16 * i];
+#pragma unroll
+      for (int j = 0; j < 4; j++) b[j] = rs[kk][tx + 16 * j];
+#pragma unroll
+      for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j] += a[i] * b[j];
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const int64_t m = m0 + ty + 16 * i;
+    if (m >= p.M) continue;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      const int64_t n = n0 + tx + 16 * j;
+      if (n >= p.N) continue;
+      float *c = (float *)p.c + m * p.cs0 + n;
+      float v = p.alpha * acc[i][j];
+      if (p.beta != 0.0f) v += p.beta * *c;
+      *c = v;
+    }
+  }
+}
+
+// ---- ATTENTION (causal, grouped queries, online softmax) ---------------------
+//
+// Block (split, h, t): query t of head h against cache rows
+// [split * chunk, min((split + 1) * chunk, pos0 + t + 1)). Each warp takes
+// every nwarps-th key: a warp-wide dot product (lane owns elements
+// lane + 32 i), then a running max / sum / weighted V (online softmax).
+// Warps merge in shared memory. With one split the block writes the output;
+// with several it writes (max, sum, acc[D]) for kiln_attn_combine. Splits
+// give decode (T = 1, few heads) enough blocks to read a long cache at
+// bandwidth; the grid depends only on shapes, so a captured graph replays
+// for any position.
+
+template <int KT>
+__device__ __forceinline__ float load_kv(const void *base, int64_t d) {
+  if (KT == KC_F32) return ((const float *)base)[d];
+  if (KT == KC_F16) return f16_to_f32(((const uint16_t *)base)[d]);
+  return bf16_to_f32(((const uint16_t *)base)[d]);
+}
+
+__device__ __forceinline__ bool attn_pos_ok(const kc_attn_params &p,
+                                            int64_t *pos0) {
+  const int64_t T = p.q.shape[0], S = p.k.shape[0];
+  *pos0 = p.index ? read_index(p.index) : p.pos;
+  return *pos0 >= 0 && *pos0 <= S - T;
+}
+
+template <int KT, int DPL>
+__device__ __forceinline__ void attn_impl(const kc_attn_params &p) {
+  __shared__ float sm[8], sl[8];
+  __shared__ float sacc[8][DPL * 32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int nwarps = blockDim.x >> 5;
+  const int64_t T = p.q.shape[0], Hq = p.q.shape[1], D = p.q.shape[2];
+  const int64_t S = p.k.shape[0], Hkv = p.k.shape[1];
+  const int64_t split = blockIdx.x, h = blockIdx.y, t = blockIdx.z;
+  int64_t pos0;
+  if (!attn_pos_ok(p, &pos0)) {
+    if (split == 0 && h == 0 && t == 0 && threadIdx.x == 0)
+      report(p.err, KC_ERR_ATTN_POS, 0, pos0, S, T);
+    return;
+  }
+  const int64_t n_keys = pos0 + t + 1;
+  const int64_t hk = h / (Hq / Hkv);
+  const int64_t s_begin = split * (int64_t)p.chunk;
+  const int64_t s_end =
+      s_begin + p.chunk < n_keys ? s_begin + p.chunk : n_keys;
+
+  const float *q = (const float *)p.q.addr + t * p.q.stride[0] + h * p.q.stride[1];
+  float qr[DPL], acc[DPL];
+#pragma unroll
+  for (int i = 0; i < DPL; i++) {
+    const int64_t d = lane + 32 * i;
+    qr[i] = d < D ? q[d] * p.scale : 0.0f;
+    acc[i] = 0.0f;
+  }
+  const size_t ksz = KT == KC_F32 ? 4 : 2;
+  float m = -INFINITY, l = 0.0f;
+  for (int64_t j = s_begin + warp; j < s_end; j += nwarps) {
+    const char *kr = (const char *)p.k.addr +
+                     (j * p.k.stride[0] + hk * p.k.stride[1]) * ksz;
+    const char *vr = (const char *)p.v.addr +
+                     (j * p.v.stride[0] + hk * p.v.stride[1]) * ksz;
+    float dot = 0.0f;
+#pragma unroll
+    for (int i = 0; i < DPL; i++) {
+      const int64_t d = lane + 32 * i;
+      if (d < D) dot += qr[i] * load_kv<KT>(kr, d);
+    }
+    dot = warp_sum(dot);
+    const float m_new = fmaxf(m, dot);
+    const float corr = m == -INFINITY ? 0.0f : expf(m - m_new);
+    const float pe = expf(dot - m_new);
+    l = l * corr + pe;
+#pragma unroll
+    for (int i = 0; i < DPL; i++) {
+      const int64_t d = lane + 32 * i;
+      acc[i] = acc[i] * corr + (d < D ? pe * load_kv<KT>(vr, d) : 0.0f);
+    }
+    m = m_new;
+  }
+  if (lane == 0) {
+    sm[warp] = m;
+    sl[warp] = l;
+  }
+#pragma unroll
+  for (int i = 0; i < DPL; i++) sacc[warp][lane + 32 * i] = acc[i];
+  __syncthreads();
+  float mx = -INFINITY;
+  for (int w = 0; w < nwarps; w++) mx = fmaxf(mx, sm[w]);
+  float L = 0.0f;
+  for (int w = 0; w < nwarps; w++)
+    if (sm[w] != -INFINITY) L += sl[w] * expf(sm[w] - mx);
+  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+    float a = 0.0f;
+    for (int w = 0; w < nwarps; w++)
+      if (sm[w] != -INFINITY) a += sacc[w][d] * expf(sm[w] - mx);
+    if (p.splits == 1) {
+      float *o = (float *)p.o.addr + t * p.o.stride[0] + h * p.o.stride[1];
+      o[d] = a / L;
+    } else {
+      float *part = (float *)p.scratch + ((t * Hq + h) * p.splits + split) * (D + 2);
+      part[2 + d] = a;
+    }
+  }
+  if (p.splits > 1 && threadIdx.x == 0) {
+    float *part = (float *)p.scratch + ((t * Hq + h) * p.splits + split) * (D + 2);
+    part[0] = mx;
+    part[1] = L;
+  }
+}
+
+// grid (Hq, T): merges the splits' partial results.
+KC_GLOBAL void kiln_attn_combine(kc_attn_params p) {
+  int64_t pos0;
+  if (!attn_pos_ok(p, &pos0)) return;   // kiln_attn_* reported it
+  const int64_t Hq = p.q.shape[1], D = p.q.shape[2];
+  const int64_t h = blockIdx.x, t = blockIdx.y;
+  const float *part = (const float *)p.scratch + (t * Hq + h) * p.splits * (D + 2);
+  float mx = -INFINITY;
+  for (int s = 0; s < p.splits; s++) mx = fmaxf(mx, part[s * (D + 2)]);
+  float L = 0.0f;
+  for (int s = 0; s < p.splits; s++) {
+    const float ms = part[s * (D + 2)];
+    if (ms != -INFINITY) L += part[s * (D + 2) + 1] * expf(ms - mx);
+  }
+  float *o = (float *)p.o.addr + t * p.o.stride[0] + h * p.o.stride[1];
+  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+    float a = 0.0f;
+    for (int s = 0; s < p.splits; s++) {
+      const float ms = part[s * (D + 2)];
+      if (ms != -INFINITY) a += part[s * (D + 2) + 2 + d] * expf(ms - mx);
+    }
+    o[d] = a / L;
+  }
+}
+
+#define KC_ATTN(TAG, KT, DPL)                                                 \
+  KC_GLOBAL void __launch_bounds__(256) kiln_attn_##TAG##_##DPL(kc_attn_params p) { \
+    attn_impl<KT, DPL>(p);                                                    \
+  }
+#define KC_ATTN_ALL(TAG, KT) \
+  KC_ATTN(TAG, KT, 1)        \
+  KC_ATTN(TAG, KT, 2)        \
+  KC_ATTN(TAG, KT, 4)        \
+  KC_ATTN(TAG, KT, 8)
+KC_ATTN_ALL(f32, KC_F32)
+KC_ATTN_ALL(f16, KC_F16)
+KC_ATTN_ALL(bf16, KC_BF16)

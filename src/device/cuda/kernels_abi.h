@@ -1,0 +1,149 @@
+/* What kernels.cu and the C side of the cuda backend agree on: kernel
+ * parameter structs (each kernel takes exactly one, by value), the error
+ * record kernels write, and the dtype codes (kiln_dtype's values).
+ *
+ * Plain C, included by nvcc and by gcc: the same x86-64 layout on both
+ * sides (nvcc lays out kernel parameters as the host compiler does). */
+#ifndef KILN_DEVICE_CUDA_KERNELS_ABI_H_
+#define KILN_DEVICE_CUDA_KERNELS_ABI_H_
+
+#include <stdint.h>
+
+enum {
+  KC_F32 = 0,
+  KC_F16 = 1,
+  KC_BF16 = 2,
+  KC_I32 = 3,
+  KC_Q8_0 = 4,
+};
+
+/* A tensor view: device address of element [0,..], dtype, shape and
+ * strides in elements (for Q8_0, element strides; 32 elements = 34 bytes). */
+typedef struct kc_tensor {
+  uint64_t addr;
+  int32_t dtype;
+  int32_t rank;
+  int64_t shape[4];
+  int64_t stride[4];
+} kc_tensor;
+
+/* Device-side failures. A kernel that finds one claims a flag in device
+ * memory (atomicCAS, so the first failure since the last sync wins) and
+ * the winner writes this record into host-mapped pinned memory with plain
+ * stores, which sync reads after the stream is idle: no copy per sync, and
+ * no atomics on host memory (not guaranteed over PCIe). */
+enum {
+  KC_ERR_NONE = 0,
+  KC_ERR_COPY_ROW = 1,    /* value: first row, extra: rows, bound: capacity */
+  KC_ERR_GATHER_ID = 2,   /* value: the id, bound: table rows */
+  KC_ERR_ATTN_POS = 3,    /* value: pos0, extra: queries, bound: cache rows */
+};
+typedef struct kc_error {
+  int32_t code;
+  int32_t op_kind;
+  int64_t value;
+  int64_t bound;
+  int64_t extra;
+} kc_error;
+/* Where a kernel reports: the claim flag (device memory, int32) and the
+ * record (host-mapped kc_error). */
+typedef struct kc_err_ref {
+  uint64_t claim;
+  uint64_t record;
+} kc_err_ref;
+
+/* Elementwise ops (ADD, MUL, SCALE, SILU, GELU, SWIGLU): c = f(a, b) per
+ * row; b is absent, a's shape, or one row (b_bcast). */
+enum { KC_EW_ADD, KC_EW_MUL, KC_EW_SCALE, KC_EW_SILU, KC_EW_GELU,
+       KC_EW_SWIGLU };
+typedef struct kc_ew_params {
+  kc_tensor a, b, c;
+  int64_t rows, cols;
+  int32_t op;
+  int32_t b_bcast;
+  float alpha;
+  float pad_;
+} kc_ew_params;
+
+typedef struct kc_rmsnorm_params {
+  kc_tensor a, w, c;
+  int64_t rows, cols;
+  float eps;
+  float pad_;
+} kc_rmsnorm_params;
+
+/* Causal when index != 0: row r belongs to query t = r / rows_per_t and
+ * keeps columns 0 .. index[0] + t. */
+typedef struct kc_softmax_params {
+  kc_tensor a, b;
+  uint64_t index;
+  int64_t rows, cols, rows_per_t;
+  float alpha;
+  float pad_;
+} kc_softmax_params;
+
+typedef struct kc_rope_params {
+  kc_tensor a, b;
+  uint64_t inv_freq;     /* f32 [D/2] */
+  uint64_t index;        /* 0: positions start at pos */
+  int64_t pos;
+  int64_t T, H, D;
+} kc_rope_params;
+
+typedef struct kc_argmax_params {
+  kc_tensor a, b;
+  int64_t rows, cols;
+} kc_argmax_params;
+
+/* b = convert(a); with index, b's dim 0 is offset by index[0] after a
+ * bounds check (KC_ERR_COPY_ROW). rows/cols: a's leading elements and last
+ * dimension. */
+typedef struct kc_copy_params {
+  kc_tensor a, b;
+  uint64_t index;
+  kc_err_ref err;
+  int64_t rows, cols;
+} kc_copy_params;
+
+typedef struct kc_gather_params {
+  kc_tensor table, ids, out;
+  kc_err_ref err;
+  int64_t T, D, V;
+} kc_gather_params;
+
+/* y[M,N] = alpha * x[M,K] @ w[N,K]^T + beta * y (beta 0: y not read).
+ * Row strides in elements; the last dimensions are contiguous. */
+typedef struct kc_gemv_params {
+  uint64_t w, x, y;
+  int64_t ws, xs, ys;
+  int64_t M, N, K;
+  float alpha, beta;
+  int32_t wdtype;
+  int32_t pad_;
+} kc_gemv_params;
+
+/* C[M,N] = alpha * sum_k L(m,k) R(n,k) + beta * C, with any element
+ * strides for L and R (R may be Q8_0 when rs1 == 1). */
+typedef struct kc_tiled_params {
+  uint64_t l, r, c;
+  int64_t ls0, ls1, rs0, rs1, cs0;
+  int64_t M, N, K;
+  float alpha, beta;
+  int32_t ldtype, rdtype;
+} kc_tiled_params;
+
+/* Attention: grid (splits, Hq, T). With splits > 1 each block writes a
+ * partial (m, l, acc[D]) to scratch and kiln_attn_combine finishes. */
+typedef struct kc_attn_params {
+  kc_tensor q, k, v, o;
+  uint64_t index;
+  kc_err_ref err;
+  uint64_t scratch;      /* f32 [T, Hq, splits, D + 2] */
+  int64_t pos;
+  float scale;
+  int32_t splits;
+  int32_t chunk;
+  int32_t pad_;
+} kc_attn_params;
+
+#endif /* KILN_DEVICE_CUDA_KERNELS_ABI_H_ */

@@ -1,0 +1,103 @@
+/* Internals of the device core (src/device/device.c, coherence.c): the
+ * attachment of a memory to a device, RESIDENT ranges and their coherence
+ * state, and the validated form of an op. Backends do not include this. */
+#ifndef KILN_DEVICE_CORE_H_
+#define KILN_DEVICE_CORE_H_
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "device/device_internal.h"
+
+/* Byte intervals [lo, hi) of a memory, sorted, disjoint and coalesced
+ * (touching intervals merge). */
+typedef struct kiln_interval {
+  uint64_t lo, hi;
+} kiln_interval;
+typedef struct kiln_interval_set {
+  kiln_interval *v;
+  size_t n, cap;
+} kiln_interval_set;
+
+/* One RESIDENT range of an attached memory. */
+typedef struct kiln_resident {
+  struct kiln_resident *next;
+  kiln_device_attachment *att;
+  uint64_t offset, length;   /* memory offsets, whole host pages */
+  /* Device copy; 0 when the backend computes on host memory (no alloc):
+   * then the range is bookkeeping only. */
+  uint64_t dev_addr;
+  /* Writable memory with a device copy: pages are write-protected while
+   * clean, and `dirty` has one bit per host page (set by the fault hook). */
+  bool tracked;
+  _Atomic uint64_t *dirty;
+  uint64_t npages;
+  int slot;                  /* fault registry slot, -1: none */
+  kiln_interval_set written; /* bytes ops wrote since the last sync */
+} kiln_resident;
+
+typedef struct kiln_host_reg {
+  uint64_t offset, length;
+} kiln_host_reg;
+
+struct kiln_device_attachment {
+  kiln_device_attachment *next;
+  kiln_device *dev;
+  kiln_memory *memory;       /* one reference held */
+  bool read_only;
+  kiln_memory_subscription *sub;
+  /* Host registrations [0, registered), one per attach or grow. Guarded by
+   * `lock` because grow notifications arrive on the growing thread. */
+  pthread_mutex_t lock;
+  uint64_t registered;
+  kiln_host_reg *regs;
+  size_t nregs, capregs;
+  kiln_resident *residents;
+};
+
+/* Where an operand lies, from validation: memory offsets [lo, hi). */
+typedef struct kiln_operand_extent {
+  kiln_device_attachment *att; /* NULL: operand absent */
+  kiln_resident *res;          /* the RESIDENT range holding it, or NULL */
+  uint64_t lo, hi;
+  bool read, write;
+} kiln_operand_extent;
+
+enum { KILN_OPND_A, KILN_OPND_B, KILN_OPND_C, KILN_OPND_D, KILN_OPND_INDEX,
+       KILN_OPND_COUNT };
+
+/* An op after validation: the caller's op with strides made explicit, the
+ * resolved op for the backend, and each operand's extent. */
+typedef struct kiln_vop {
+  kiln_op op;
+  kiln_dop dop;
+  kiln_operand_extent ext[KILN_OPND_COUNT];
+} kiln_vop;
+
+kiln_status kiln_device_check_op(kiln_device *d, const kiln_op *op,
+                                 kiln_vop *out);
+
+/* ---- coherence.c -------------------------------------------------------- */
+
+kiln_device_attachment *kiln_attachment_find(kiln_device *d,
+                                             const kiln_memory *m);
+/* The RESIDENT range of `att` holding [lo, hi), NULL when the bytes are
+ * MAPPED; *straddles is set when the span crosses a placement boundary. */
+kiln_resident *kiln_resident_find(kiln_device_attachment *att, uint64_t lo,
+                                  uint64_t hi, bool *straddles);
+/* Makes RESIDENT inputs of `v` current on the device and records the bytes
+ * it will write; adds the bytes uploaded to *to_device. */
+kiln_status kiln_coherence_before_op(kiln_device *d, const kiln_vop *v,
+                                     uint64_t *to_device);
+/* Copies every device-written RESIDENT byte back (called by sync after the
+ * backend drained); adds the bytes to *to_host. */
+kiln_status kiln_coherence_copy_back(kiln_device *d, uint64_t *to_host);
+void kiln_coherence_detach_all(kiln_device *d);
+
+/* Interval sets. */
+kiln_status kiln_intervals_add(kiln_interval_set *s, uint64_t lo, uint64_t hi);
+void kiln_intervals_free(kiln_interval_set *s);
+
+#endif /* KILN_DEVICE_CORE_H_ */

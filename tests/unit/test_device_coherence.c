@@ -1,0 +1,438 @@
+/* Placement and the RESIDENT coherence protocol on the cpu backend with
+ * cpu_mirror (separate buffers, like a discrete GPU): exactly the bytes
+ * that changed move, host writes are caught by write faults, results are
+ * visible after sync, programs replay with new positions. */
+#include <stdlib.h>
+
+#include "test_device_util.h"
+
+enum { PAGE = 4096 };
+
+static void stats(kiln_device *d, kiln_device_stats *s) {
+  kiln_device_get_stats(d, s);
+}
+
+static void gemv_ref(const float *w, const float *x, float *y, int n, int k) {
+  for (int i = 0; i < n; i++) {
+    float s = 0;
+    for (int j = 0; j < k; j++) s += x[j] * w[i * k + j];
+    y[i] = s;
+  }
+}
+
+static bool all_close(const float *a, const float *b, int n) {
+  for (int i = 0; i < n; i++)
+    if (!close_to(a[i], b[i], 1e-5)) return false;
+  return true;
+}
+
+/* W [64,64] at 0 (4 pages), x at 16 KiB, y at 20 KiB: all RESIDENT. */
+static void test_resident_weight_reused_and_host_writes_tracked(kiln_test *t) {
+  kiln_device *d = open_cpu(t, 2, true);
+  tmem m = tmem_new(t, d, 1);
+  const int n = 64;
+  uint64_t ow = 0, ox = 16384, oy = 20480;
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, ow, n * n * 4, KILN_PLACEMENT_RESIDENT));
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, ox, n * 4, KILN_PLACEMENT_RESIDENT));
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, oy, n * 4, KILN_PLACEMENT_RESIDENT));
+  KILN_EXPECT(t, kiln_device_placement(d, m.m, ox + 100) == KILN_PLACEMENT_RESIDENT);
+  KILN_EXPECT(t, kiln_device_placement(d, m.m, 24576) == KILN_PLACEMENT_MAPPED);
+  uint64_t addr = 0;
+  KILN_EXPECT_OK(t, kiln_device_address(d, m.m, ox, &addr));
+  KILN_EXPECT(t, addr != (uint64_t)(uintptr_t)tptr(&m, ox)); /* a device copy */
+  KILN_EXPECT_OK(t, kiln_device_address(d, m.m, 30000, &addr));
+  KILN_EXPECT(t, addr == (uint64_t)(uintptr_t)tptr(&m, 30000)); /* mapped */
+  float *w = tf32(&m, ow), *x = tf32(&m, ox), *y = tf32(&m, oy), want[64];
+  for (int i = 0; i < n * n; i++) w[i] = rnd_val();
+  for (int i = 0; i < n; i++) x[i] = rnd_val();
+  kiln_op op = {.kind = KILN_OP_GEMV, .alpha = 1};
+  op.a = T2(&m, ow, KILN_DTYPE_F32, n, n);
+  op.b = T1(&m, ox, KILN_DTYPE_F32, n);
+  op.c = T1(&m, oy, KILN_DTYPE_F32, n);
+  kiln_transfer_report up, down;
+  kiln_device_stats s;
+
+  /* Step 1: everything goes up once (W and x: whole pages), y comes back. */
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, &up));
+  KILN_EXPECT_OK(t, kiln_device_sync(d, &down));
+  KILN_EXPECTF(t, up.bytes_to_device == 16384 + PAGE, "up %llu",
+               (unsigned long long)up.bytes_to_device);
+  KILN_EXPECTF(t, down.bytes_to_host == n * 4, "down %llu",
+               (unsigned long long)down.bytes_to_host);
+  gemv_ref(w, x, want, n, n);
+  KILN_EXPECT(t, all_close(y, want, n));
+  stats(d, &s);
+  KILN_EXPECT(t, s.write_faults == 0);
+  KILN_EXPECT(t, s.resident_bytes == 16384 + 2 * PAGE);
+
+  /* Step 2: the guest changes one element of x: one fault, one page up;
+   * W is reused from the device. */
+  x[5] = 3.5f;
+  stats(d, &s);
+  KILN_EXPECT(t, s.write_faults == 1);
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, &up));
+  KILN_EXPECT_OK(t, kiln_device_sync(d, &down));
+  KILN_EXPECTF(t, up.bytes_to_device == PAGE, "up %llu",
+               (unsigned long long)up.bytes_to_device);
+  KILN_EXPECT(t, down.bytes_to_host == n * 4);
+  gemv_ref(w, x, want, n, n);
+  KILN_EXPECT(t, all_close(y, want, n));
+
+  /* Step 3: several stores to the same page fault once. */
+  x[0] = -1, x[63] = 2, x[7] = 0.5f;
+  stats(d, &s);
+  KILN_EXPECT(t, s.write_faults == 2);
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, &up));
+  KILN_EXPECT(t, up.bytes_to_device == PAGE);
+  /* Step 4: nothing changed: nothing moves up. */
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, &up));
+  KILN_EXPECT(t, up.bytes_to_device == 0);
+  KILN_EXPECT_OK(t, kiln_device_sync(d, &down));
+  KILN_EXPECT(t, down.bytes_to_host == n * 4); /* y written twice, copied once */
+  gemv_ref(w, x, want, n, n);
+  KILN_EXPECT(t, all_close(y, want, n));
+
+  /* Step 5: a weight update by the host goes up (one page of W). */
+  w[64 * 20 + 3] = 7;
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, &up));
+  KILN_EXPECT(t, up.bytes_to_device == PAGE);
+  KILN_EXPECT_OK(t, kiln_device_sync(d, NULL));
+  gemv_ref(w, x, want, n, n);
+  KILN_EXPECT(t, all_close(y, want, n));
+
+  /* x's page is clean and protected again: a host store faults once. y's
+   * page was never read by the device, so it stays host-owned (dirty,
+   * writable) and a store to it does not fault. */
+  stats(d, &s);
+  uint64_t faults = s.write_faults;
+  y[0] = 42;
+  stats(d, &s);
+  KILN_EXPECT(t, s.write_faults == faults);
+  x[9] = 1;
+  stats(d, &s);
+  KILN_EXPECT(t, s.write_faults == faults + 1);
+  KILN_EXPECT(t, s.bytes_to_device == 16384 + 4 * PAGE);
+  KILN_EXPECT(t, s.ops == 5 && s.syncs == 4);
+  kiln_device_release(d);
+  /* No protection is left behind: stores work with no device. */
+  for (int i = 0; i < n * n; i++) w[i] = 1;
+  x[1] = y[1] = 1;
+  kiln_memory_release(m.m);
+}
+
+static void test_kv_append_moves_exactly_the_rows(kiln_test *t) {
+  kiln_device *d = open_cpu(t, 2, true);
+  tmem m = tmem_new(t, d, 1);
+  const int cap = 16, dim = 64;
+  uint64_t ocache = 0, orow = 8192, oi = 12288;
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, ocache, cap * dim * 4, KILN_PLACEMENT_RESIDENT));
+  memset(tptr(&m, ocache), 0, cap * dim * 4);
+  kiln_op op = {.kind = KILN_OP_COPY};
+  op.a = T2(&m, orow, KILN_DTYPE_F32, 1, dim);
+  op.b = T2(&m, ocache, KILN_DTYPE_F32, cap, dim);
+  op.index = T1(&m, oi, KILN_DTYPE_I32, 1);
+  for (int p = 0; p < 5; p++) {
+    for (int j = 0; j < dim; j++) tf32(&m, orow)[j] = (float)(p * 100 + j);
+    *(int32_t *)tptr(&m, oi) = p;
+    kiln_transfer_report up, down;
+    KILN_EXPECT_OK(t, kiln_device_submit(d, &op, &up));
+    KILN_EXPECT_OK(t, kiln_device_sync(d, &down));
+    /* The cache is only written: nothing goes up; one row comes back. */
+    KILN_EXPECT(t, up.bytes_to_device == 0);
+    KILN_EXPECTF(t, down.bytes_to_host == dim * 4, "p=%d: down %llu", p,
+                 (unsigned long long)down.bytes_to_host);
+  }
+  int bad = 0;
+  for (int r = 0; r < cap; r++)
+    for (int j = 0; j < dim; j++)
+      if (tf32(&m, ocache)[r * dim + j] != (r < 5 ? (float)(r * 100 + j) : 0)) bad++;
+  KILN_EXPECT(t, !bad);
+  kiln_device_release(d);
+  kiln_memory_release(m.m);
+}
+
+/* A strided output writes rows with gaps; the host's bytes in the gaps
+ * (written between ops) survive the copy back. */
+static void test_strided_output_keeps_host_bytes_in_gaps(kiln_test *t) {
+  kiln_device *d = open_cpu(t, 2, true);
+  tmem m = tmem_new(t, d, 1);
+  uint64_t ob = 0, oa = 8192;
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, ob, PAGE, KILN_PLACEMENT_RESIDENT));
+  float *b = tf32(&m, ob), *a = tf32(&m, oa);
+  for (int i = 0; i < 32; i++) b[i] = -1;
+  for (int i = 0; i < 16; i++) a[i] = (float)i;
+  kiln_op warm = {.kind = KILN_OP_SCALE, .alpha = 1}; /* uploads b's page */
+  warm.a = T1(&m, ob, KILN_DTYPE_F32, 32);
+  warm.b = T1(&m, oa + 1024, KILN_DTYPE_F32, 32);
+  RUN(t, d, warm);
+  kiln_op op = {.kind = KILN_OP_COPY};
+  op.a = T2(&m, oa, KILN_DTYPE_F32, 4, 4);
+  op.b = T2(&m, ob, KILN_DTYPE_F32, 4, 4);
+  op.b.stride[0] = 8, op.b.stride[1] = 1;
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, NULL));
+  for (int r = 0; r < 4; r++) b[r * 8 + 5] = 99; /* host writes into the gaps */
+  kiln_transfer_report down;
+  KILN_EXPECT_OK(t, kiln_device_sync(d, &down));
+  KILN_EXPECT(t, down.bytes_to_host == 4 * 4 * 4);
+  int bad = 0;
+  for (int r = 0; r < 4; r++)
+    for (int j = 0; j < 8; j++) {
+      float want = j < 4 ? (float)(r * 4 + j) : j == 5 ? 99 : -1;
+      if (b[r * 8 + j] != want) bad++;
+    }
+  KILN_EXPECT(t, !bad);
+  kiln_device_release(d);
+  kiln_memory_release(m.m);
+}
+
+static void test_grow_while_attached(kiln_test *t) {
+  kiln_device *d = open_cpu(t, 2, true);
+  tmem m = tmem_new(t, d, 1);
+  kiln_device_stats s;
+  stats(d, &s);
+  KILN_EXPECT(t, s.mapped_bytes == KILN_WASM_PAGE_SIZE);
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, 0, PAGE, KILN_PLACEMENT_RESIDENT));
+  for (int i = 0; i < 16; i++) tf32(&m, 0)[i] = (float)i;
+  uint64_t old = 0;
+  KILN_EXPECT_OK(t, kiln_memory_grow(m.m, 2, &old));
+  KILN_EXPECT(t, old == 1);
+  stats(d, &s);
+  KILN_EXPECT(t, s.mapped_bytes == 3 * KILN_WASM_PAGE_SIZE);
+  /* An op from the resident page into the new pages, and a resident range
+   * placed in them. */
+  uint64_t o2 = 2 * KILN_WASM_PAGE_SIZE + 64;
+  kiln_op op = {.kind = KILN_OP_SCALE, .alpha = 3};
+  op.a = T1(&m, 0, KILN_DTYPE_F32, 16);
+  op.b = T1(&m, o2, KILN_DTYPE_F32, 16);
+  RUN(t, d, op);
+  KILN_EXPECT(t, tf32(&m, o2)[15] == 45);
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, KILN_WASM_PAGE_SIZE, PAGE,
+                                      KILN_PLACEMENT_RESIDENT));
+  op.a = T1(&m, o2, KILN_DTYPE_F32, 16);
+  op.b = T1(&m, KILN_WASM_PAGE_SIZE, KILN_DTYPE_F32, 16);
+  RUN(t, d, op);
+  KILN_EXPECT(t, tf32(&m, KILN_WASM_PAGE_SIZE)[15] == 135);
+  kiln_device_detach(d, m.m);
+  stats(d, &s);
+  KILN_EXPECT(t, s.mapped_bytes == 0 && s.resident_bytes == 0);
+  KILN_EXPECT(t, kiln_device_placement(d, m.m, 0) == KILN_PLACEMENT_NONE);
+  /* After detach: no protection, no subscription. */
+  tf32(&m, 0)[0] = 1;
+  tf32(&m, KILN_WASM_PAGE_SIZE)[0] = 1;
+  KILN_EXPECT_OK(t, kiln_memory_grow(m.m, 1, NULL));
+  kiln_device_release(d);
+  kiln_memory_release(m.m);
+}
+
+static void test_place_mapped_ends_residency_after_copy_back(kiln_test *t) {
+  kiln_device *d = open_cpu(t, 2, true);
+  tmem m = tmem_new(t, d, 1);
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, 0, 100, KILN_PLACEMENT_RESIDENT));
+  /* Same range again: harmless; overlapping: refused. */
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, 0, PAGE, KILN_PLACEMENT_RESIDENT));
+  KILN_EXPECT_CODE(t, KILN_CODE_INVALID_ARGUMENT,
+                   kiln_device_place(d, m.m, 100, PAGE, KILN_PLACEMENT_RESIDENT));
+  KILN_EXPECT_CODE(t, KILN_CODE_OUT_OF_RANGE,
+                   kiln_device_place(d, m.m, UINT64_MAX - 10, 100, KILN_PLACEMENT_RESIDENT));
+  for (int i = 0; i < 8; i++) tf32(&m, 8192)[i] = (float)i;
+  kiln_op op = {.kind = KILN_OP_SCALE, .alpha = 2};
+  op.a = T1(&m, 8192, KILN_DTYPE_F32, 8);
+  op.b = T1(&m, 0, KILN_DTYPE_F32, 8);
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, NULL));
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, 0, PAGE, KILN_PLACEMENT_MAPPED));
+  KILN_EXPECT(t, kiln_device_placement(d, m.m, 0) == KILN_PLACEMENT_MAPPED);
+  KILN_EXPECT(t, tf32(&m, 0)[7] == 14);
+  tf32(&m, 0)[0] = 5; /* writable, no fault */
+  kiln_device_stats s;
+  stats(d, &s);
+  KILN_EXPECT(t, s.write_faults == 0 && s.resident_bytes == 0);
+  KILN_EXPECT_OK(t, kiln_device_sync(d, NULL));
+  kiln_device_release(d);
+  kiln_memory_release(m.m);
+}
+
+static void test_resident_without_mirror_is_bookkeeping(kiln_test *t) {
+  kiln_device *d = open_cpu(t, 2, false);
+  tmem m = tmem_new(t, d, 1);
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, 0, PAGE, KILN_PLACEMENT_RESIDENT));
+  KILN_EXPECT(t, kiln_device_placement(d, m.m, 0) == KILN_PLACEMENT_RESIDENT);
+  uint64_t addr = 0;
+  KILN_EXPECT_OK(t, kiln_device_address(d, m.m, 12, &addr));
+  KILN_EXPECT(t, addr == (uint64_t)(uintptr_t)tptr(&m, 12));
+  for (int i = 0; i < 8; i++) tf32(&m, 0)[i] = (float)i;
+  kiln_op op = {.kind = KILN_OP_SCALE, .alpha = 2};
+  op.a = T1(&m, 0, KILN_DTYPE_F32, 8);
+  op.b = T1(&m, 64, KILN_DTYPE_F32, 8);
+  kiln_transfer_report up, down;
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, &up));
+  KILN_EXPECT_OK(t, kiln_device_sync(d, &down));
+  KILN_EXPECT(t, up.bytes_to_device == 0 && down.bytes_to_host == 0);
+  KILN_EXPECT(t, tf32(&m, 64)[7] == 14);
+  tf32(&m, 0)[0] = 1;
+  kiln_device_stats s;
+  stats(d, &s);
+  KILN_EXPECT(t, s.write_faults == 0 && s.resident_bytes == 0);
+  KILN_EXPECT_CODE(t, KILN_CODE_OUT_OF_RANGE, kiln_device_address(d, m.m, 1 << 20, &addr));
+  kiln_device_release(d);
+  kiln_memory_release(m.m);
+}
+
+/* ---- Programs -------------------------------------------------------------------
+ * One decode step: rope q and k at the position in `index`, append k and v
+ * to the caches, attend, project with a resident weight. Replayed with a
+ * new position and new q/k/v each step, compared bit for bit with the same
+ * ops submitted one by one on a plain cpu device. */
+
+enum { H = 2, D = 16, CAP = 8, OUTN = 8 };
+typedef struct layout {
+  uint64_t q, k, v, kc, vc, out, w, y, freq, idx;
+} layout;
+
+static layout make_layout(void) {
+  layout l;
+  l.kc = 0;                 /* CAP*H*D*4 = 1 KiB: page 0 */
+  l.vc = PAGE;              /* page 1 */
+  l.w = 2 * PAGE;           /* OUTN x H*D f32 = 1 KiB: page 2 */
+  l.q = 3 * PAGE;           /* page 3: q */
+  l.k = 4 * PAGE, l.v = 4 * PAGE + 512, l.freq = 4 * PAGE + 1024,
+  l.idx = 4 * PAGE + 2048;  /* page 4: mapped */
+  l.out = 5 * PAGE, l.y = 6 * PAGE;
+  return l;
+}
+
+static void step_ops(tmem *m, const layout *l, kiln_op ops[6]) {
+  kiln_tensor idx = T1(m, l->idx, KILN_DTYPE_I32, 1);
+  memset(ops, 0, 6 * sizeof *ops);
+  ops[0] = (kiln_op){.kind = KILN_OP_ROPE, .index = idx};
+  ops[0].a = ops[0].b = T3(m, l->q, KILN_DTYPE_F32, 1, H, D);
+  ops[0].c = T1(m, l->freq, KILN_DTYPE_F32, D / 2);
+  ops[1] = ops[0];
+  ops[1].a = ops[1].b = T3(m, l->k, KILN_DTYPE_F32, 1, H, D);
+  ops[2] = (kiln_op){.kind = KILN_OP_COPY, .index = idx};
+  ops[2].a = T3(m, l->k, KILN_DTYPE_F32, 1, H, D);
+  ops[2].b = T3(m, l->kc, KILN_DTYPE_F32, CAP, H, D);
+  ops[3] = ops[2];
+  ops[3].a = T3(m, l->v, KILN_DTYPE_F32, 1, H, D);
+  ops[3].b = T3(m, l->vc, KILN_DTYPE_F32, CAP, H, D);
+  ops[4] = (kiln_op){.kind = KILN_OP_ATTENTION, .alpha = 0.25f, .index = idx};
+  ops[4].a = T3(m, l->q, KILN_DTYPE_F32, 1, H, D);
+  ops[4].b = T3(m, l->kc, KILN_DTYPE_F32, CAP, H, D);
+  ops[4].c = T3(m, l->vc, KILN_DTYPE_F32, CAP, H, D);
+  ops[4].d = T3(m, l->out, KILN_DTYPE_F32, 1, H, D);
+  ops[5] = (kiln_op){.kind = KILN_OP_GEMV, .alpha = 1};
+  ops[5].a = T2(m, l->w, KILN_DTYPE_F32, OUTN, H * D);
+  ops[5].b = T1(m, l->out, KILN_DTYPE_F32, H * D);
+  ops[5].c = T1(m, l->y, KILN_DTYPE_F32, OUTN);
+}
+
+static void test_program_replay_matches_individual_submits(kiln_test *t) {
+  kiln_device *dp = open_cpu(t, 2, true);  /* program, mirror, graphs */
+  kiln_device *di = open_cpu(t, 3, false); /* individual ops, in place */
+  tmem mp = tmem_new(t, dp, 1), mi = tmem_new(t, di, 1);
+  layout l = make_layout();
+  uint64_t res[] = {l.kc, l.vc, l.w, l.q, l.out, l.y};
+  for (size_t i = 0; i < sizeof res / sizeof res[0]; i++)
+    KILN_EXPECT_OK(t, kiln_device_place(dp, mp.m, res[i], PAGE, KILN_PLACEMENT_RESIDENT));
+  float w[OUTN * H * D], freq[D / 2];
+  for (int i = 0; i < OUTN * H * D; i++) w[i] = rnd_val();
+  for (int i = 0; i < D / 2; i++) freq[i] = powf(10000.f, -2.f * i / D);
+  tmem *both[2] = {&mp, &mi};
+  for (int b = 0; b < 2; b++) {
+    memset(tptr(both[b], 0), 0, 7 * PAGE);
+    memcpy(tptr(both[b], l.w), w, sizeof w);
+    memcpy(tptr(both[b], l.freq), freq, sizeof freq);
+  }
+  kiln_op ops[6], opsi[6];
+  step_ops(&mp, &l, ops);
+  step_ops(&mi, &l, opsi);
+  kiln_program *p = NULL;
+  KILN_EXPECT_OK(t, kiln_program_create(dp, &p));
+  for (int i = 0; i < 6; i++) KILN_EXPECT_OK(t, kiln_program_add(p, &ops[i]));
+  KILN_EXPECT(t, kiln_program_op_count(p) == 6);
+  /* A bad op is refused at add time. */
+  kiln_op bad = ops[5];
+  bad.c.offset = 1 << 20;
+  KILN_EXPECT_CODE(t, KILN_CODE_OUT_OF_RANGE, kiln_program_add(p, &bad));
+  for (int pos = 0; pos < 6; pos++) {
+    float q[H * D], k[H * D], v[H * D];
+    for (int i = 0; i < H * D; i++) q[i] = rnd_val(), k[i] = rnd_val(), v[i] = rnd_val();
+    for (int b = 0; b < 2; b++) {
+      memcpy(tptr(both[b], l.q), q, sizeof q);
+      memcpy(tptr(both[b], l.k), k, sizeof k);
+      memcpy(tptr(both[b], l.v), v, sizeof v);
+      *(int32_t *)tptr(both[b], l.idx) = pos;
+    }
+    kiln_transfer_report up;
+    KILN_EXPECT_OK(t, kiln_device_submit_program(dp, p, &up));
+    /* Only q's page changed among the resident ranges (plus, on the first
+     * step, every page read for the first time). */
+    if (pos > 0)
+      KILN_EXPECTF(t, up.bytes_to_device == PAGE, "pos %d: up %llu", pos,
+                   (unsigned long long)up.bytes_to_device);
+    KILN_EXPECT_OK(t, kiln_device_sync(dp, NULL));
+    for (int i = 0; i < 6; i++) KILN_EXPECT_OK(t, kiln_device_submit(di, &opsi[i], NULL));
+    KILN_EXPECT_OK(t, kiln_device_sync(di, NULL));
+    KILN_EXPECTF(t, memcmp(tptr(&mp, l.y), tptr(&mi, l.y), OUTN * 4) == 0,
+                 "pos %d: y differs", pos);
+    KILN_EXPECTF(t, memcmp(tptr(&mp, l.kc), tptr(&mi, l.kc), CAP * H * D * 4) == 0,
+                 "pos %d: k cache differs", pos);
+    KILN_EXPECTF(t, memcmp(tptr(&mp, l.out), tptr(&mi, l.out), H * D * 4) == 0,
+                 "pos %d: attention differs", pos);
+  }
+  kiln_device_stats s;
+  stats(dp, &s);
+  KILN_EXPECT(t, s.ops == 36);
+  /* After detach the program's memory no longer resolves; releasing it is
+   * fine, and the pages are writable without faults. */
+  kiln_device_detach(dp, mp.m);
+  KILN_EXPECT_CODE(t, KILN_CODE_INVALID_ARGUMENT, kiln_device_submit_program(dp, p, NULL));
+  uint64_t faults = s.write_faults;
+  for (size_t i = 0; i < sizeof res / sizeof res[0]; i++) tf32(&mp, res[i])[3] = 1;
+  stats(dp, &s);
+  KILN_EXPECT(t, s.write_faults == faults);
+  kiln_program_release(p);
+  kiln_device_release(dp);
+  kiln_device_release(di);
+  kiln_memory_release(mp.m);
+  kiln_memory_release(mi.m);
+}
+
+/* A program with a COPY whose index sits in a page the device writes:
+ * the runtime cannot know the row on the host and must copy back the whole
+ * cache, and still get the right answer. */
+static void test_device_written_index(kiln_test *t) {
+  kiln_device *d = open_cpu(t, 2, true);
+  tmem m = tmem_new(t, d, 1);
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, 0, 2 * PAGE, KILN_PLACEMENT_RESIDENT));
+  uint64_t ocache = 0, oidx = PAGE, osrc = PAGE + 64, orow = 8 * PAGE;
+  memset(tptr(&m, 0), 0, 2 * PAGE);
+  *(int32_t *)tptr(&m, osrc) = 3;
+  for (int j = 0; j < 4; j++) tf32(&m, orow)[j] = (float)(j + 1);
+  kiln_op cp = {.kind = KILN_OP_COPY};
+  cp.a = T1(&m, osrc, KILN_DTYPE_I32, 1);
+  cp.b = T1(&m, oidx, KILN_DTYPE_I32, 1); /* the device writes index = 3 */
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &cp, NULL));
+  kiln_op app = {.kind = KILN_OP_COPY};
+  app.a = T2(&m, orow, KILN_DTYPE_F32, 1, 4);
+  app.b = T2(&m, ocache, KILN_DTYPE_F32, 8, 4);
+  app.index = T1(&m, oidx, KILN_DTYPE_I32, 1);
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &app, NULL));
+  KILN_EXPECT_OK(t, kiln_device_sync(d, NULL));
+  int bad = 0;
+  for (int r = 0; r < 8; r++)
+    for (int j = 0; j < 4; j++)
+      if (tf32(&m, ocache)[r * 4 + j] != (r == 3 ? (float)(j + 1) : 0)) bad++;
+  KILN_EXPECT(t, !bad);
+  KILN_EXPECT(t, *(int32_t *)tptr(&m, oidx) == 3);
+  kiln_device_release(d);
+  kiln_memory_release(m.m);
+}
+
+KILN_TEST_MAIN(test_resident_weight_reused_and_host_writes_tracked,
+               test_kv_append_moves_exactly_the_rows,
+               test_strided_output_keeps_host_bytes_in_gaps,
+               test_grow_while_attached,
+               test_place_mapped_ends_residency_after_copy_back,
+               test_resident_without_mirror_is_bookkeeping,
+               test_program_replay_matches_individual_submits,
+               test_device_written_index)

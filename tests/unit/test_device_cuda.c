@@ -1,0 +1,796 @@
+/* The cuda backend against the cpu reference.
+ *
+ * Every op runs on "cuda" and on "cpu" over the same random inputs, in
+ * MAPPED and in RESIDENT placement, and the results must agree:
+ *   |cuda - cpu| <= tol * (|cpu| + max |cpu| over the output)
+ * with tol 1e-4 for f32 (and q8_0, dequantized exactly on both sides) and
+ * 1e-2 where inputs are f16/bf16; i32 results (argmax, i32 copies) exactly.
+ * Also: a program (CUDA graph) replayed with a changing position index,
+ * device-side failures (bad row index, bad token id, bad position)
+ * reported at sync with the device usable afterwards, and the decode GEMV's
+ * bandwidth (printed).
+ *
+ * Without a usable GPU (CI) every GPU test prints "SKIP: <reason>" and
+ * passes; test_no_gpu_fallback checks what kiln does then: "auto" opens the
+ * cpu with the reason, "cuda" fails with UNAVAILABLE and one line. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "device/device_internal.h"
+#include "kiln/device.h"
+#include "kiln/memory.h"
+#include "kiln_test.h"
+
+/* ---- fixture ------------------------------------------------------------ */
+
+typedef struct fx {
+  kiln_device *cpu, *gpu;
+  kiln_memory *in;                /* inputs, attached to both */
+  kiln_memory *out_cpu, *out_gpu; /* outputs, one per device, same layout */
+  uint64_t in_top, out_top;
+  uint32_t rng;
+  kiln_placement placement;
+} fx;
+
+enum { FX_IN_PAGES = 256, FX_OUT_PAGES = 128 }; /* 16 MiB, 8 MiB */
+
+static char g_skip[300];
+
+/* Opens cuda, or records why not (then the GPU tests skip).
+ * KILN_TEST_CUDA_SPEC=cpu stands a mirrored cpu device in for the GPU, to
+ * check this test itself (op construction, coherence) where no GPU is. */
+static kiln_device *open_gpu(void) {
+  kiln_device_options o;
+  kiln_device_options_init(&o);
+  o.spec = "cuda";
+  const char *spec = getenv("KILN_TEST_CUDA_SPEC");
+  if (spec && *spec) o.spec = spec;
+  o.cpu_mirror = true;
+  kiln_device *d = NULL;
+  kiln_status s = kiln_device_open(&o, &d);
+  if (s) {
+    snprintf(g_skip, sizeof g_skip, "no usable GPU: %s",
+             kiln_status_message(s));
+    kiln_status_free(s);
+    return NULL;
+  }
+  return d;
+}
+
+static kiln_memory *new_memory(kiln_test *t, uint64_t pages, const char *name) {
+  kiln_memory_options mo = {.initial_pages = pages, .name = name};
+  kiln_memory *m = NULL;
+  KILN_EXPECT_OK(t, kiln_memory_create(&mo, &m));
+  return m;
+}
+
+static bool fx_open(kiln_test *t, fx *f, kiln_placement placement) {
+  memset(f, 0, sizeof *f);
+  f->gpu = open_gpu();
+  if (!f->gpu) {
+    KILN_TEST_SKIP(t, "%s", g_skip);
+    return false;
+  }
+  kiln_device_options o;
+  kiln_device_options_init(&o);
+  o.spec = "cpu";
+  KILN_EXPECT_OK(t, kiln_device_open(&o, &f->cpu));
+  f->in = new_memory(t, FX_IN_PAGES, "in");
+  f->out_cpu = new_memory(t, FX_OUT_PAGES, "out_cpu");
+  f->out_gpu = new_memory(t, FX_OUT_PAGES, "out_gpu");
+  if (!f->cpu || !f->in || !f->out_cpu || !f->out_gpu) return false;
+  KILN_EXPECT_OK(t, kiln_device_attach(f->cpu, f->in));
+  KILN_EXPECT_OK(t, kiln_device_attach(f->cpu, f->out_cpu));
+  KILN_EXPECT_OK(t, kiln_device_attach(f->gpu, f->in));
+  KILN_EXPECT_OK(t, kiln_device_attach(f->gpu, f->out_gpu));
+  f->placement = placement;
+  if (placement == KILN_PLACEMENT_RESIDENT) {
+    KILN_EXPECT_OK(t, kiln_device_place(f->gpu, f->in, 0,
+                                        kiln_memory_size(f->in), placement));
+    KILN_EXPECT_OK(t, kiln_device_place(f->gpu, f->out_gpu, 0,
+                                        kiln_memory_size(f->out_gpu),
+                                        placement));
+  }
+  f->rng = 0x2545F491u;
+  return t->failures == 0;
+}
+
+static void fx_close(fx *f) {
+  kiln_device_release(f->gpu);
+  kiln_device_release(f->cpu);
+  kiln_memory_release(f->in);
+  kiln_memory_release(f->out_cpu);
+  kiln_memory_release(f->out_gpu);
+}
+
+static uint64_t bump(uint64_t *top, uint64_t bytes) {
+  uint64_t off = (*top + 255) & ~(uint64_t)255;
+  *top = off + bytes;
+  return off;
+}
+static uint64_t in_alloc(fx *f, uint64_t bytes) {
+  uint64_t off = bump(&f->in_top, bytes);
+  if (f->in_top > kiln_memory_size(f->in)) abort(); /* test layout bug */
+  return off;
+}
+static uint64_t out_alloc(fx *f, uint64_t bytes) {
+  uint64_t off = bump(&f->out_top, bytes);
+  if (f->out_top > kiln_memory_size(f->out_cpu)) abort();
+  return off;
+}
+
+static float frand(fx *f) { /* uniform in [-1, 1) */
+  f->rng ^= f->rng << 13;
+  f->rng ^= f->rng >> 17;
+  f->rng ^= f->rng << 5;
+  return (float)(f->rng >> 8) / (float)(1u << 23) - 1.0f;
+}
+
+static uint8_t *at(kiln_memory *m, uint64_t off) {
+  return kiln_memory_base(m) + off;
+}
+
+/* n random elements of dtype t (Q8_0: n/32 blocks) at m + off. */
+static void fill(fx *f, kiln_memory *m, uint64_t off, kiln_dtype t,
+                 int64_t n) {
+  uint8_t *p = at(m, off);
+  for (int64_t i = 0; i < n; i++) {
+    float v = frand(f);
+    switch (t) {
+      case KILN_DTYPE_F32: memcpy(p + 4 * i, &v, 4); break;
+      case KILN_DTYPE_F16: {
+        uint16_t h = kiln_f32_to_f16(v);
+        memcpy(p + 2 * i, &h, 2);
+        break;
+      }
+      case KILN_DTYPE_BF16: {
+        uint16_t h = kiln_f32_to_bf16(v);
+        memcpy(p + 2 * i, &h, 2);
+        break;
+      }
+      case KILN_DTYPE_I32: {
+        int32_t x = (int32_t)(v * 1000);
+        memcpy(p + 4 * i, &x, 4);
+        break;
+      }
+      case KILN_DTYPE_Q8_0:
+        if (i % 32 == 0) {
+          uint16_t h = kiln_f32_to_f16(0.01f + 0.02f * fabsf(v));
+          memcpy(p + (i / 32) * 34, &h, 2);
+        }
+        p[(i / 32) * 34 + 2 + i % 32] = (uint8_t)(int8_t)(v * 127);
+        break;
+      default: break;
+    }
+  }
+}
+
+static uint64_t bytes_of(kiln_dtype t, int64_t n) {
+  return t == KILN_DTYPE_Q8_0 ? (uint64_t)n / 32 * 34
+                              : (uint64_t)n * kiln_dtype_size(t);
+}
+
+/* A random input tensor, contiguous. */
+static kiln_tensor input(fx *f, kiln_dtype t, uint32_t rank, int64_t s0,
+                         int64_t s1, int64_t s2, int64_t s3) {
+  const int64_t shape[4] = {s0, s1, s2, s3};
+  int64_t n = 1;
+  for (uint32_t k = 0; k < rank; k++) n *= shape[k];
+  uint64_t off = in_alloc(f, bytes_of(t, n));
+  fill(f, f->in, off, t, n);
+  return kiln_tensor_make(f->in, off, t, rank, shape);
+}
+
+/* An output tensor in out_cpu (the gpu twin is made by gpu_twin), filled
+ * with the same random values in both memories when `init`. */
+static kiln_tensor output(fx *f, kiln_dtype t, uint32_t rank, int64_t s0,
+                          int64_t s1, int64_t s2, int64_t s3, bool init) {
+  const int64_t shape[4] = {s0, s1, s2, s3};
+  int64_t n = 1;
+  for (uint32_t k = 0; k < rank; k++) n *= shape[k];
+  uint64_t off = out_alloc(f, bytes_of(t, n));
+  if (init) {
+    fill(f, f->out_cpu, off, t, n);
+    memcpy(at(f->out_gpu, off), at(f->out_cpu, off), bytes_of(t, n));
+  }
+  return kiln_tensor_make(f->out_cpu, off, t, rank, shape);
+}
+
+static kiln_tensor index_tensor(fx *f, int32_t value, uint64_t *off_out) {
+  const int64_t one = 1;
+  uint64_t off = in_alloc(f, 4);
+  memcpy(at(f->in, off), &value, 4);
+  if (off_out) *off_out = off;
+  return kiln_tensor_make(f->in, off, KILN_DTYPE_I32, 1, &one);
+}
+
+static kiln_op gpu_twin(const fx *f, const kiln_op *op) {
+  kiln_op g = *op;
+  kiln_tensor *ts[] = {&g.a, &g.b, &g.c, &g.d, &g.index};
+  for (size_t i = 0; i < 5; i++)
+    if (ts[i]->memory == f->out_cpu) ts[i]->memory = f->out_gpu;
+  return g;
+}
+
+/* ---- comparison ----------------------------------------------------------- */
+
+static float elem(const uint8_t *p, kiln_dtype t, int64_t i) {
+  uint16_t h;
+  switch (t) {
+    case KILN_DTYPE_F32: {
+      float v;
+      memcpy(&v, p + 4 * i, 4);
+      return v;
+    }
+    case KILN_DTYPE_F16: memcpy(&h, p + 2 * i, 2); return kiln_f16_to_f32(h);
+    case KILN_DTYPE_BF16: memcpy(&h, p + 2 * i, 2); return kiln_bf16_to_f32(h);
+    default: return 0;
+  }
+}
+
+/* Elements [0, span) of the output region starting at `out` (both
+ * memories): span covers strided views too. */
+static void expect_close(kiln_test *t, const fx *f, const char *what,
+                         const kiln_tensor *out, double tol) {
+  int64_t span = 1;
+  for (uint32_t k = 0; k < out->rank; k++)
+    span += (out->shape[k] - 1) * out->stride[k];
+  const uint8_t *c = at(f->out_cpu, out->offset), *g = at(f->out_gpu, out->offset);
+  if (out->dtype == KILN_DTYPE_I32) {
+    for (int64_t i = 0; i < span; i++) {
+      int32_t x, y;
+      memcpy(&x, c + 4 * i, 4);
+      memcpy(&y, g + 4 * i, 4);
+      if (x != y) {
+        KILN_EXPECTF(t, false, "%s [%s]: element %lld: cuda %d, cpu %d", what,
+                     kiln_placement_name(f->placement), (long long)i, y, x);
+        return;
+      }
+    }
+    return;
+  }
+  double maxabs = 0, worst = 0;
+  int64_t worst_i = -1;
+  for (int64_t i = 0; i < span; i++)
+    maxabs = fmax(maxabs, fabs(elem(c, out->dtype, i)));
+  for (int64_t i = 0; i < span; i++) {
+    double x = elem(c, out->dtype, i), y = elem(g, out->dtype, i);
+    double d = fabs(x - y), allowed = tol * (fabs(x) + maxabs);
+    if (isnan(x) != isnan(y) || d > allowed) {
+      if (worst_i < 0 || d / (allowed + 1e-30) > worst) {
+        worst = d / (allowed + 1e-30);
+        worst_i = i;
+      }
+    }
+  }
+  if (worst_i >= 0)
+    KILN_EXPECTF(t, false,
+                 "%s [%s]: element %lld: cuda %.8g, cpu %.8g (max|cpu| %.4g, "
+                 "tol %.0e)",
+                 what, kiln_placement_name(f->placement), (long long)worst_i,
+                 (double)elem(g, out->dtype, worst_i),
+                 (double)elem(c, out->dtype, worst_i), maxabs, tol);
+}
+
+/* Runs op on cpu (as given) and cuda (its twin), then compares `out`. */
+static void run_both(kiln_test *t, fx *f, const char *what, const kiln_op *op,
+                     const kiln_tensor *out, double tol) {
+  kiln_op g = gpu_twin(f, op);
+  kiln_status s = kiln_device_submit(f->cpu, op, NULL);
+  if (!s) s = kiln_device_sync(f->cpu, NULL);
+  if (s) {
+    KILN_EXPECTF(t, false, "%s: cpu: %s", what, kiln_status_message(s));
+    kiln_status_free(s);
+    return;
+  }
+  s = kiln_device_submit(f->gpu, &g, NULL);
+  if (!s) s = kiln_device_sync(f->gpu, NULL);
+  if (s) {
+    KILN_EXPECTF(t, false, "%s: cuda: %s", what, kiln_status_message(s));
+    kiln_status_free(s);
+    return;
+  }
+  expect_close(t, f, what, out, tol);
+}
+
+static double tol_for(kiln_dtype t) {
+  return t == KILN_DTYPE_F16 || t == KILN_DTYPE_BF16 ? 1e-2 : 1e-4;
+}
+
+static kiln_op op_of(kiln_op_kind k) {
+  kiln_op op;
+  memset(&op, 0, sizeof op);
+  op.kind = k;
+  op.alpha = 1.0f;
+  return op;
+}
+
+/* ---- every op --------------------------------------------------------------- */
+
+static void ops_gemm(kiln_test *t, fx *f) {
+  static const kiln_dtype types[] = {KILN_DTYPE_F32, KILN_DTYPE_F16,
+                                     KILN_DTYPE_BF16};
+  for (size_t i = 0; i < 3; i++)
+    for (uint32_t flags = 0; flags < 4; flags++) {
+      const int64_t M = 70, N = 90, K = 130;
+      bool ta = flags & KILN_OP_TRANS_A, tb = flags & KILN_OP_TRANS_B;
+      kiln_op op = op_of(KILN_OP_GEMM);
+      op.flags = flags;
+      op.a = ta ? input(f, types[i], 2, K, M, 0, 0)
+                : input(f, types[i], 2, M, K, 0, 0);
+      op.b = tb ? input(f, types[i], 2, N, K, 0, 0)
+                : input(f, types[i], 2, K, N, 0, 0);
+      op.c = output(f, KILN_DTYPE_F32, 2, M, N, 0, 0, true);
+      op.alpha = 0.75f;
+      op.beta = flags == 3 ? 0.5f : 0.0f;
+      char what[64];
+      snprintf(what, sizeof what, "gemm %s flags %u", kiln_dtype_name(types[i]),
+               flags);
+      run_both(t, f, what, &op, &op.c, tol_for(types[i]));
+    }
+  /* Large enough for cuBLAS' tensor-core paths. */
+  kiln_op op = op_of(KILN_OP_GEMM);
+  op.a = input(f, KILN_DTYPE_BF16, 2, 256, 512, 0, 0);
+  op.b = input(f, KILN_DTYPE_BF16, 2, 512, 384, 0, 0);
+  op.c = output(f, KILN_DTYPE_F32, 2, 256, 384, 0, 0, false);
+  run_both(t, f, "gemm bf16 256x384x512", &op, &op.c, 1e-2);
+  op.a = input(f, KILN_DTYPE_F32, 2, 256, 512, 0, 0);
+  op.b = input(f, KILN_DTYPE_F32, 2, 512, 384, 0, 0);
+  op.c = output(f, KILN_DTYPE_F32, 2, 256, 384, 0, 0, false);
+  run_both(t, f, "gemm f32 256x384x512", &op, &op.c, 1e-4);
+}
+
+static void ops_gemv(kiln_test *t, fx *f) {
+  static const kiln_dtype types[] = {KILN_DTYPE_F32, KILN_DTYPE_F16,
+                                     KILN_DTYPE_BF16, KILN_DTYPE_Q8_0};
+  static const int64_t rows[] = {1, 3, 8, 20};
+  for (size_t i = 0; i < 4; i++)
+    for (size_t r = 0; r < 4; r++) {
+      const int64_t N = 300, K = 512, M = rows[r];
+      kiln_op op = op_of(KILN_OP_GEMV);
+      op.a = input(f, types[i], 2, N, K, 0, 0);
+      op.b = input(f, KILN_DTYPE_F32, 2, M, K, 0, 0);
+      op.c = output(f, KILN_DTYPE_F32, 2, M, N, 0, 0, true);
+      op.alpha = 1.5f;
+      op.beta = r == 1 ? -0.5f : 0.0f;
+      char what[64];
+      snprintf(what, sizeof what, "gemv %s M=%lld", kiln_dtype_name(types[i]),
+               (long long)M);
+      run_both(t, f, what, &op, &op.c, tol_for(types[i]));
+    }
+  /* K not a multiple of the vector width: the scalar kernel. */
+  kiln_op op = op_of(KILN_OP_GEMV);
+  op.a = input(f, KILN_DTYPE_BF16, 2, 77, 250, 0, 0);
+  op.b = input(f, KILN_DTYPE_F32, 1, 250, 0, 0, 0);
+  op.c = output(f, KILN_DTYPE_F32, 1, 77, 0, 0, 0, false);
+  run_both(t, f, "gemv bf16 K=250 rank-1 x", &op, &op.c, 1e-2);
+}
+
+static void ops_elementwise(kiln_test *t, fx *f) {
+  const int64_t R = 6, C = 1000;
+  kiln_op_kind bin[] = {KILN_OP_ADD, KILN_OP_MUL};
+  for (int i = 0; i < 2; i++)
+    for (int bc = 0; bc < 2; bc++) {
+      kiln_op op = op_of(bin[i]);
+      op.a = input(f, KILN_DTYPE_F32, 3, 2, R / 2, C, 0);
+      op.b = bc ? input(f, KILN_DTYPE_F32, 1, C, 0, 0, 0)
+                : input(f, KILN_DTYPE_F32, 3, 2, R / 2, C, 0);
+      op.c = output(f, KILN_DTYPE_F32, 3, 2, R / 2, C, 0, false);
+      char what[64];
+      snprintf(what, sizeof what, "%s%s", kiln_op_kind_name(bin[i]),
+               bc ? " (row broadcast)" : "");
+      run_both(t, f, what, &op, &op.c, 1e-4);
+    }
+  kiln_op_kind un[] = {KILN_OP_SCALE, KILN_OP_SILU, KILN_OP_GELU};
+  for (int i = 0; i < 3; i++) {
+    kiln_op op = op_of(un[i]);
+    op.alpha = -2.5f;
+    op.a = input(f, KILN_DTYPE_F32, 2, R, C, 0, 0);
+    op.b = output(f, KILN_DTYPE_F32, 2, R, C, 0, 0, false);
+    run_both(t, f, kiln_op_kind_name(un[i]), &op, &op.b, 1e-4);
+  }
+  kiln_op op = op_of(KILN_OP_SWIGLU);
+  op.a = input(f, KILN_DTYPE_F32, 2, R, C, 0, 0);
+  op.b = input(f, KILN_DTYPE_F32, 2, R, C, 0, 0);
+  op.c = output(f, KILN_DTYPE_F32, 2, R, C, 0, 0, false);
+  run_both(t, f, "swiglu", &op, &op.c, 1e-4);
+}
+
+static void ops_rows(kiln_test *t, fx *f) {
+  kiln_op op = op_of(KILN_OP_RMSNORM);
+  op.a = input(f, KILN_DTYPE_F32, 2, 5, 4096, 0, 0);
+  op.b = input(f, KILN_DTYPE_F32, 1, 4096, 0, 0, 0);
+  op.c = output(f, KILN_DTYPE_F32, 2, 5, 4096, 0, 0, false);
+  op.eps = 1e-5f;
+  run_both(t, f, "rmsnorm", &op, &op.c, 1e-4);
+
+  op = op_of(KILN_OP_SOFTMAX);
+  op.alpha = 3.0f;
+  op.a = input(f, KILN_DTYPE_F32, 2, 7, 3000, 0, 0);
+  op.b = output(f, KILN_DTYPE_F32, 2, 7, 3000, 0, 0, false);
+  run_both(t, f, "softmax", &op, &op.b, 1e-4);
+
+  op = op_of(KILN_OP_SOFTMAX);
+  op.alpha = 0.125f;
+  op.a = input(f, KILN_DTYPE_F32, 3, 3, 2, 40, 0);
+  op.b = output(f, KILN_DTYPE_F32, 3, 3, 2, 40, 0, true);
+  op.index = index_tensor(f, 5, NULL);
+  run_both(t, f, "softmax causal (index)", &op, &op.b, 1e-4);
+
+  op = op_of(KILN_OP_ARGMAX);
+  op.a = input(f, KILN_DTYPE_F32, 2, 9, 32000, 0, 0);
+  op.b = output(f, KILN_DTYPE_I32, 1, 9, 0, 0, 0, false);
+  run_both(t, f, "argmax", &op, &op.b, 0);
+
+  for (int with_index = 0; with_index < 2; with_index++) {
+    const int64_t T = 4, H = 3, D = 128;
+    op = op_of(KILN_OP_ROPE);
+    op.a = input(f, KILN_DTYPE_F32, 3, T, H, D, 0);
+    op.b = output(f, KILN_DTYPE_F32, 3, T, H, D, 0, false);
+    op.c = input(f, KILN_DTYPE_F32, 1, D / 2, 0, 0, 0);
+    float *inv = (float *)at(f->in, op.c.offset);
+    for (int64_t i = 0; i < D / 2; i++)
+      inv[i] = powf(10000.0f, -2.0f * (float)i / (float)D);
+    op.pos = 11;
+    if (with_index) op.index = index_tensor(f, 300, NULL);
+    run_both(t, f, with_index ? "rope (index)" : "rope (pos)", &op, &op.b,
+             1e-4);
+  }
+}
+
+static void ops_copy_gather(kiln_test *t, fx *f) {
+  /* Transposing f32 -> f16 copy: b is a strided view of a [16, 8] buffer. */
+  kiln_op op = op_of(KILN_OP_COPY);
+  op.a = input(f, KILN_DTYPE_F32, 2, 8, 16, 0, 0);
+  op.b = output(f, KILN_DTYPE_F16, 2, 16, 8, 0, 0, false);
+  op.b.shape[0] = 8;
+  op.b.shape[1] = 16;
+  op.b.stride[0] = 1;
+  op.b.stride[1] = 8;
+  run_both(t, f, "copy f32->f16 transposed", &op, &op.b, 1e-2);
+
+  op = op_of(KILN_OP_COPY);
+  op.a = input(f, KILN_DTYPE_Q8_0, 2, 6, 64, 0, 0);
+  op.b = output(f, KILN_DTYPE_F32, 2, 6, 64, 0, 0, false);
+  run_both(t, f, "copy q8_0->f32", &op, &op.b, 1e-4);
+
+  op = op_of(KILN_OP_COPY);
+  op.a = input(f, KILN_DTYPE_I32, 3, 2, 3, 5, 0);
+  op.b = output(f, KILN_DTYPE_I32, 3, 2, 3, 5, 0, false);
+  run_both(t, f, "copy i32", &op, &op.b, 0);
+
+  /* KV-cache append: 2 rows of [Hkv=4, D=64] into a bf16 cache of 10. */
+  op = op_of(KILN_OP_COPY);
+  op.a = input(f, KILN_DTYPE_F32, 3, 2, 4, 64, 0);
+  op.b = output(f, KILN_DTYPE_BF16, 3, 10, 4, 64, 0, true);
+  op.index = index_tensor(f, 7, NULL);
+  run_both(t, f, "copy append (index)", &op, &op.b, 1e-2);
+
+  static const kiln_dtype types[] = {KILN_DTYPE_F32, KILN_DTYPE_BF16,
+                                     KILN_DTYPE_F16, KILN_DTYPE_Q8_0};
+  for (size_t i = 0; i < 4; i++) {
+    op = op_of(KILN_OP_GATHER);
+    op.a = input(f, types[i], 2, 50, 256, 0, 0);
+    op.b = input(f, KILN_DTYPE_I32, 1, 5, 0, 0, 0);
+    int32_t *ids = (int32_t *)at(f->in, op.b.offset);
+    for (int k = 0; k < 5; k++) ids[k] = (k * 17 + 3) % 50;
+    op.c = output(f, KILN_DTYPE_F32, 2, 5, 256, 0, 0, false);
+    char what[64];
+    snprintf(what, sizeof what, "gather %s", kiln_dtype_name(types[i]));
+    run_both(t, f, what, &op, &op.c, 1e-4);
+  }
+
+  op = op_of(KILN_OP_NOP);
+  KILN_EXPECT_OK(t, kiln_device_submit(f->gpu, &op, NULL));
+  KILN_EXPECT_OK(t, kiln_device_sync(f->gpu, NULL));
+}
+
+static void ops_attention(kiln_test *t, fx *f) {
+  static const kiln_dtype types[] = {KILN_DTYPE_F32, KILN_DTYPE_F16,
+                                     KILN_DTYPE_BF16};
+  struct {
+    int64_t T, Hq, Hkv, D, S, pos;
+    bool index;
+  } cases[] = {
+      {1, 8, 2, 64, 300, 200, true},   /* decode, long cache: split */
+      {1, 4, 4, 128, 40, 39, false},   /* decode, last row */
+      {5, 8, 2, 128, 64, 10, true},    /* prefill */
+      {3, 2, 1, 256, 16, 0, false},    /* big heads, from position 0 */
+      {2, 4, 2, 40, 100, 50, true},    /* head size not a warp multiple */
+  };
+  for (size_t c = 0; c < sizeof cases / sizeof *cases; c++)
+    for (size_t i = 0; i < 3; i++) {
+      kiln_op op = op_of(KILN_OP_ATTENTION);
+      op.a = input(f, KILN_DTYPE_F32, 3, cases[c].T, cases[c].Hq, cases[c].D, 0);
+      op.b = input(f, types[i], 3, cases[c].S, cases[c].Hkv, cases[c].D, 0);
+      op.c = input(f, types[i], 3, cases[c].S, cases[c].Hkv, cases[c].D, 0);
+      op.d = output(f, KILN_DTYPE_F32, 3, cases[c].T, cases[c].Hq, cases[c].D,
+                    0, false);
+      op.alpha = 1.0f / sqrtf((float)cases[c].D);
+      if (cases[c].index)
+        op.index = index_tensor(f, (int32_t)cases[c].pos, NULL);
+      else
+        op.pos = cases[c].pos;
+      char what[96];
+      snprintf(what, sizeof what, "attention %s T=%lld Hq=%lld Hkv=%lld D=%lld S=%lld",
+               kiln_dtype_name(types[i]), (long long)cases[c].T,
+               (long long)cases[c].Hq, (long long)cases[c].Hkv,
+               (long long)cases[c].D, (long long)cases[c].S);
+      run_both(t, f, what, &op, &op.d, tol_for(types[i]));
+    }
+}
+
+static void every_op(kiln_test *t, kiln_placement p) {
+  fx f;
+  if (!fx_open(t, &f, p)) {
+    if (f.gpu) fx_close(&f);
+    return;
+  }
+  ops_gemm(t, &f);
+  ops_gemv(t, &f);
+  ops_elementwise(t, &f);
+  ops_rows(t, &f);
+  ops_copy_gather(t, &f);
+  ops_attention(t, &f);
+  fx_close(&f);
+}
+
+static void test_every_op_mapped(kiln_test *t) {
+  every_op(t, KILN_PLACEMENT_MAPPED);
+}
+static void test_every_op_resident(kiln_test *t) {
+  every_op(t, KILN_PLACEMENT_RESIDENT);
+}
+
+/* MAPPED: the device address is the host address (pointer identity). */
+static void test_mapped_pointer_identity(kiln_test *t) {
+  fx f;
+  if (!fx_open(t, &f, KILN_PLACEMENT_MAPPED)) {
+    if (f.gpu) fx_close(&f);
+    return;
+  }
+  uint64_t addr = 0;
+  KILN_EXPECT_OK(t, kiln_device_address(f.gpu, f.in, 4096, &addr));
+  KILN_EXPECT(t, addr == (uint64_t)(uintptr_t)(kiln_memory_base(f.in) + 4096));
+  KILN_EXPECT(t, kiln_device_placement(f.gpu, f.in, 0) == KILN_PLACEMENT_MAPPED);
+  fx_close(&f);
+}
+
+/* ---- programs (CUDA graphs) ------------------------------------------------- */
+
+/* One decode step as a program: append k and v rows at index, rotate q at
+ * index, attend. Recorded once (a CUDA graph on cuda), replayed with the
+ * index and the inputs changing between submits. */
+static void graph_replay(kiln_test *t, kiln_placement p) {
+  fx f;
+  if (!fx_open(t, &f, p)) {
+    if (f.gpu) fx_close(&f);
+    return;
+  }
+  const int64_t S = 64, Hq = 8, Hkv = 2, D = 64;
+  uint64_t idx_off;
+  kiln_tensor index = index_tensor(&f, 0, &idx_off);
+  kiln_tensor x = input(&f, KILN_DTYPE_F32, 3, 1, Hkv, D, 0);
+  kiln_tensor q = input(&f, KILN_DTYPE_F32, 3, 1, Hq, D, 0);
+  kiln_tensor inv = input(&f, KILN_DTYPE_F32, 1, D / 2, 0, 0, 0);
+  float *iv = (float *)at(f.in, inv.offset);
+  for (int64_t i = 0; i < D / 2; i++)
+    iv[i] = powf(10000.0f, -2.0f * (float)i / (float)D);
+  kiln_tensor kc = output(&f, KILN_DTYPE_BF16, 3, S, Hkv, D, 0, true);
+  kiln_tensor vc = output(&f, KILN_DTYPE_BF16, 3, S, Hkv, D, 0, true);
+  kiln_tensor qr = output(&f, KILN_DTYPE_F32, 3, 1, Hq, D, 0, false);
+  kiln_tensor o = output(&f, KILN_DTYPE_F32, 3, 1, Hq, D, 0, false);
+  kiln_op ops[4];
+  ops[0] = op_of(KILN_OP_COPY);
+  ops[0].a = x;
+  ops[0].b = kc;
+  ops[0].index = index;
+  ops[1] = ops[0];
+  ops[1].b = vc;
+  ops[2] = op_of(KILN_OP_ROPE);
+  ops[2].a = q;
+  ops[2].b = qr;
+  ops[2].c = inv;
+  ops[2].index = index;
+  ops[3] = op_of(KILN_OP_ATTENTION);
+  ops[3].a = qr;
+  ops[3].b = kc;
+  ops[3].c = vc;
+  ops[3].d = o;
+  ops[3].index = index;
+  ops[3].alpha = 0.125f;
+  kiln_program *pc = NULL, *pg = NULL;
+  KILN_EXPECT_OK(t, kiln_program_create(f.cpu, &pc));
+  KILN_EXPECT_OK(t, kiln_program_create(f.gpu, &pg));
+  if (!pc || !pg) goto out;
+  for (int i = 0; i < 4; i++) {
+    kiln_op g = gpu_twin(&f, &ops[i]);
+    KILN_EXPECT_OK(t, kiln_program_add(pc, &ops[i]));
+    KILN_EXPECT_OK(t, kiln_program_add(pg, &g));
+  }
+  for (int step = 0; step < 6; step++) {
+    int32_t pos = 3 + 9 * step;
+    memcpy(at(f.in, idx_off), &pos, 4);
+    fill(&f, f.in, x.offset, KILN_DTYPE_F32, Hkv * D);
+    fill(&f, f.in, q.offset, KILN_DTYPE_F32, Hq * D);
+    KILN_EXPECT_OK(t, kiln_device_submit_program(f.cpu, pc, NULL));
+    KILN_EXPECT_OK(t, kiln_device_sync(f.cpu, NULL));
+    KILN_EXPECT_OK(t, kiln_device_submit_program(f.gpu, pg, NULL));
+    KILN_EXPECT_OK(t, kiln_device_sync(f.gpu, NULL));
+    char what[64];
+    snprintf(what, sizeof what, "program step %d (pos %d): out", step, pos);
+    expect_close(t, &f, what, &o, 1e-2);
+    snprintf(what, sizeof what, "program step %d (pos %d): k cache", step, pos);
+    expect_close(t, &f, what, &kc, 1e-2);
+  }
+out:
+  kiln_program_release(pc);
+  kiln_program_release(pg);
+  fx_close(&f);
+}
+
+static void test_graph_replay_mapped(kiln_test *t) {
+  graph_replay(t, KILN_PLACEMENT_MAPPED);
+}
+static void test_graph_replay_resident(kiln_test *t) {
+  graph_replay(t, KILN_PLACEMENT_RESIDENT);
+}
+
+/* ---- device-side failures ----------------------------------------------------- */
+
+/* A bad value read on the device fails the op at sync (OUT_OF_RANGE);
+ * nothing outside the operands is touched, the context stays healthy, and
+ * the next valid op gives the right answer. */
+static void test_device_errors_then_valid_op(kiln_test *t) {
+  fx f;
+  if (!fx_open(t, &f, KILN_PLACEMENT_MAPPED)) {
+    if (f.gpu) fx_close(&f);
+    return;
+  }
+  kiln_op bad[3];
+  bad[0] = op_of(KILN_OP_COPY); /* rows 9, 10 of a cache of 10 */
+  bad[0].a = input(&f, KILN_DTYPE_F32, 3, 2, 2, 32, 0);
+  bad[0].b = output(&f, KILN_DTYPE_F32, 3, 10, 2, 32, 0, false);
+  bad[0].index = index_tensor(&f, 9, NULL);
+  bad[1] = op_of(KILN_OP_GATHER); /* id 50 of a 50-row table */
+  bad[1].a = input(&f, KILN_DTYPE_F32, 2, 50, 64, 0, 0);
+  bad[1].b = input(&f, KILN_DTYPE_I32, 1, 3, 0, 0, 0);
+  int32_t *ids = (int32_t *)at(f.in, bad[1].b.offset);
+  ids[0] = 1, ids[1] = 50, ids[2] = -7;
+  bad[1].c = output(&f, KILN_DTYPE_F32, 2, 3, 64, 0, 0, false);
+  bad[2] = op_of(KILN_OP_ATTENTION); /* position 16 in a cache of 16 */
+  bad[2].a = input(&f, KILN_DTYPE_F32, 3, 1, 2, 32, 0);
+  bad[2].b = input(&f, KILN_DTYPE_F32, 3, 16, 1, 32, 0);
+  bad[2].c = input(&f, KILN_DTYPE_F32, 3, 16, 1, 32, 0);
+  bad[2].d = output(&f, KILN_DTYPE_F32, 3, 1, 2, 32, 0, false);
+  bad[2].index = index_tensor(&f, 16, NULL);
+  for (int i = 0; i < 3; i++) {
+    kiln_op g = gpu_twin(&f, &bad[i]);
+    KILN_EXPECT_OK(t, kiln_device_submit(f.gpu, &g, NULL));
+    kiln_status s = kiln_device_sync(f.gpu, NULL);
+    KILN_EXPECTF(t, kiln_status_code(s) == KILN_CODE_OUT_OF_RANGE,
+                 "bad %s: expected OUT_OF_RANGE at sync, got %s: %s",
+                 kiln_op_kind_name(bad[i].kind),
+                 kiln_code_name(kiln_status_code(s)), kiln_status_message(s));
+    kiln_status_free(s);
+    /* Reported once: the next sync is clean. */
+    KILN_EXPECT_OK(t, kiln_device_sync(f.gpu, NULL));
+    kiln_op ok = op_of(KILN_OP_ADD);
+    ok.a = input(&f, KILN_DTYPE_F32, 2, 3, 100, 0, 0);
+    ok.b = input(&f, KILN_DTYPE_F32, 1, 100, 0, 0, 0);
+    ok.c = output(&f, KILN_DTYPE_F32, 2, 3, 100, 0, 0, false);
+    run_both(t, &f, "add after a device-side failure", &ok, &ok.c, 1e-4);
+  }
+  fx_close(&f);
+}
+
+/* ---- without a GPU (CI) ------------------------------------------------------- */
+
+static void test_no_gpu_fallback(kiln_test *t) {
+  kiln_device_options o;
+  kiln_device_options_init(&o);
+  o.spec = "cuda";
+  kiln_device *d = NULL;
+  kiln_status s = kiln_device_open(&o, &d);
+  kiln_device *a = NULL;
+  o.spec = "auto";
+  KILN_EXPECT_OK(t, kiln_device_open(&o, &a));
+  if (!s) {
+    printf("  cuda: %s\n", kiln_device_describe(d));
+    KILN_EXPECT(t, kiln_device_kind_of(d) == KILN_DEVICE_CUDA);
+    if (a) {
+      printf("  auto: %s\n", kiln_device_describe(a));
+      KILN_EXPECT(t, kiln_device_kind_of(a) == KILN_DEVICE_CUDA);
+    }
+    kiln_device_release(d);
+  } else {
+    const char *why = kiln_status_message(s);
+    printf("  cuda: UNAVAILABLE: %s\n", why);
+    KILN_EXPECT(t, kiln_status_code(s) == KILN_CODE_UNAVAILABLE);
+    KILN_EXPECT(t, why[0] && !strchr(why, '\n'));
+    KILN_EXPECT(t, d == NULL);
+    if (a) {
+      printf("  auto: %s\n", kiln_device_describe(a));
+      KILN_EXPECT(t, kiln_device_kind_of(a) == KILN_DEVICE_CPU);
+      KILN_EXPECTF(t, strstr(kiln_device_describe(a), "auto: ") &&
+                          strstr(kiln_device_describe(a), why),
+                   "auto does not say why it chose the cpu: '%s'",
+                   kiln_device_describe(a));
+    }
+    kiln_status_free(s);
+    o.spec = "cuda:3";
+    KILN_EXPECT_CODE(t, KILN_CODE_UNAVAILABLE, kiln_device_open(&o, &d));
+  }
+  kiln_device_release(a);
+}
+
+/* ---- bandwidth of the decode GEMV (printed, not asserted) ----------------------- */
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void test_gemv_bandwidth(kiln_test *t) {
+  kiln_device *gpu = open_gpu();
+  if (!gpu) {
+    KILN_TEST_SKIP(t, "%s", g_skip);
+    return;
+  }
+  if (kiln_device_kind_of(gpu) != KILN_DEVICE_CUDA) {
+    KILN_TEST_SKIP(t, "not a GPU: %s", kiln_device_describe(gpu));
+    kiln_device_release(gpu);
+    return;
+  }
+  const int64_t N = 8192, K = 8192;
+  static const kiln_dtype types[] = {KILN_DTYPE_BF16, KILN_DTYPE_F32,
+                                     KILN_DTYPE_Q8_0};
+  kiln_memory *m = new_memory(t, 4200, "weights"); /* 275 MB */
+  if (!m) goto out;
+  KILN_EXPECT_OK(t, kiln_device_attach(gpu, m));
+  KILN_EXPECT_OK(t, kiln_device_place(gpu, m, 0, kiln_memory_size(m),
+                                      KILN_PLACEMENT_RESIDENT));
+  for (size_t i = 0; i < 3; i++) {
+    uint64_t wbytes = bytes_of(types[i], N * K);
+    const int64_t ws[2] = {N, K}, xs[2] = {1, K}, ys[2] = {1, N};
+    uint64_t xoff = (wbytes + 4095) & ~(uint64_t)4095, yoff = xoff + K * 4;
+    uint8_t *base = kiln_memory_base(m);
+    for (uint64_t b = 0; b < wbytes; b += 2) base[b] = (uint8_t)(b * 7), base[b + 1] = 0x3c;
+    for (int64_t k = 0; k < K; k++) ((float *)(base + xoff))[k] = 1.0f / (float)(k + 1);
+    kiln_op op = op_of(KILN_OP_GEMV);
+    op.a = kiln_tensor_make(m, 0, types[i], 2, ws);
+    op.b = kiln_tensor_make(m, xoff, KILN_DTYPE_F32, 2, xs);
+    op.c = kiln_tensor_make(m, yoff, KILN_DTYPE_F32, 2, ys);
+    KILN_EXPECT_OK(t, kiln_device_submit(gpu, &op, NULL)); /* upload, warm */
+    KILN_EXPECT_OK(t, kiln_device_sync(gpu, NULL));
+    kiln_program *p = NULL;
+    KILN_EXPECT_OK(t, kiln_program_create(gpu, &p));
+    for (int r = 0; r < 10 && p; r++) KILN_EXPECT_OK(t, kiln_program_add(p, &op));
+    if (p) KILN_EXPECT_OK(t, kiln_device_submit_program(gpu, p, NULL));
+    KILN_EXPECT_OK(t, kiln_device_sync(gpu, NULL));
+    const int reps = 20;
+    double t0 = now_s();
+    for (int r = 0; r < reps && p; r++)
+      KILN_EXPECT_OK(t, kiln_device_submit_program(gpu, p, NULL));
+    KILN_EXPECT_OK(t, kiln_device_sync(gpu, NULL));
+    double dt = (now_s() - t0) / (reps * 10);
+    printf("  gemv %s %lldx%lld (M=1), resident, graph of 10: %.1f us/op, "
+           "%.0f GB/s of weights\n",
+           kiln_dtype_name(types[i]), (long long)N, (long long)K, dt * 1e6,
+           wbytes / dt / 1e9);
+    kiln_program_release(p);
+  }
+  kiln_device_detach(gpu, m);
+  kiln_memory_release(m);
+out:
+  kiln_device_release(gpu);
+}
+
+KILN_TEST_MAIN(test_no_gpu_fallback, test_mapped_pointer_identity,
+               test_every_op_mapped, test_every_op_resident,
+               test_graph_replay_mapped, test_graph_replay_resident,
+               test_device_errors_then_valid_op, test_gemv_bandwidth)
