@@ -14,15 +14,16 @@
  * 3. The cache hit path: kiln_module_load of a cached module (hash the
  *    bytes, parse and validate, look the entry up and check the artifact's
  *    hash, dlopen), with its parts timed on their own.
- * 4. Compile time of guests/bench/interp.c (a ~1000-line C program): clang
- *    to wasm32-wasi, then kiln's wasm2c + cc on a cold cache, by stage.
+ * 4. Compile time of guests/bench/interp.c (a bytecode interpreter, 1350
+ *    lines of C): clang to wasm32-wasi, then kiln's wasm2c + cc on a cold
+ *    cache, by stage, at cc -O2 (the default), -O1 and -O0.
+ * 5. Peers: wasmtime from PyPI on the same guests (bench/peers/), when
+ *    installed; KILN_BENCH_PEERS=0 skips it.
  *
  * The persistent cache is private to the benchmarks: $KILN_CACHE_DIR (set
  * by scripts/bench.sh to build/bench/cache), else KILN_BENCH_DIR/cache.
  * Cold-cache compiles use fresh folders under KILN_BENCH_DIR, removed after.
- *
- * 5. Peers: wasmtime from PyPI on the same guests (bench/peers/), when
- *    installed; KILN_BENCH_PEERS=0 skips it.
+ * KILN_CC, when set, is the C compiler of every engine made here.
  *
  * Usage: bench_engine [--quick] [--json PATH] */
 #define _GNU_SOURCE
@@ -473,6 +474,8 @@ static void bench_calls(bench_report *r) {
        "loop_import_generic", "kiln_host_func.generic (kiln_val arrays)"},
       {"call.g2g.indirect", "guest loop, call_indirect to a guest function",
        "loop_indirect", "for reference: guest to guest"},
+      {"call.g2g.direct", "guest loop, direct call to a guest function", "loop_guest",
+       "cc inlines the callee and folds the loop"},
   };
   for (size_t i = 0; i < sizeof loops / sizeof loops[0]; i++) {
     CHECK(kiln_instance_func(c.inst, loops[i].export, &c.loop));
@@ -811,7 +814,6 @@ int main(int argc, char **argv) {
   guest_path(cfg.calls, "bench_calls");
   guest_path(cfg.interp, "bench_interp");
   guest_path(cfg.big, "bench_big");
-  /* KILN_CC, when set, picks the compiler for every engine made here. */
 
   /* Everything measured in new processes runs first, while this process has
    * not mapped any of the modules. */

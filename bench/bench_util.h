@@ -408,8 +408,8 @@ __attribute__((format(printf, 6, 7))) static inline void bench_add(
   row->p99 = s.p99;
   if (s.iterations > 1) {
     double it = (double)s.iterations;
-    const char *k = it >= 1e6 ? "M" : it >= 1e3 ? "k" : "";
-    double v = it >= 1e6 ? it / 1e6 : it >= 1e3 ? it / 1e3 : it;
+    const char *k = it >= 1e9 ? "G" : it >= 1e6 ? "M" : it >= 1e3 ? "k" : "";
+    double v = it >= 1e9 ? it / 1e9 : it >= 1e6 ? it / 1e6 : it >= 1e3 ? it / 1e3 : it;
     snprintf(row->samples, sizeof row->samples, "%d x %.3g%s", s.n, v, k);
   } else {
     snprintf(row->samples, sizeof row->samples, "%d", s.n);

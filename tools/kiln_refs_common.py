@@ -84,7 +84,7 @@ def gpt2_bpe(vocab_size=320):
 SPM_SPECIALS = ["<unk>", "<s>", "</s>"]
 
 
-def spm_bpe(vocab_size=400, metaspace=False):
+def spm_bpe(vocab_size=560, metaspace=False):
     """Llama 2 layout: sentencepiece-style BPE with byte fallback. The legacy
     form normalizes (Prepend ▁, Replace ' ' -> ▁); the newer form uses the
     Metaspace pre-tokenizer (prepend_scheme first, no split)."""

@@ -105,7 +105,7 @@ def main():
         "Cranelift; compare call.g2g.indirect", it)
     s, it = per_iter(loop("loop_guest"), target, samples)
     add("peer.wasmtime.g2g.direct", "wasmtime: guest loop, direct call", "ns", s,
-        "kiln's cc folds this loop away", it)
+        "compare call.g2g.direct", it)
     s, it = per_iter(loop("loop_import"), target, samples)
     add("peer.wasmtime.g2h.python", "wasmtime: guest loop calling a Python host function",
         "ns", s, "a Python embedder's guest-to-host call", it)

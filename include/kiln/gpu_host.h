@@ -102,8 +102,28 @@ kiln_status kiln_gpu_define(kiln_linker *l, kiln_gpu_session *s);
 /* Whether module `m` imports anything from "kiln_gpu". */
 bool kiln_gpu_module_uses(const kiln_module *m);
 
-/* The message of the session's last failed guest call ("" when none). */
+/* The message of the session's last failed call ("" when none). Read it
+ * from the thread that uses the session. */
 const char *kiln_gpu_session_last_error(const kiln_gpu_session *s);
+
+/* The guest calls, made by the host: the same translation and checks (and
+ * the same codes: 0, a handle, or a negative KILN_GPU_E_*), with no Wasm
+ * boundary. For a native twin of a guest (the same op lists run natively,
+ * to measure what the boundary costs) and for tests. `op` has the layout
+ * of sdk/kiln_gpu.h's kiln_gpu_op (472 bytes, copied before use); handle 0
+ * is the memory bound with kiln_gpu_session_bind_memory. */
+struct kiln_gpu_op;
+int32_t kiln_gpu_session_submit_op(kiln_gpu_session *s,
+                                   const struct kiln_gpu_op *op);
+int32_t kiln_gpu_session_sync(kiln_gpu_session *s);
+int32_t kiln_gpu_session_place(kiln_gpu_session *s, uint32_t mem,
+                               uint64_t offset, uint64_t length,
+                               uint32_t placement);
+int32_t kiln_gpu_session_program_begin(kiln_gpu_session *s);
+int32_t kiln_gpu_session_program_end(kiln_gpu_session *s);
+int32_t kiln_gpu_session_program_submit(kiln_gpu_session *s, int32_t h);
+int32_t kiln_gpu_session_program_free(kiln_gpu_session *s, int32_t h);
+int32_t kiln_gpu_session_memory_lookup(kiln_gpu_session *s, const char *name);
 
 /* Guest error code (KILN_GPU_E_*, negative) for a kiln status code. */
 int32_t kiln_gpu_error_code(kiln_code code);

@@ -14,6 +14,7 @@
 #include "kiln/engine.h"
 #include "kiln/gpu_host.h"
 #include "kiln/wasi.h"
+#include "cli/generate.h"
 
 /* Exit codes besides the guest's own (proc_exit). */
 enum {
@@ -30,6 +31,8 @@ static void usage(FILE *f) {
           "commands:\n"
           "  run [options] MODULE.wasm [ARGS...]   run a WASI command or call "
           "an export\n"
+          "  generate [options]                     generate text with an LLM "
+          "(see generate --help)\n"
           "  compile [options] MODULE.wasm          compile into the cache "
           "(or -o FILE)\n"
           "  inspect MODULE.wasm                    list imports, exports and "
@@ -47,8 +50,9 @@ static void usage(FILE *f) {
           "_start\n"
           "  --device SPEC         device for kiln_gpu imports: auto, cpu, "
           "cuda or cuda:N\n"
-          "                        (default auto; the choice is printed to "
-          "stderr)\n"
+          "                        (auto when the module imports kiln_gpu; "
+          "printed to stderr\n"
+          "                        when given or with -v)\n"
           "  -v, --verbose         say more on stderr (e.g. the device "
           "chosen)\n"
           "common options:\n"
@@ -566,6 +570,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "run")) return cmd_run(argc - 2, argv + 2);
   if (!strcmp(cmd, "compile")) return cmd_compile(argc - 2, argv + 2);
   if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
+  if (!strcmp(cmd, "generate")) return cmd_generate(argc - 2, argv + 2);
   if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
     printf("kiln %s\n", KILN_VERSION);
     return 0;

@@ -381,11 +381,13 @@ static int32_t enter(kiln_caller *c, kiln_gpu_session **out_s,
   if (m != s->guest_memory) {
     kiln_status st = bind_locked(s, m);
     if (st) {
-      int32_t r = kiln_status_code(st) == KILN_CODE_FAILED_PRECONDITION
-                      ? GPU_E_HANDLE
-                      : kiln_gpu_error_code(kiln_status_code(st));
-      fail(s, r, "%s: the calling instance's memory is not this session's "
-                 "(%s)", call, kiln_status_message(st));
+      bool foreign = kiln_status_code(st) == KILN_CODE_FAILED_PRECONDITION;
+      int32_t r = foreign ? GPU_E_HANDLE
+                          : kiln_gpu_error_code(kiln_status_code(st));
+      fail(s, r, "%s: %s (%s)", call,
+           foreign ? "the calling instance's memory is not this session's"
+                   : "attaching the calling instance's memory",
+           kiln_status_message(st));
       kiln_status_free(st);
       pthread_mutex_unlock(&s->lock);
       return r;
@@ -495,6 +497,61 @@ static int32_t op_in(kiln_gpu_session *s, const guest_op *g, kiln_op *op,
   return GPU_OK;
 }
 
+/* The calls below with a `do_` prefix are the work of one import once its
+ * pointer arguments are copied in: shared by the guest imports and the
+ * host-side API (kiln_gpu_session_submit_op, ...). Session lock held. */
+
+/* *g is the caller's private copy. */
+static int32_t do_submit(kiln_gpu_session *s, const guest_op *g) {
+  kiln_op op;
+  int32_t r = op_in(s, g, &op, "submit");
+  if (r) return r;
+  if (s->recording) {
+    if (s->recording_ops >= s->opts.max_program_ops)
+      return fail(s, GPU_E_RESOURCE, "submit: a program holds at most %u ops",
+                  s->opts.max_program_ops);
+    kiln_status st = kiln_program_add(s->recording, &op);
+    if (st) return fail_status(s, "submit (recording)", st);
+    s->recording_ops++;
+    return GPU_OK;
+  }
+  kiln_transfer_report rep = {0};
+  kiln_status st = kiln_device_submit(s->device, &op, &rep);
+  if (st) return fail_status(s, "submit", st);
+  s->last_op = rep;
+  return GPU_OK;
+}
+
+static int32_t do_sync(kiln_gpu_session *s) {
+  kiln_transfer_report rep = {0};
+  kiln_status st = kiln_device_sync(s->device, &rep);
+  s->last_sync = rep;
+  if (st) {
+    /* Everything sync reports was raised while ops ran. */
+    fail_status(s, "sync", st);
+    return GPU_E_DEVICE;
+  }
+  return GPU_OK;
+}
+
+static int32_t do_place(kiln_gpu_session *s, uint32_t mem, uint64_t offset,
+                        uint64_t length, uint32_t placement) {
+  kiln_memory *target = memory_of(s, mem);
+  if (!target)
+    return fail(s, GPU_E_HANDLE,
+                "place: no memory with handle %u in this session", mem);
+  if (placement != KILN_PLACEMENT_MAPPED &&
+      placement != KILN_PLACEMENT_RESIDENT)
+    return fail(s, GPU_E_INVALID, "place: unknown placement %u", placement);
+  if (!kiln_memory_range_or_null(target, offset, length))
+    return fail(s, GPU_E_RANGE, "place: [%llu, +%llu) is outside memory %u",
+                (unsigned long long)offset, (unsigned long long)length, mem);
+  kiln_status st = kiln_device_place(s->device, target, offset, length,
+                                     (kiln_placement)placement);
+  if (st) return fail_status(s, "place", st);
+  return GPU_OK;
+}
+
 static uint32_t host_submit(kiln_caller *c, uint32_t op_ptr) {
   kiln_gpu_session *s;
   kiln_memory *m;
@@ -505,23 +562,7 @@ static uint32_t host_submit(kiln_caller *c, uint32_t op_ptr) {
     return leave(s, fail(s, GPU_E_FAULT,
                          "submit: op struct at %u (%zu bytes) is outside "
                          "guest memory", op_ptr, sizeof g));
-  kiln_op op;
-  if ((r = op_in(s, &g, &op, "submit"))) return leave(s, r);
-  if (s->recording) {
-    if (s->recording_ops >= s->opts.max_program_ops)
-      return leave(s, fail(s, GPU_E_RESOURCE,
-                           "submit: a program holds at most %u ops",
-                           s->opts.max_program_ops));
-    kiln_status st = kiln_program_add(s->recording, &op);
-    if (st) return leave(s, fail_status(s, "submit (recording)", st));
-    s->recording_ops++;
-    return leave(s, GPU_OK);
-  }
-  kiln_transfer_report rep = {0};
-  kiln_status st = kiln_device_submit(s->device, &op, &rep);
-  if (st) return leave(s, fail_status(s, "submit", st));
-  s->last_op = rep;
-  return leave(s, GPU_OK);
+  return leave(s, do_submit(s, &g));
 }
 
 static uint32_t host_sync(kiln_caller *c) {
@@ -529,15 +570,7 @@ static uint32_t host_sync(kiln_caller *c) {
   kiln_memory *m;
   int32_t r = enter(c, &s, &m, "sync");
   if (r) return (uint32_t)r;
-  kiln_transfer_report rep = {0};
-  kiln_status st = kiln_device_sync(s->device, &rep);
-  s->last_sync = rep;
-  if (st) {
-    /* Everything sync reports was raised while ops ran. */
-    fail_status(s, "sync", st);
-    return leave(s, GPU_E_DEVICE);
-  }
-  return leave(s, GPU_OK);
+  return leave(s, do_sync(s));
 }
 
 static uint32_t host_place(kiln_caller *c, uint32_t mem, uint64_t offset,
@@ -546,24 +579,7 @@ static uint32_t host_place(kiln_caller *c, uint32_t mem, uint64_t offset,
   kiln_memory *m;
   int32_t r = enter(c, &s, &m, "place");
   if (r) return (uint32_t)r;
-  kiln_memory *target = memory_of(s, mem);
-  if (!target)
-    return leave(s, fail(s, GPU_E_HANDLE,
-                         "place: no memory with handle %u in this session",
-                         mem));
-  if (placement != KILN_PLACEMENT_MAPPED &&
-      placement != KILN_PLACEMENT_RESIDENT)
-    return leave(s, fail(s, GPU_E_INVALID, "place: unknown placement %u",
-                         placement));
-  if (!kiln_memory_range_or_null(target, offset, length))
-    return leave(s, fail(s, GPU_E_RANGE,
-                         "place: [%llu, +%llu) is outside memory %u",
-                         (unsigned long long)offset,
-                         (unsigned long long)length, mem));
-  kiln_status st = kiln_device_place(s->device, target, offset, length,
-                                     (kiln_placement)placement);
-  if (st) return leave(s, fail_status(s, "place", st));
-  return leave(s, GPU_OK);
+  return leave(s, do_place(s, mem, offset, length, placement));
 }
 
 static uint32_t host_placement(kiln_caller *c, uint32_t mem, uint64_t offset) {
@@ -610,40 +626,29 @@ static uint32_t host_address(kiln_caller *c, uint32_t mem, uint64_t offset,
   return leave(s, GPU_OK);
 }
 
-static uint32_t host_program_begin(kiln_caller *c) {
-  kiln_gpu_session *s;
-  kiln_memory *m;
-  int32_t r = enter(c, &s, &m, "program_begin");
-  if (r) return (uint32_t)r;
+static int32_t do_program_begin(kiln_gpu_session *s) {
   if (s->recording)
-    return leave(s, fail(s, GPU_E_STATE,
-                         "program_begin: already recording a program"));
+    return fail(s, GPU_E_STATE, "program_begin: already recording a program");
   kiln_status st = kiln_program_create(s->device, &s->recording);
   if (st) {
     s->recording = NULL;
-    return leave(s, fail_status(s, "program_begin", st));
+    return fail_status(s, "program_begin", st);
   }
   s->recording_ops = 0;
-  return leave(s, GPU_OK);
+  return GPU_OK;
 }
 
-static uint32_t host_program_end(kiln_caller *c) {
-  kiln_gpu_session *s;
-  kiln_memory *m;
-  int32_t r = enter(c, &s, &m, "program_end");
-  if (r) return (uint32_t)r;
+static int32_t do_program_end(kiln_gpu_session *s) {
   if (!s->recording)
-    return leave(s, fail(s, GPU_E_STATE,
-                         "program_end: no program_begin before it"));
+    return fail(s, GPU_E_STATE, "program_end: no program_begin before it");
   uint32_t slot = 0;
   while (slot < s->programs_cap && s->programs[slot]) slot++;
   if (slot == s->programs_cap) {
     if (s->programs_cap >= s->opts.max_programs) {
       kiln_program_release(s->recording);
       s->recording = NULL;
-      return leave(s, fail(s, GPU_E_RESOURCE,
-                           "program_end: at most %u live programs",
-                           s->opts.max_programs));
+      return fail(s, GPU_E_RESOURCE, "program_end: at most %u live programs",
+                  s->opts.max_programs);
     }
     uint32_t cap = s->programs_cap ? 2 * s->programs_cap : 8;
     if (cap > s->opts.max_programs) cap = s->opts.max_programs;
@@ -651,7 +656,7 @@ static uint32_t host_program_end(kiln_caller *c) {
     if (!p) {
       kiln_program_release(s->recording);
       s->recording = NULL;
-      return leave(s, fail(s, GPU_E_RESOURCE, "program_end: out of memory"));
+      return fail(s, GPU_E_RESOURCE, "program_end: out of memory");
     }
     for (uint32_t i = s->programs_cap; i < cap; i++) p[i] = NULL;
     s->programs = p;
@@ -659,7 +664,7 @@ static uint32_t host_program_end(kiln_caller *c) {
   }
   s->programs[slot] = s->recording;
   s->recording = NULL;
-  return leave(s, (int32_t)(slot + 1));
+  return (int32_t)(slot + 1);
 }
 
 static kiln_program *program_of(kiln_gpu_session *s, uint32_t h) {
@@ -667,23 +672,57 @@ static kiln_program *program_of(kiln_gpu_session *s, uint32_t h) {
   return s->programs[h - 1];
 }
 
+static int32_t do_program_submit(kiln_gpu_session *s, uint32_t h) {
+  kiln_program *p = program_of(s, h);
+  if (!p)
+    return fail(s, GPU_E_HANDLE, "program_submit: no program %d", (int32_t)h);
+  if (s->recording)
+    return fail(s, GPU_E_STATE,
+                "program_submit: not while recording a program");
+  kiln_transfer_report rep = {0};
+  kiln_status st = kiln_device_submit_program(s->device, p, &rep);
+  if (st) return fail_status(s, "program_submit", st);
+  s->last_op = rep;
+  return GPU_OK;
+}
+
+static int32_t do_program_free(kiln_gpu_session *s, uint32_t h) {
+  kiln_program *p = program_of(s, h);
+  if (!p)
+    return fail(s, GPU_E_HANDLE, "program_free: no program %d", (int32_t)h);
+  /* A submitted program may still be running: let it finish. */
+  kiln_status st = kiln_device_sync(s->device, &s->last_sync);
+  s->programs[h - 1] = NULL;
+  kiln_program_release(p);
+  if (st) {
+    fail_status(s, "program_free (sync)", st);
+    return GPU_E_DEVICE;
+  }
+  return GPU_OK;
+}
+
+static uint32_t host_program_begin(kiln_caller *c) {
+  kiln_gpu_session *s;
+  kiln_memory *m;
+  int32_t r = enter(c, &s, &m, "program_begin");
+  if (r) return (uint32_t)r;
+  return leave(s, do_program_begin(s));
+}
+
+static uint32_t host_program_end(kiln_caller *c) {
+  kiln_gpu_session *s;
+  kiln_memory *m;
+  int32_t r = enter(c, &s, &m, "program_end");
+  if (r) return (uint32_t)r;
+  return leave(s, do_program_end(s));
+}
+
 static uint32_t host_program_submit(kiln_caller *c, uint32_t h) {
   kiln_gpu_session *s;
   kiln_memory *m;
   int32_t r = enter(c, &s, &m, "program_submit");
   if (r) return (uint32_t)r;
-  kiln_program *p = program_of(s, h);
-  if (!p)
-    return leave(s, fail(s, GPU_E_HANDLE, "program_submit: no program %d",
-                         (int32_t)h));
-  if (s->recording)
-    return leave(s, fail(s, GPU_E_STATE,
-                         "program_submit: not while recording a program"));
-  kiln_transfer_report rep = {0};
-  kiln_status st = kiln_device_submit_program(s->device, p, &rep);
-  if (st) return leave(s, fail_status(s, "program_submit", st));
-  s->last_op = rep;
-  return leave(s, GPU_OK);
+  return leave(s, do_program_submit(s, h));
 }
 
 static uint32_t host_program_free(kiln_caller *c, uint32_t h) {
@@ -691,21 +730,7 @@ static uint32_t host_program_free(kiln_caller *c, uint32_t h) {
   kiln_memory *m;
   int32_t r = enter(c, &s, &m, "program_free");
   if (r) return (uint32_t)r;
-  kiln_program *p = program_of(s, h);
-  if (!p)
-    return leave(s, fail(s, GPU_E_HANDLE, "program_free: no program %d",
-                         (int32_t)h));
-  /* A submitted program may still be running: let it finish. */
-  kiln_status st = kiln_device_sync(s->device, &s->last_sync);
-  if (st) {
-    s->programs[h - 1] = NULL;
-    kiln_program_release(p);
-    fail_status(s, "program_free (sync)", st);
-    return leave(s, GPU_E_DEVICE);
-  }
-  s->programs[h - 1] = NULL;
-  kiln_program_release(p);
-  return leave(s, GPU_OK);
+  return leave(s, do_program_free(s, h));
 }
 
 static uint32_t host_last_error(kiln_caller *c, uint32_t buf, uint32_t len) {
@@ -770,6 +795,13 @@ static int32_t name_in(kiln_gpu_session *s, kiln_memory *m, uint32_t ptr,
   return GPU_OK;
 }
 
+static int32_t do_memory_lookup(kiln_gpu_session *s, const char *name) {
+  for (uint32_t i = 0; i < s->ngrants; i++)
+    if (!strcmp(s->grants[i].name, name)) return (int32_t)i + 1;
+  return fail(s, GPU_E_NOT_FOUND,
+              "memory_lookup: no memory named '%s' in this session", name);
+}
+
 static uint32_t host_memory_lookup(kiln_caller *c, uint32_t name_ptr,
                                    uint32_t name_len) {
   kiln_gpu_session *s;
@@ -779,11 +811,7 @@ static uint32_t host_memory_lookup(kiln_caller *c, uint32_t name_ptr,
   char name[NAME_MAX_BYTES + 1];
   if ((r = name_in(s, m, name_ptr, name_len, name, "memory_lookup")))
     return leave(s, r);
-  for (uint32_t i = 0; i < s->ngrants; i++)
-    if (!strcmp(s->grants[i].name, name)) return leave(s, (int32_t)i + 1);
-  return leave(s, fail(s, GPU_E_NOT_FOUND,
-                       "memory_lookup: no memory named '%s' in this session",
-                       name));
+  return leave(s, do_memory_lookup(s, name));
 }
 
 static uint32_t host_tensor_lookup(kiln_caller *c, uint32_t name_ptr,
@@ -816,6 +844,58 @@ static uint32_t host_tensor_lookup(kiln_caller *c, uint32_t name_ptr,
                        "tensor_lookup: no tensor named '%s' in this session",
                        name));
 }
+
+/* ---- The same calls from the host ---------------------------------------- */
+
+#define HOST_CALL(s, expr)             \
+  do {                                 \
+    pthread_mutex_lock(&(s)->lock);    \
+    int32_t r_ = (expr);               \
+    pthread_mutex_unlock(&(s)->lock);  \
+    return r_;                         \
+  } while (0)
+
+int32_t kiln_gpu_session_submit_op(kiln_gpu_session *s,
+                                   const struct kiln_gpu_op *op) {
+  guest_op g;
+  memcpy(&g, op, sizeof g); /* the layout of sdk/kiln_gpu.h, asserted above */
+  HOST_CALL(s, do_submit(s, &g));
+}
+
+int32_t kiln_gpu_session_sync(kiln_gpu_session *s) {
+  HOST_CALL(s, do_sync(s));
+}
+
+int32_t kiln_gpu_session_place(kiln_gpu_session *s, uint32_t mem,
+                               uint64_t offset, uint64_t length,
+                               uint32_t placement) {
+  HOST_CALL(s, do_place(s, mem, offset, length, placement));
+}
+
+int32_t kiln_gpu_session_program_begin(kiln_gpu_session *s) {
+  HOST_CALL(s, do_program_begin(s));
+}
+
+int32_t kiln_gpu_session_program_end(kiln_gpu_session *s) {
+  HOST_CALL(s, do_program_end(s));
+}
+
+int32_t kiln_gpu_session_program_submit(kiln_gpu_session *s, int32_t h) {
+  HOST_CALL(s, do_program_submit(s, (uint32_t)h));
+}
+
+int32_t kiln_gpu_session_program_free(kiln_gpu_session *s, int32_t h) {
+  HOST_CALL(s, do_program_free(s, (uint32_t)h));
+}
+
+int32_t kiln_gpu_session_memory_lookup(kiln_gpu_session *s, const char *name) {
+  if (!name_ok(name))
+    HOST_CALL(s, fail(s, GPU_E_NOT_FOUND,
+                      "memory_lookup: a name has 1..%u bytes", NAME_MAX_BYTES));
+  HOST_CALL(s, do_memory_lookup(s, name));
+}
+
+#undef HOST_CALL
 
 /* ---- Definition ---------------------------------------------------------- */
 

@@ -28,14 +28,17 @@ struct kiln_host_global {
   } value;
 };
 
+/* Both wasm2c table structs are {data, max_size, size}. */
+typedef struct w2c_table {
+  void *data;
+  uint32_t max_size;
+  uint32_t size;
+} w2c_table;
+
 struct kiln_host_table {
   atomic_int refs;
   kiln_valtype elem;
-  struct {
-    void *data;
-    uint32_t max_size;
-    uint32_t size;
-  } t;
+  w2c_table t;
 };
 
 void kiln_host_global_release(kiln_host_global *g) {
@@ -250,19 +253,60 @@ static kiln_status link_error(const kiln_import *im, const char *fmt, ...) {
                           kiln_extern_kind_name(im->type.kind), why);
 }
 
-static kiln_status check_limits(const kiln_import *im, uint64_t size,
-                                bool has_max, uint64_t max) {
+/* What an import is offered, from a host definition or another instance's
+ * export: its type, and for a memory or table its current size and
+ * maximum (in pages or elements). */
+typedef struct import_offer {
+  kiln_externtype type;
+  uint64_t size, max;
+  bool has_max;
+} import_offer;
+
+static kiln_status check_limits(const kiln_import *im, const import_offer *o) {
   const kiln_limits *want = im->type.kind == KILN_EXTERN_MEMORY
                                 ? &im->type.of.memory
                                 : &im->type.of.table.limits;
-  if (size < want->min)
+  if (o->size < want->min)
     return link_error(im, "incompatible import type: size %llu is below the "
                           "required minimum %llu",
-                      (unsigned long long)size, (unsigned long long)want->min);
-  if (want->has_max && (!has_max || max > want->max))
+                      (unsigned long long)o->size,
+                      (unsigned long long)want->min);
+  if (want->has_max && (!o->has_max || o->max > want->max))
     return link_error(im, "incompatible import type: maximum is larger than "
                           "the required %llu", (unsigned long long)want->max);
   return KILN_OK;
+}
+
+/* Whether the offer fits the import, as the spec's import matching says;
+ * the same checks whatever the offer comes from. */
+static kiln_status check_offer(const kiln_import *im, const import_offer *o) {
+  if (o->type.kind != im->type.kind)
+    return link_error(im, "incompatible import type: it is a %s",
+                      kiln_extern_kind_name(o->type.kind));
+  switch (im->type.kind) {
+    case KILN_EXTERN_FUNC:
+      if (!kiln_functype_equal(&im->type.of.func, &o->type.of.func)) {
+        char a[256], b[256];
+        return link_error(im, "incompatible import type: expected %s, got %s",
+                          kiln_functype_format(&im->type.of.func, a, sizeof a),
+                          kiln_functype_format(&o->type.of.func, b, sizeof b));
+      }
+      return KILN_OK;
+    case KILN_EXTERN_MEMORY:
+      return check_limits(im, o);
+    case KILN_EXTERN_TABLE:
+      if (o->type.of.table.elem != im->type.of.table.elem)
+        return link_error(im, "incompatible import type: element type");
+      return check_limits(im, o);
+    case KILN_EXTERN_GLOBAL:
+      if (o->type.of.global.type != im->type.of.global.type ||
+          o->type.of.global.is_mutable != im->type.of.global.is_mutable)
+        return link_error(im, "incompatible import type: global type or "
+                              "mutability differs");
+      return KILN_OK;
+    default:
+      return link_error(im, "unsupported import kind");
+  }
 }
 
 static kiln_status grow_array(void **arr, uint32_t *count, size_t elem) {
@@ -288,49 +332,29 @@ static kiln_status resolve_from_instance(kiln_instance *inst, uint32_t i,
   int64_t e = find_export(src, im->name);
   if (e < 0) return link_error(im, "unknown import: '%s' exports no '%s'",
                                im->module, im->name);
-  const kiln_wasm_export *ex = &src->module->info->exports[e];
   const kiln_w2c_export *we = &src->module->desc->exports[e];
-  if (ex->desc.type.kind != im->type.kind)
-    return link_error(im, "incompatible import type: it is a %s",
-                      kiln_extern_kind_name(ex->desc.type.kind));
+  import_offer o = {.type = src->module->info->exports[e].desc.type};
+  /* Memories, tables and globals: what the instance holds. */
+  void *env = o.type.kind != KILN_EXTERN_FUNC && we->get ? we->get(src->w2c)
+                                                         : NULL;
+  if (o.type.kind == KILN_EXTERN_MEMORY) {
+    const kiln_memory_view *v = env;
+    o.size = v->pages;
+    o.max = v->max_pages;
+    o.has_max = v->max_pages != 0;
+  } else if (o.type.kind == KILN_EXTERN_TABLE) {
+    const w2c_table *t = env;
+    o.size = t->size;
+    o.max = t->max_size;
+    o.has_max = t->max_size != UINT32_MAX;
+  }
+  KILN_RETURN_IF_ERROR(check_offer(im, &o));
   kiln_w2c_slot *slot = &inst->frame->slots[i];
-  switch (im->type.kind) {
-    case KILN_EXTERN_FUNC:
-      if (!kiln_functype_equal(&im->type.of.func, &ex->desc.type.of.func)) {
-        char a[256], b[256];
-        return link_error(im, "incompatible import type: expected %s, got %s",
-                          kiln_functype_format(&im->type.of.func, a, sizeof a),
-                          kiln_functype_format(&ex->desc.type.of.func, b,
-                                               sizeof b));
-      }
-      slot->fn = we->fn;
-      slot->env = src->w2c;
-      break;
-    case KILN_EXTERN_MEMORY: {
-      kiln_memory_view *v = we->get(src->w2c);
-      KILN_RETURN_IF_ERROR(check_limits(im, v->pages, v->max_pages != 0,
-                                        v->max_pages));
-      slot->env = v;
-      break;
-    }
-    case KILN_EXTERN_TABLE: {
-      struct { void *d; uint32_t max, size; } *t = we->get(src->w2c);
-      if (ex->desc.type.of.table.elem != im->type.of.table.elem)
-        return link_error(im, "incompatible import type: element type");
-      KILN_RETURN_IF_ERROR(check_limits(im, t->size, t->max != UINT32_MAX,
-                                        t->max));
-      slot->env = t;
-      break;
-    }
-    case KILN_EXTERN_GLOBAL:
-      if (ex->desc.type.of.global.type != im->type.of.global.type ||
-          ex->desc.type.of.global.is_mutable != im->type.of.global.is_mutable)
-        return link_error(im, "incompatible import type: global type or "
-                              "mutability differs");
-      slot->env = we->get(src->w2c);
-      break;
-    default:
-      return link_error(im, "unsupported import kind");
+  if (o.type.kind == KILN_EXTERN_FUNC) {
+    slot->fn = we->fn;
+    slot->env = src->w2c;
+  } else {
+    slot->env = env;
   }
   /* Keep the exporter alive as long as we point into it. */
   for (uint32_t k = 0; k < inst->dep_count; k++)
@@ -340,6 +364,38 @@ static kiln_status resolve_from_instance(kiln_instance *inst, uint32_t i,
   kiln_instance_retain(src);
   inst->deps[inst->dep_count - 1] = src;
   return KILN_OK;
+}
+
+/* What a host definition offers. */
+static import_offer host_offer(const def *d) {
+  import_offer o = {.type.kind = KILN_EXTERN_TAG}; /* fits nothing */
+  switch (d->kind) {
+    case DEF_FUNC:
+      o.type.kind = KILN_EXTERN_FUNC;
+      o.type.of.func = d->func.type;
+      break;
+    case DEF_MEMORY:
+      o.type.kind = KILN_EXTERN_MEMORY;
+      o.size = kiln_memory_pages(d->memory);
+      o.max = kiln_memory_max_pages(d->memory);
+      o.has_max = true;
+      break;
+    case DEF_GLOBAL:
+      o.type.kind = KILN_EXTERN_GLOBAL;
+      o.type.of.global.type = d->global->type;
+      o.type.of.global.is_mutable = d->global->is_mutable;
+      break;
+    case DEF_TABLE:
+      o.type.kind = KILN_EXTERN_TABLE;
+      o.type.of.table.elem = d->table->elem;
+      o.size = d->table->t.size;
+      o.max = d->table->t.max_size;
+      o.has_max = d->table->t.max_size != UINT32_MAX;
+      break;
+    case DEF_INSTANCE:
+      break;
+  }
+  return o;
 }
 
 static kiln_status resolve(kiln_instance *inst, kiln_linker *l, uint32_t i) {
@@ -357,17 +413,11 @@ static kiln_status resolve(kiln_instance *inst, kiln_linker *l, uint32_t i) {
   if (found->kind == DEF_INSTANCE)
     return resolve_from_instance(inst, i, found->instance);
 
+  import_offer o = host_offer(found);
+  KILN_RETURN_IF_ERROR(check_offer(im, &o));
   kiln_w2c_slot *slot = &inst->frame->slots[i];
-  switch (im->type.kind) {
-    case KILN_EXTERN_FUNC: {
-      if (found->kind != DEF_FUNC)
-        return link_error(im, "incompatible import type: not a function");
-      if (!kiln_functype_equal(&im->type.of.func, &found->func.type)) {
-        char a[256], b[256];
-        return link_error(im, "incompatible import type: expected %s, got %s",
-                          kiln_functype_format(&im->type.of.func, a, sizeof a),
-                          kiln_functype_format(&found->func.type, b, sizeof b));
-      }
+  switch (found->kind) {
+    case DEF_FUNC: {
       kiln_caller *c = &inst->callers[i];
       c->instance = inst;
       c->func = found->func;
@@ -378,23 +428,11 @@ static kiln_status resolve(kiln_instance *inst, kiln_linker *l, uint32_t i) {
         slot->generic = generic_adapter;
       return KILN_OK;
     }
-    case KILN_EXTERN_MEMORY: {
-      if (found->kind != DEF_MEMORY)
-        return link_error(im, "incompatible import type: not a memory");
-      kiln_memory *m = found->memory;
-      KILN_RETURN_IF_ERROR(check_limits(im, kiln_memory_pages(m), true,
-                                        kiln_memory_max_pages(m)));
-      slot->env = kiln_memory_view_of(m);
+    case DEF_MEMORY:
+      slot->env = kiln_memory_view_of(found->memory);
       return KILN_OK;
-    }
-    case KILN_EXTERN_GLOBAL: {
-      if (found->kind != DEF_GLOBAL)
-        return link_error(im, "incompatible import type: not a global");
+    case DEF_GLOBAL: {
       kiln_host_global *g = found->global;
-      if (g->type != im->type.of.global.type ||
-          g->is_mutable != im->type.of.global.is_mutable)
-        return link_error(im, "incompatible import type: global type or "
-                              "mutability differs");
       KILN_RETURN_IF_ERROR(grow_array((void **)&inst->globals,
                                       &inst->global_ref_count,
                                       sizeof *inst->globals));
@@ -403,15 +441,8 @@ static kiln_status resolve(kiln_instance *inst, kiln_linker *l, uint32_t i) {
       slot->env = &g->value;
       return KILN_OK;
     }
-    case KILN_EXTERN_TABLE: {
-      if (found->kind != DEF_TABLE)
-        return link_error(im, "incompatible import type: not a table");
+    case DEF_TABLE: {
       kiln_host_table *t = found->table;
-      if (t->elem != im->type.of.table.elem)
-        return link_error(im, "incompatible import type: element type");
-      KILN_RETURN_IF_ERROR(check_limits(im, t->t.size,
-                                        t->t.max_size != UINT32_MAX,
-                                        t->t.max_size));
       KILN_RETURN_IF_ERROR(grow_array((void **)&inst->tables,
                                       &inst->table_ref_count,
                                       sizeof *inst->tables));
@@ -420,9 +451,10 @@ static kiln_status resolve(kiln_instance *inst, kiln_linker *l, uint32_t i) {
       slot->env = &t->t;
       return KILN_OK;
     }
-    default:
-      return link_error(im, "unsupported import kind");
+    case DEF_INSTANCE:
+      break;
   }
+  return link_error(im, "unsupported import kind");
 }
 
 /* ---- Shared-memory regions (sdk/LINKING.md) -------------------------------------- */

@@ -143,11 +143,13 @@ static void log_excerpt(const char *log_path, const char *dir, char *out,
  * a wrong toolchain identity and so miss (and refill) the whole cache. */
 static kiln_status tool_version(const char *tool, const char *dir,
                                 kiln_sha256_ctx *h) {
-  char log[PATH_MAX];
-  snprintf(log, sizeof log, "%s/version-XXXXXX", dir);
+  char tmp[PATH_MAX], log[PATH_MAX + 32];
+  snprintf(tmp, sizeof tmp, "%s/tmp", dir);
+  KILN_RETURN_IF_ERROR(kiln_mkdirs(tmp));
+  snprintf(log, sizeof log, "%s/version-XXXXXX", tmp);
   int fd = mkostemp(log, O_CLOEXEC);
   if (fd < 0)
-    return kiln_status_from_errno(errno, "creating a file in '%s'", dir);
+    return kiln_status_from_errno(errno, "creating a file in '%s'", tmp);
   close(fd);
   char *argv[] = {(char *)tool, "--version", NULL};
   int rc = 0;
@@ -213,8 +215,7 @@ static kiln_status run_wasm2c(kiln_engine *e, const char *dir, bool *rejected) {
                             "module: %s", rc - 128, why);
   /* A validation error reads "module.wasm:<hex offset>: error: ...";
    * anything else (a file it could not read, say) may not happen again. */
-  const char *at = strstr(why, "module.wasm:");
-  if (at) {
+  for (const char *at = why; !*rejected && (at = strstr(at, "module.wasm:"));) {
     at += strlen("module.wasm:");
     size_t hex = strspn(at, "0123456789abcdefABCDEF");
     *rejected = hex > 0 && !strncmp(at + hex, ": error: ", 9);

@@ -256,6 +256,17 @@ static kiln_status check_index_space(const reader *r, const uint8_t *at,
   return KILN_OK;
 }
 
+/* A section's entry count n for an index space that holds `have` entries
+ * already (its imports), with *arr grown to have + n entries. */
+static kiln_status read_section_count(reader *r, uint32_t have, void **arr,
+                                      size_t elem_size, const char *what,
+                                      uint32_t *n) {
+  const uint8_t *at = r->pos;
+  KILN_RETURN_IF_ERROR(read_count(r, n));
+  KILN_RETURN_IF_ERROR(check_index_space(r, at, have, *n, what));
+  return resize_array(arr, have, (uint64_t)have + *n, elem_size, what);
+}
+
 static const char *valtype_name(kiln_valtype t) {
   switch (t) {
     case KILN_I32:
@@ -338,15 +349,22 @@ static kiln_status read_valtypes(parser *p, reader *r, uint32_t *count,
   return KILN_OK;
 }
 
-static kiln_status read_type_index(parser *p, reader *r, uint32_t *out) {
+/* An index into a space of `count` entries: "unknown <what> N" past its
+ * end. */
+static kiln_status read_index(reader *r, uint32_t count, const char *what,
+                              uint32_t *out) {
   const uint8_t *at = r->pos;
   KILN_RETURN_IF_ERROR(read_u32(r, out));
-  if (*out >= p->info->type_count) {
+  if (*out >= count) {
     return malformed(r, at,
-                     "unknown type %" PRIu32 " (the module has %" PRIu32 ")",
-                     *out, p->info->type_count);
+                     "unknown %s %" PRIu32 " (the module has %" PRIu32 ")",
+                     what, *out, count);
   }
   return KILN_OK;
+}
+
+static kiln_status read_type_index(parser *p, reader *r, uint32_t *out) {
+  return read_index(r, p->info->type_count, "type", out);
 }
 
 /* Limits of a table (is_memory false) or memory. The flags byte: bit 0 a
@@ -484,11 +502,7 @@ static kiln_status read_const_instr(parser *p, reader *r, uint8_t op,
     }
     case OP_REF_FUNC: {
       uint32_t f;
-      const uint8_t *idx_at = r->pos;
-      KILN_RETURN_IF_ERROR(read_u32(r, &f));
-      if (f >= info->func_count) {
-        return malformed(r, idx_at, "unknown function %" PRIu32, f);
-      }
+      KILN_RETURN_IF_ERROR(read_index(r, info->func_count, "function", &f));
       *c = (kiln_wasm_const){KILN_CONST_REF_FUNC, KILN_FUNCREF, {.index = f}};
       return KILN_OK;
     }
@@ -665,24 +679,28 @@ static kiln_status parse_import_section(parser *p, reader *r) {
   info->import_section_body = (uint64_t)(r->pos - r->base);
   info->import_section_end = (uint64_t)(r->end - r->base);
   KILN_RETURN_IF_ERROR(read_count(r, &n));
-  KILN_RETURN_IF_ERROR(resize_array((void **)&info->imports, 0, n,
-                                    sizeof *info->imports, "imports"));
+  /* Per-import arrays, and room for n imports of any one kind in each index
+   * space (later sections grow these). */
+  const struct {
+    void **arr;
+    size_t elem_size;
+    const char *what;
+  } arrays[] = {
+      {(void **)&info->imports, sizeof *info->imports, "imports"},
+      {(void **)&info->import_index, sizeof *info->import_index, "imports"},
+      {(void **)&info->import_field_at, sizeof *info->import_field_at,
+       "imports"},
+      {(void **)&info->import_field_end, sizeof *info->import_field_end,
+       "imports"},
+      {(void **)&info->func_types, sizeof *info->func_types, "functions"},
+      {(void **)&info->tables, sizeof *info->tables, "tables"},
+      {(void **)&info->memories, sizeof *info->memories, "memories"},
+      {(void **)&info->globals, sizeof *info->globals, "globals"},
+  };
+  for (size_t k = 0; k < sizeof arrays / sizeof arrays[0]; k++)
+    KILN_RETURN_IF_ERROR(resize_array(arrays[k].arr, 0, n,
+                                      arrays[k].elem_size, arrays[k].what));
   info->import_count = n;
-  KILN_RETURN_IF_ERROR(resize_array((void **)&info->import_index, 0, n,
-                                    sizeof *info->import_index, "imports"));
-  KILN_RETURN_IF_ERROR(resize_array((void **)&info->import_field_at, 0, n,
-                                    sizeof *info->import_field_at, "imports"));
-  KILN_RETURN_IF_ERROR(resize_array((void **)&info->import_field_end, 0, n,
-                                    sizeof *info->import_field_end, "imports"));
-  /* Room for n imports of any one kind; later sections grow these. */
-  KILN_RETURN_IF_ERROR(resize_array((void **)&info->func_types, 0, n,
-                                    sizeof *info->func_types, "functions"));
-  KILN_RETURN_IF_ERROR(resize_array((void **)&info->tables, 0, n,
-                                    sizeof *info->tables, "tables"));
-  KILN_RETURN_IF_ERROR(resize_array((void **)&info->memories, 0, n,
-                                    sizeof *info->memories, "memories"));
-  KILN_RETURN_IF_ERROR(resize_array((void **)&info->globals, 0, n,
-                                    sizeof *info->globals, "globals"));
   for (uint32_t i = 0; i < n; i++) {
     KILN_RETURN_IF_ERROR(parse_import(p, r, i));
   }
@@ -691,14 +709,11 @@ static kiln_status parse_import_section(parser *p, reader *r) {
 
 static kiln_status parse_function_section(parser *p, reader *r) {
   kiln_wasm_info *info = p->info;
-  const uint8_t *at = r->pos;
   uint32_t n;
-  KILN_RETURN_IF_ERROR(read_count(r, &n));
-  KILN_RETURN_IF_ERROR(
-      check_index_space(r, at, info->func_count, n, "functions"));
-  KILN_RETURN_IF_ERROR(resize_array(
-      (void **)&info->func_types, info->func_count,
-      (uint64_t)info->func_count + n, sizeof *info->func_types, "functions"));
+  KILN_RETURN_IF_ERROR(read_section_count(r, info->func_count,
+                                          (void **)&info->func_types,
+                                          sizeof *info->func_types,
+                                          "functions", &n));
   for (uint32_t i = 0; i < n; i++) {
     KILN_RETURN_IF_ERROR(
         read_type_index(p, r, &info->func_types[info->func_count]));
@@ -710,14 +725,10 @@ static kiln_status parse_function_section(parser *p, reader *r) {
 
 static kiln_status parse_table_section(parser *p, reader *r) {
   kiln_wasm_info *info = p->info;
-  const uint8_t *at = r->pos;
   uint32_t n;
-  KILN_RETURN_IF_ERROR(read_count(r, &n));
-  KILN_RETURN_IF_ERROR(
-      check_index_space(r, at, info->table_count, n, "tables"));
-  KILN_RETURN_IF_ERROR(resize_array((void **)&info->tables, info->table_count,
-                                    (uint64_t)info->table_count + n,
-                                    sizeof *info->tables, "tables"));
+  KILN_RETURN_IF_ERROR(read_section_count(r, info->table_count,
+                                          (void **)&info->tables,
+                                          sizeof *info->tables, "tables", &n));
   for (uint32_t i = 0; i < n; i++) {
     kiln_wasm_table *t = &info->tables[info->table_count];
     KILN_RETURN_IF_ERROR(read_reftype(r, &t->elem));
@@ -729,17 +740,14 @@ static kiln_status parse_table_section(parser *p, reader *r) {
 
 static kiln_status parse_memory_section(parser *p, reader *r) {
   kiln_wasm_info *info = p->info;
-  const uint8_t *at = r->pos;
   uint32_t n;
-  KILN_RETURN_IF_ERROR(read_count(r, &n));
-  KILN_RETURN_IF_ERROR(
-      check_index_space(r, at, info->memory_count, n, "memories"));
-  KILN_RETURN_IF_ERROR(resize_array(
-      (void **)&info->memories, info->memory_count,
-      (uint64_t)info->memory_count + n, sizeof *info->memories, "memories"));
+  KILN_RETURN_IF_ERROR(read_section_count(r, info->memory_count,
+                                          (void **)&info->memories,
+                                          sizeof *info->memories, "memories",
+                                          &n));
   for (uint32_t i = 0; i < n; i++) {
     kiln_limits limits;
-    at = r->pos;
+    const uint8_t *at = r->pos;
     KILN_RETURN_IF_ERROR(read_limits(p, r, true, &limits));
     KILN_RETURN_IF_ERROR(add_memory(p, r, at, limits, false));
   }
@@ -758,14 +766,11 @@ static kiln_status parse_tag_section(parser *p, reader *r) {
 
 static kiln_status parse_global_section(parser *p, reader *r) {
   kiln_wasm_info *info = p->info;
-  const uint8_t *at = r->pos;
   uint32_t n;
-  KILN_RETURN_IF_ERROR(read_count(r, &n));
-  KILN_RETURN_IF_ERROR(
-      check_index_space(r, at, info->global_count, n, "globals"));
-  KILN_RETURN_IF_ERROR(resize_array((void **)&info->globals, info->global_count,
-                                    (uint64_t)info->global_count + n,
-                                    sizeof *info->globals, "globals"));
+  KILN_RETURN_IF_ERROR(read_section_count(r, info->global_count,
+                                          (void **)&info->globals,
+                                          sizeof *info->globals, "globals",
+                                          &n));
   for (uint32_t i = 0; i < n; i++) {
     kiln_wasm_global *g = &info->globals[info->global_count];
     KILN_RETURN_IF_ERROR(read_valtype(p, r, &g->type));
@@ -907,24 +912,6 @@ static kiln_status parse_start_section(parser *p, reader *r) {
 
 /* ---- Element and data segments ------------------------------------------ */
 
-static kiln_status read_table_index(parser *p, reader *r, uint32_t *out) {
-  const uint8_t *at = r->pos;
-  KILN_RETURN_IF_ERROR(read_u32(r, out));
-  if (*out >= p->info->table_count) {
-    return malformed(r, at, "unknown table %" PRIu32, *out);
-  }
-  return KILN_OK;
-}
-
-static kiln_status read_func_index(parser *p, reader *r, uint32_t *out) {
-  const uint8_t *at = r->pos;
-  KILN_RETURN_IF_ERROR(read_u32(r, out));
-  if (*out >= p->info->func_count) {
-    return malformed(r, at, "unknown function %" PRIu32, *out);
-  }
-  return KILN_OK;
-}
-
 /* One element segment in any of the eight encodings of the bulk-memory and
  * reference-types proposals. The flags: bit 0 passive or declarative (else
  * active); bit 1 with bit 0 clear: explicit table index, with bit 0 set:
@@ -943,7 +930,8 @@ static kiln_status parse_elem_segment(parser *p, reader *r) {
   const uint8_t *table_at = r->pos;
   if (active) {
     if (flags & 2) {
-      KILN_RETURN_IF_ERROR(read_table_index(p, r, &table));
+      KILN_RETURN_IF_ERROR(
+          read_index(r, p->info->table_count, "table", &table));
     } else if (p->info->table_count == 0) {
       return malformed(r, table_at, "unknown table 0");
     }
@@ -976,7 +964,8 @@ static kiln_status parse_elem_segment(parser *p, reader *r) {
       KILN_RETURN_IF_ERROR(read_const_expr(p, r, type, &item));
     } else {
       uint32_t f;
-      KILN_RETURN_IF_ERROR(read_func_index(p, r, &f));
+      KILN_RETURN_IF_ERROR(
+          read_index(r, p->info->func_count, "function", &f));
     }
   }
   return KILN_OK;

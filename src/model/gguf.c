@@ -182,7 +182,7 @@ static km_code read_array(reader *r, km_gguf_value *v, int depth) {
       c = rd_str(r, &((km_gguf_str *)v->v.arr.data)[i], UINT64_MAX, "an array string");
     else
       c = read_value(r, KM_GGUF_ARRAY, &((km_gguf_value *)v->v.arr.data)[i], depth + 1);
-    v->v.arr.n = i + (c ? 0 : 1); /* what free_value must release */
+    v->v.arr.n = i + 1; /* a failed element is zeroed or partly filled: free_value copes */
     if (c) return c;
   }
   return KM_OK;

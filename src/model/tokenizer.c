@@ -113,9 +113,7 @@ static const pair_entry *pairmap_get(const pairmap *m, int32_t a, int32_t b) {
   return NULL;
 }
 
-/* Keeps the first (lowest-rank) entry for a pair, as tokenizers does when
- * building its merge map from a list (later duplicates are ignored... it
- * actually overwrites; see add_merge). */
+/* Sets the entry for a pair, replacing an earlier one (see add_merge). */
 static void pairmap_put(pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t id) {
   uint64_t k = pair_key(a, b);
   size_t h = pair_hash(k, m->cap);
@@ -317,6 +315,7 @@ struct km_tokenizer {
   pairmap merges;
   int32_t n_added;
   added_tok *added;
+  uint8_t added_first[32]; /* bitmap of the first bytes of added tokens */
   int32_t unk_id; /* -1 if none */
   bool byte_fallback, fuse_unk, ignore_merges;
   int n_norm;
@@ -705,7 +704,10 @@ static km_code pre_and_model(const km_tokenizer *t, scratch *w, const char *s, s
   buf tmp = {0};
   if (t->metaspace) {
     /* Metaspace: ' ' -> replacement, prepend by scheme, optional split. */
+    /* Replace first, then prepend unless the result starts with the
+     * replacement (a leading space counts). */
     bool pre = t->meta_prepend == PREPEND_ALWAYS || (t->meta_prepend == PREPEND_FIRST && first);
+    if (pre && n && s[0] == ' ') pre = false;
     if (pre && n >= t->meta_repl_len && !memcmp(s, t->meta_repl, t->meta_repl_len)) pre = false;
     if (pre && buf_add(&tmp, t->meta_repl, t->meta_repl_len)) goto nomem;
     for (size_t i = 0; i < n; i++) {
@@ -726,9 +728,8 @@ static km_code pre_and_model(const km_tokenizer *t, scratch *w, const char *s, s
       goto done;
     }
   }
-  if (t->add_prefix_space && (n == 0 || s[0] != ' ') && n) {
-    buf_add(&tmp, " ", 1);
-    if (buf_add(&tmp, s, n)) goto nomem;
+  if (t->add_prefix_space && n && s[0] != ' ') {
+    if (buf_add(&tmp, " ", 1) || buf_add(&tmp, s, n)) goto nomem;
     s = tmp.p;
     n = tmp.n;
   }
@@ -815,7 +816,7 @@ km_code km_tokenizer_encode(const km_tokenizer *t, const char *text, size_t len,
     /* Leftmost-longest added token at i. */
     int32_t best = -1;
     size_t best_len = 0;
-    if (i < len)
+    if (i < len && (t->added_first[s[i] >> 3] >> (s[i] & 7) & 1))
       for (int32_t k = 0; k < t->n_added; k++) {
         const tstr *a = &t->tokens[t->added[k].id];
         if (a->len > best_len && a->len <= len - i && (unsigned char)a->s[0] == s[i] &&
@@ -1059,7 +1060,6 @@ static int apply_decoder(const km_tokenizer *t, const op *o, slist *in) {
   *in = out;
   return 0;
 fail:
-  out.n = in->n > out.n ? out.n : out.n;
   slist_free(&out);
   return -1;
 }
@@ -1147,6 +1147,14 @@ done:
 }
 
 /* ---- loading ------------------------------------------------------------- */
+
+static void index_added(km_tokenizer *t) {
+  memset(t->added_first, 0, sizeof t->added_first);
+  for (int32_t k = 0; k < t->n_added; k++) {
+    unsigned char b = (unsigned char)t->tokens[t->added[k].id].s[0];
+    t->added_first[b >> 3] |= (uint8_t)(1u << (b & 7));
+  }
+}
 
 static km_code alloc_ids(km_tokenizer *t, int64_t n, km_error *err) {
   if (n <= 0 || n > MAX_VOCAB) return km_fail(err, KM_ERR_LIMIT, "tokenizer: %lld ids", (long long)n);
@@ -1602,6 +1610,7 @@ done:
     km_tokenizer_free(t);
     return c;
   }
+  index_added(t);
   *out = t;
   return KM_OK;
 }
@@ -1771,6 +1780,7 @@ done:
     km_tokenizer_free(t);
     return c;
   }
+  index_added(t);
   *out = t;
   return KM_OK;
 }

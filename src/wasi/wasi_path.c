@@ -398,88 +398,117 @@ uint32_t kiln_wasi_p1_path_open(kiln_wasi *w, kiln_memory *m, uint32_t fd,
 
 /* ---- Operations on a final name ------------------------------------------ */
 
-uint32_t kiln_wasi_p1_path_create_directory(kiln_wasi *w, kiln_memory *m,
-                                            uint32_t fd, uint32_t path,
-                                            uint32_t path_len) {
+/* An operation on the last name of a path, in its (resolved) parent
+ * directory: 0 or -1 with errno, as the *at() system calls. */
+typedef int (*last_name_op)(int parent_fd, const char *name);
+
+/* Resolves (fd, path) beneath fd, which must have `need`, and applies op
+ * to the last name. */
+static uint32_t on_last_name(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                             uint64_t need, uint32_t path, uint32_t path_len,
+                             last_name_op op) {
   int dirfd;
   char *p;
-  uint32_t err = dir_and_path(w, m, fd, WASI_RIGHT_PATH_CREATE_DIRECTORY, path,
-                              path_len, &dirfd, &p);
+  uint32_t err = dir_and_path(w, m, fd, need, path, path_len, &dirfd, &p);
   if (err) return err;
   split_path s;
   err = split_resolve(dirfd, p, &s);
   free(p);
   if (err) return err;
-  if (mkdirat(s.parent_fd, s.name, 0777) != 0) err = kiln_wasi_errno(errno);
+  if (op(s.parent_fd, s.name) != 0) err = kiln_wasi_errno(errno);
   split_free(&s);
   return err;
+}
+
+static int make_directory(int parent_fd, const char *name) {
+  return mkdirat(parent_fd, name, 0777);
+}
+
+/* unlinkat on "name/" reports EISDIR/ENOTDIR without following. */
+static int unlink_file(int parent_fd, const char *name) {
+  return unlinkat(parent_fd, name, 0);
+}
+
+static int remove_directory(int parent_fd, const char *name) {
+  return unlinkat(parent_fd, name, AT_REMOVEDIR);
+}
+
+uint32_t kiln_wasi_p1_path_create_directory(kiln_wasi *w, kiln_memory *m,
+                                            uint32_t fd, uint32_t path,
+                                            uint32_t path_len) {
+  return on_last_name(w, m, fd, WASI_RIGHT_PATH_CREATE_DIRECTORY, path,
+                      path_len, make_directory);
 }
 
 uint32_t kiln_wasi_p1_path_unlink_file(kiln_wasi *w, kiln_memory *m,
                                        uint32_t fd, uint32_t path,
                                        uint32_t path_len) {
-  int dirfd;
-  char *p;
-  uint32_t err = dir_and_path(w, m, fd, WASI_RIGHT_PATH_UNLINK_FILE, path,
-                              path_len, &dirfd, &p);
-  if (err) return err;
-  split_path s;
-  err = split_resolve(dirfd, p, &s);
-  free(p);
-  if (err) return err;
-  /* unlinkat on "name/" reports EISDIR/ENOTDIR without following. */
-  if (unlinkat(s.parent_fd, s.name, 0) != 0) err = kiln_wasi_errno(errno);
-  split_free(&s);
-  return err;
+  return on_last_name(w, m, fd, WASI_RIGHT_PATH_UNLINK_FILE, path, path_len,
+                      unlink_file);
 }
 
 uint32_t kiln_wasi_p1_path_remove_directory(kiln_wasi *w, kiln_memory *m,
                                             uint32_t fd, uint32_t path,
                                             uint32_t path_len) {
+  return on_last_name(w, m, fd, WASI_RIGHT_PATH_REMOVE_DIRECTORY, path,
+                      path_len, remove_directory);
+}
+
+/* A guest path to act on: the directory descriptor it is relative to, the
+ * path, and (once split) its parent and last name. */
+typedef struct guest_path {
   int dirfd;
-  char *p;
-  uint32_t err = dir_and_path(w, m, fd, WASI_RIGHT_PATH_REMOVE_DIRECTORY, path,
-                              path_len, &dirfd, &p);
-  if (err) return err;
-  split_path s;
-  err = split_resolve(dirfd, p, &s);
-  free(p);
-  if (err) return err;
-  if (unlinkat(s.parent_fd, s.name, AT_REMOVEDIR) != 0)
-    err = kiln_wasi_errno(errno);
-  split_free(&s);
+  char *path;
+  split_path last;
+} guest_path;
+
+/* An operation on a source and a target path (rename, link), both split. */
+typedef uint32_t (*path_pair_op)(const guest_path *from, const guest_path *to,
+                                 uint32_t flags);
+
+/* Looks up both directories (with their rights) and reads both paths
+ * before resolving either, so that the errors come in that order; then
+ * splits both and applies op. */
+static uint32_t on_path_pair(kiln_wasi *w, kiln_memory *m, uint32_t from_fd,
+                             uint64_t from_need, uint32_t from_path,
+                             uint32_t from_len, uint32_t to_fd,
+                             uint64_t to_need, uint32_t to_path,
+                             uint32_t to_len, path_pair_op op,
+                             uint32_t flags) {
+  guest_path a = {.path = NULL}, b = {.path = NULL};
+  uint32_t err = dir_and_path(w, m, from_fd, from_need, from_path, from_len,
+                              &a.dirfd, &a.path);
+  if (!err)
+    err = dir_and_path(w, m, to_fd, to_need, to_path, to_len, &b.dirfd,
+                       &b.path);
+  if (!err && !(err = split_resolve(a.dirfd, a.path, &a.last))) {
+    if (!(err = split_resolve(b.dirfd, b.path, &b.last))) {
+      err = op(&a, &b, flags);
+      split_free(&b.last);
+    }
+    split_free(&a.last);
+  }
+  free(a.path);
+  free(b.path);
   return err;
+}
+
+static uint32_t rename_last(const guest_path *from, const guest_path *to,
+                            uint32_t flags) {
+  (void)flags;
+  if (renameat(from->last.parent_fd, from->last.name, to->last.parent_fd,
+               to->last.name) != 0)
+    return kiln_wasi_errno(errno);
+  return WASI_ESUCCESS;
 }
 
 uint32_t kiln_wasi_p1_path_rename(kiln_wasi *w, kiln_memory *m, uint32_t fd,
                                   uint32_t old_path, uint32_t old_len,
                                   uint32_t new_fd, uint32_t new_path,
                                   uint32_t new_len) {
-  int odir, ndir;
-  char *op = NULL, *np = NULL;
-  uint32_t err = dir_and_path(w, m, fd, WASI_RIGHT_PATH_RENAME_SOURCE, old_path,
-                              old_len, &odir, &op);
-  if (err) return err;
-  err = dir_and_path(w, m, new_fd, WASI_RIGHT_PATH_RENAME_TARGET, new_path,
-                     new_len, &ndir, &np);
-  if (err) {
-    free(op);
-    return err;
-  }
-  split_path a, b;
-  err = split_resolve(odir, op, &a);
-  if (!err) {
-    err = split_resolve(ndir, np, &b);
-    if (!err) {
-      if (renameat(a.parent_fd, a.name, b.parent_fd, b.name) != 0)
-        err = kiln_wasi_errno(errno);
-      split_free(&b);
-    }
-    split_free(&a);
-  }
-  free(op);
-  free(np);
-  return err;
+  return on_path_pair(w, m, fd, WASI_RIGHT_PATH_RENAME_SOURCE, old_path,
+                      old_len, new_fd, WASI_RIGHT_PATH_RENAME_TARGET, new_path,
+                      new_len, rename_last, 0);
 }
 
 uint32_t kiln_wasi_p1_path_symlink(kiln_wasi *w, kiln_memory *m,
@@ -638,47 +667,33 @@ uint32_t kiln_wasi_p1_path_filestat_set_times(kiln_wasi *w, kiln_memory *m,
   return err;
 }
 
+static uint32_t link_last(const guest_path *from, const guest_path *to,
+                          uint32_t old_flags) {
+  const split_path *a = &from->last, *b = &to->last;
+  if (!(old_flags & WASI_LOOKUP_SYMLINK_FOLLOW) && !a->slash) {
+    if (linkat(a->parent_fd, a->name, b->parent_fd, b->name, 0) != 0)
+      return kiln_wasi_errno(errno);
+    return WASI_ESUCCESS;
+  }
+  /* Following: resolve the source beneath, link what we hold. */
+  int t;
+  uint32_t err =
+      kiln_wasi_open_beneath(from->dirfd, from->path, O_PATH, 0, true, &t);
+  if (err) return err;
+  char proc[64];
+  proc_fd_path(t, proc);
+  if (linkat(AT_FDCWD, proc, b->parent_fd, b->name, AT_SYMLINK_FOLLOW) != 0)
+    err = kiln_wasi_errno(errno);
+  close(t);
+  return err;
+}
+
 uint32_t kiln_wasi_p1_path_link(kiln_wasi *w, kiln_memory *m, uint32_t old_fd,
                                 uint32_t old_flags, uint32_t old_path,
                                 uint32_t old_len, uint32_t new_fd,
                                 uint32_t new_path, uint32_t new_len) {
   if (old_flags & ~(uint32_t)WASI_LOOKUP_SYMLINK_FOLLOW) return WASI_EINVAL;
-  int odir, ndir;
-  char *op = NULL, *np = NULL;
-  uint32_t err = dir_and_path(w, m, old_fd, WASI_RIGHT_PATH_LINK_SOURCE,
-                              old_path, old_len, &odir, &op);
-  if (err) return err;
-  err = dir_and_path(w, m, new_fd, WASI_RIGHT_PATH_LINK_TARGET, new_path,
-                     new_len, &ndir, &np);
-  if (err) {
-    free(op);
-    return err;
-  }
-  split_path a, b;
-  err = split_resolve(odir, op, &a);
-  if (!err) {
-    err = split_resolve(ndir, np, &b);
-    if (!err) {
-      if ((old_flags & WASI_LOOKUP_SYMLINK_FOLLOW) || a.slash) {
-        /* Following: resolve the source beneath, link what we hold. */
-        int t;
-        err = kiln_wasi_open_beneath(odir, op, O_PATH, 0, true, &t);
-        if (!err) {
-          char proc[64];
-          proc_fd_path(t, proc);
-          if (linkat(AT_FDCWD, proc, b.parent_fd, b.name, AT_SYMLINK_FOLLOW) !=
-              0)
-            err = kiln_wasi_errno(errno);
-          close(t);
-        }
-      } else if (linkat(a.parent_fd, a.name, b.parent_fd, b.name, 0) != 0) {
-        err = kiln_wasi_errno(errno);
-      }
-      split_free(&b);
-    }
-    split_free(&a);
-  }
-  free(op);
-  free(np);
-  return err;
+  return on_path_pair(w, m, old_fd, WASI_RIGHT_PATH_LINK_SOURCE, old_path,
+                      old_len, new_fd, WASI_RIGHT_PATH_LINK_TARGET, new_path,
+                      new_len, link_last, old_flags);
 }

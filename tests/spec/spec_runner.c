@@ -355,127 +355,30 @@ static bool parse_u64(const char *s, uint64_t max, uint64_t *out) {
  * (ref.extern 0) is not the null reference. */
 static void *extern_ptr(uint64_t n) { return (void *)(uintptr_t)(n + 1); }
 
-/* What an expected result accepts. */
-typedef enum expect_how {
-  EXPECT_BITS,           /* bits equal (numbers), or ref equal */
-  EXPECT_NAN_CANONICAL,  /* any sign, canonical payload */
-  EXPECT_NAN_ARITHMETIC, /* any sign, payload's top bit set */
-  EXPECT_REF_NULL,
-  EXPECT_REF_NONNULL, /* funcref with no value: any non-null function */
-} expect_how;
-
-typedef struct expect {
-  kiln_valtype type;
-  expect_how how;
-  uint64_t bits; /* numbers */
-  void *ref;     /* externref */
-} expect;
-
-/* {"type": T, "value": V} as an argument. */
-static bool parse_arg(const cJSON *j, kiln_val *out, char *err, size_t esize) {
-  const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "type");
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "value");
-  kiln_valtype type;
-  if (!cJSON_IsString(t) || !parse_valtype(t->valuestring, &type)) {
-    snprintf(err, esize, "argument of unknown type");
-    return false;
-  }
-  const char *vs = cJSON_IsString(v) ? v->valuestring : NULL;
-  memset(out, 0, sizeof *out);
-  out->type = type;
-  uint64_t bits = 0;
-  switch (type) {
+/* A number of type t with the given bits. */
+static kiln_val val_of_bits(kiln_valtype t, uint64_t bits) {
+  kiln_val v;
+  memset(&v, 0, sizeof v);
+  v.type = t;
+  switch (t) {
     case KILN_I32:
-    case KILN_F32:
-      if (!parse_u64(vs, UINT32_MAX, &bits)) break;
-      if (type == KILN_I32) {
-        out->of.i32 = (uint32_t)bits;
-      } else {
-        uint32_t b32 = (uint32_t)bits;
-        memcpy(&out->of.f32, &b32, 4);
-      }
-      return true;
-    case KILN_I64:
-    case KILN_F64:
-      if (!parse_u64(vs, UINT64_MAX, &bits)) break;
-      if (type == KILN_I64)
-        out->of.i64 = bits;
-      else
-        memcpy(&out->of.f64, &bits, 8);
-      return true;
-    case KILN_FUNCREF:
-    case KILN_EXTERNREF:
-      if (vs && !strcmp(vs, "null")) {
-        out->of.ref = NULL;
-        return true;
-      }
-      if (type == KILN_EXTERNREF && parse_u64(vs, UINTPTR_MAX - 1, &bits)) {
-        out->of.ref = extern_ptr(bits);
-        return true;
-      }
+      v.of.i32 = (uint32_t)bits;
       break;
-    case KILN_V128:
-      snprintf(err, esize, "v128 arguments are not supported");
-      return false;
-  }
-  snprintf(err, esize, "bad %s argument \"%s\"", t->valuestring,
-           vs ? vs : "(none)");
-  return false;
-}
-
-static bool parse_expect(const cJSON *j, expect *out, char *err, size_t esize) {
-  const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "type");
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "value");
-  memset(out, 0, sizeof *out);
-  if (!cJSON_IsString(t) || !parse_valtype(t->valuestring, &out->type)) {
-    snprintf(err, esize, "expected value of unknown type");
-    return false;
-  }
-  const char *vs = cJSON_IsString(v) ? v->valuestring : NULL;
-  out->how = EXPECT_BITS;
-  switch (out->type) {
-    case KILN_I32:
     case KILN_I64:
-    case KILN_F32:
-    case KILN_F64: {
-      bool is_float = out->type == KILN_F32 || out->type == KILN_F64;
-      if (is_float && vs && !strcmp(vs, "nan:canonical")) {
-        out->how = EXPECT_NAN_CANONICAL;
-        return true;
-      }
-      if (is_float && vs && !strcmp(vs, "nan:arithmetic")) {
-        out->how = EXPECT_NAN_ARITHMETIC;
-        return true;
-      }
-      uint64_t max = (out->type == KILN_I32 || out->type == KILN_F32)
-                         ? UINT32_MAX
-                         : UINT64_MAX;
-      if (parse_u64(vs, max, &out->bits)) return true;
+      v.of.i64 = bits;
+      break;
+    case KILN_F32: {
+      uint32_t b = (uint32_t)bits;
+      memcpy(&v.of.f32, &b, 4);
       break;
     }
-    case KILN_FUNCREF:
-    case KILN_EXTERNREF:
-      if (vs && !strcmp(vs, "null")) {
-        out->how = EXPECT_REF_NULL;
-        return true;
-      }
-      if (!vs && out->type == KILN_FUNCREF) {
-        out->how = EXPECT_REF_NONNULL;
-        return true;
-      }
-      if (out->type == KILN_EXTERNREF &&
-          parse_u64(vs, UINTPTR_MAX - 1, &out->bits)) {
-        out->ref = extern_ptr(out->bits);
-        return true;
-      }
+    case KILN_F64:
+      memcpy(&v.of.f64, &bits, 8);
       break;
-    case KILN_V128:
-      snprintf(err, esize, "v128 results are not supported");
-      return false;
+    default:
+      break;
   }
-  snprintf(err, esize, "bad expected %s \"%s\"", t->valuestring,
-           vs ? vs : "(none)");
-  return false;
+  return v;
 }
 
 static uint64_t val_bits(const kiln_val *v) {
@@ -499,24 +402,113 @@ static uint64_t val_bits(const kiln_val *v) {
   }
 }
 
+/* {"type": T, "value": V} as wast2json writes an argument or an expected
+ * result (`role`, for messages): numbers as the decimal of their bits,
+ * references as "null" or, for externref, a number N. The special values
+ * of expected results are left to the caller: *out_text is V (NULL when
+ * absent) and *out_type T; false (with a message) only when T is unknown. */
+static bool parse_typed(const cJSON *j, const char *role, kiln_valtype *out_type,
+                        const char **out_text, char *err, size_t esize) {
+  const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "type");
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "value");
+  if (!cJSON_IsString(t) || !parse_valtype(t->valuestring, out_type)) {
+    snprintf(err, esize, "%s of unknown type", role);
+    return false;
+  }
+  *out_text = cJSON_IsString(v) ? v->valuestring : NULL;
+  return true;
+}
+
+/* The value `text` of type `type` (see parse_typed). */
+static bool parse_value(kiln_valtype type, const char *text, const char *role,
+                        kiln_val *out, char *err, size_t esize) {
+  memset(out, 0, sizeof *out);
+  out->type = type;
+  uint64_t bits = 0;
+  switch (type) {
+    case KILN_I32:
+    case KILN_F32:
+    case KILN_I64:
+    case KILN_F64: {
+      bool narrow = type == KILN_I32 || type == KILN_F32;
+      if (!parse_u64(text, narrow ? UINT32_MAX : UINT64_MAX, &bits)) break;
+      *out = val_of_bits(type, bits);
+      return true;
+    }
+    case KILN_FUNCREF:
+    case KILN_EXTERNREF:
+      if (text && !strcmp(text, "null")) return true; /* ref stays NULL */
+      if (type == KILN_EXTERNREF && parse_u64(text, UINTPTR_MAX - 1, &bits)) {
+        out->of.ref = extern_ptr(bits);
+        return true;
+      }
+      break;
+    case KILN_V128:
+      snprintf(err, esize, "v128 %ss are not supported", role);
+      return false;
+  }
+  snprintf(err, esize, "bad %s %s \"%s\"", kiln_valtype_name(type), role,
+           text ? text : "(none)");
+  return false;
+}
+
+static bool parse_arg(const cJSON *j, kiln_val *out, char *err, size_t esize) {
+  kiln_valtype type;
+  const char *text;
+  return parse_typed(j, "argument", &type, &text, err, esize) &&
+         parse_value(type, text, "argument", out, err, esize);
+}
+
+/* What an expected result accepts. */
+typedef enum expect_how {
+  EXPECT_VALUE,          /* bits equal (numbers), or ref equal */
+  EXPECT_NAN_CANONICAL,  /* any sign, canonical payload */
+  EXPECT_NAN_ARITHMETIC, /* any sign, payload's top bit set */
+  EXPECT_REF_NONNULL,    /* funcref with no value: any non-null function */
+} expect_how;
+
+typedef struct expect {
+  expect_how how;
+  kiln_val value; /* its type always; its bits or ref for EXPECT_VALUE */
+} expect;
+
+static bool parse_expect(const cJSON *j, expect *out, char *err, size_t esize) {
+  kiln_valtype type;
+  const char *text;
+  memset(out, 0, sizeof *out);
+  if (!parse_typed(j, "result", &type, &text, err, esize)) return false;
+  out->value.type = type;
+  bool is_float = type == KILN_F32 || type == KILN_F64;
+  if (is_float && text && !strcmp(text, "nan:canonical")) {
+    out->how = EXPECT_NAN_CANONICAL;
+  } else if (is_float && text && !strcmp(text, "nan:arithmetic")) {
+    out->how = EXPECT_NAN_ARITHMETIC;
+  } else if (!text && type == KILN_FUNCREF) {
+    out->how = EXPECT_REF_NONNULL;
+  } else {
+    out->how = EXPECT_VALUE;
+    return parse_value(type, text, "result", &out->value, err, esize);
+  }
+  return true;
+}
+
 static bool expect_matches(const expect *e, const kiln_val *v) {
-  if (v->type != e->type) return false;
+  kiln_valtype type = e->value.type;
+  if (v->type != type) return false;
   uint64_t bits = val_bits(v);
-  bool f32 = e->type == KILN_F32;
+  bool f32 = type == KILN_F32;
   uint64_t exp_mask = f32 ? 0x7f800000u : 0x7ff0000000000000u;
   uint64_t frac_mask = f32 ? 0x007fffffu : 0x000fffffffffffffu;
   uint64_t quiet = f32 ? 0x00400000u : 0x0008000000000000u;
   switch (e->how) {
-    case EXPECT_BITS:
-      if (e->type == KILN_FUNCREF || e->type == KILN_EXTERNREF)
-        return v->of.ref == e->ref;
-      return bits == e->bits;
+    case EXPECT_VALUE:
+      if (type == KILN_FUNCREF || type == KILN_EXTERNREF)
+        return v->of.ref == e->value.of.ref;
+      return bits == val_bits(&e->value);
     case EXPECT_NAN_CANONICAL:
       return (bits & exp_mask) == exp_mask && (bits & frac_mask) == quiet;
     case EXPECT_NAN_ARITHMETIC:
       return (bits & exp_mask) == exp_mask && (bits & quiet) != 0;
-    case EXPECT_REF_NULL:
-      return v->of.ref == NULL;
     case EXPECT_REF_NONNULL:
       return v->of.ref != NULL;
   }
@@ -558,7 +550,7 @@ static const char *format_val(const kiln_val *v, char *buf, size_t size) {
 }
 
 static const char *format_expect(const expect *e, char *buf, size_t size) {
-  const char *tn = kiln_valtype_name(e->type);
+  const char *tn = kiln_valtype_name(e->value.type);
   switch (e->how) {
     case EXPECT_NAN_CANONICAL:
       snprintf(buf, size, "%s:nan:canonical", tn);
@@ -566,38 +558,13 @@ static const char *format_expect(const expect *e, char *buf, size_t size) {
     case EXPECT_NAN_ARITHMETIC:
       snprintf(buf, size, "%s:nan:arithmetic", tn);
       return buf;
-    case EXPECT_REF_NULL:
-      snprintf(buf, size, "%s:null", tn);
-      return buf;
     case EXPECT_REF_NONNULL:
       snprintf(buf, size, "%s:(any non-null)", tn);
       return buf;
-    case EXPECT_BITS:
+    case EXPECT_VALUE:
       break;
   }
-  kiln_val v;
-  memset(&v, 0, sizeof v);
-  v.type = e->type;
-  switch (e->type) {
-    case KILN_I32:
-      v.of.i32 = (uint32_t)e->bits;
-      break;
-    case KILN_I64:
-      v.of.i64 = e->bits;
-      break;
-    case KILN_F32: {
-      uint32_t b = (uint32_t)e->bits;
-      memcpy(&v.of.f32, &b, 4);
-      break;
-    }
-    case KILN_F64:
-      memcpy(&v.of.f64, &e->bits, 8);
-      break;
-    default:
-      v.of.ref = e->ref;
-      break;
-  }
-  return format_val(&v, buf, size);
+  return format_val(&e->value, buf, size);
 }
 
 /* ---- The spectest host module ------------------------------------------- */
@@ -724,6 +691,17 @@ static kiln_status load_module(spec_ctx *c, const char *filename,
   return s;
 }
 
+/* Instantiates m (the reference passes) against the file's linker, its
+ * start function under the guest deadline. */
+static kiln_status instantiate(spec_ctx *c, kiln_module *m,
+                               kiln_instance **out) {
+  kiln_thread_set_deadline(GUEST_DEADLINE_S);
+  kiln_status s = kiln_instance_create(m, c->linker, &c->inst_opts, out);
+  kiln_thread_set_deadline(0);
+  kiln_module_release(m);
+  return s;
+}
+
 static const char *json_str(const cJSON *obj, const char *key) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
   return cJSON_IsString(v) ? v->valuestring : NULL;
@@ -743,10 +721,7 @@ static void cmd_module(spec_ctx *c, const cJSON *cmd, int line) {
     return;
   }
   kiln_instance *inst = NULL;
-  kiln_thread_set_deadline(GUEST_DEADLINE_S);
-  s = kiln_instance_create(m, c->linker, &c->inst_opts, &inst);
-  kiln_thread_set_deadline(0);
-  kiln_module_release(m);
+  s = instantiate(c, m, &inst);
   if (s) {
     fail(c, line, "module %s failed to instantiate: %s", filename,
          status_text(s, buf, sizeof buf));
@@ -830,10 +805,7 @@ static void cmd_assert_instantiate_fails(spec_ctx *c, const cJSON *cmd,
     return;
   }
   kiln_instance *inst = NULL;
-  kiln_thread_set_deadline(GUEST_DEADLINE_S);
-  s = kiln_instance_create(m, c->linker, &c->inst_opts, &inst);
-  kiln_thread_set_deadline(0);
-  kiln_module_release(m);
+  s = instantiate(c, m, &inst);
   if (!s) {
     kiln_instance_release(inst);
     fail(c, line, "%s %s (\"%s\"): instantiation succeeded", type, filename,

@@ -57,7 +57,7 @@ static void test_resident_weight_reused_and_host_writes_tracked(kiln_test *t) {
   KILN_EXPECT_OK(t, kiln_device_sync(d, &down));
   KILN_EXPECTF(t, up.bytes_to_device == 16384 + PAGE, "up %llu",
                (unsigned long long)up.bytes_to_device);
-  KILN_EXPECTF(t, down.bytes_to_host == n * 4, "down %llu",
+  KILN_EXPECTF(t, down.bytes_to_host == (uint64_t)n * 4, "down %llu",
                (unsigned long long)down.bytes_to_host);
   gemv_ref(w, x, want, n, n);
   KILN_EXPECT(t, all_close(y, want, n));
@@ -74,7 +74,7 @@ static void test_resident_weight_reused_and_host_writes_tracked(kiln_test *t) {
   KILN_EXPECT_OK(t, kiln_device_sync(d, &down));
   KILN_EXPECTF(t, up.bytes_to_device == PAGE, "up %llu",
                (unsigned long long)up.bytes_to_device);
-  KILN_EXPECT(t, down.bytes_to_host == n * 4);
+  KILN_EXPECT(t, down.bytes_to_host == (uint64_t)n * 4);
   gemv_ref(w, x, want, n, n);
   KILN_EXPECT(t, all_close(y, want, n));
 
@@ -88,7 +88,7 @@ static void test_resident_weight_reused_and_host_writes_tracked(kiln_test *t) {
   KILN_EXPECT_OK(t, kiln_device_submit(d, &op, &up));
   KILN_EXPECT(t, up.bytes_to_device == 0);
   KILN_EXPECT_OK(t, kiln_device_sync(d, &down));
-  KILN_EXPECT(t, down.bytes_to_host == n * 4); /* y written twice, copied once */
+  KILN_EXPECT(t, down.bytes_to_host == (uint64_t)n * 4); /* y written twice, copied once */
   gemv_ref(w, x, want, n, n);
   KILN_EXPECT(t, all_close(y, want, n));
 
@@ -139,7 +139,7 @@ static void test_kv_append_moves_exactly_the_rows(kiln_test *t) {
     KILN_EXPECT_OK(t, kiln_device_sync(d, &down));
     /* The cache is only written: nothing goes up; one row comes back. */
     KILN_EXPECT(t, up.bytes_to_device == 0);
-    KILN_EXPECTF(t, down.bytes_to_host == dim * 4, "p=%d: down %llu", p,
+    KILN_EXPECTF(t, down.bytes_to_host == (uint64_t)dim * 4, "p=%d: down %llu", p,
                  (unsigned long long)down.bytes_to_host);
   }
   int bad = 0;

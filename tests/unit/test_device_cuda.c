@@ -747,14 +747,14 @@ static void test_gemv_bandwidth(kiln_test *t) {
     return;
   }
   const int64_t N = 8192, K = 8192;
-  static const kiln_dtype types[] = {KILN_DTYPE_BF16, KILN_DTYPE_F32,
-                                     KILN_DTYPE_Q8_0};
+  static const kiln_dtype types[] = {KILN_DTYPE_BF16, KILN_DTYPE_F16,
+                                     KILN_DTYPE_F32, KILN_DTYPE_Q8_0};
   kiln_memory *m = new_memory(t, 4200, "weights"); /* 275 MB */
   if (!m) goto out;
   KILN_EXPECT_OK(t, kiln_device_attach(gpu, m));
   KILN_EXPECT_OK(t, kiln_device_place(gpu, m, 0, kiln_memory_size(m),
                                       KILN_PLACEMENT_RESIDENT));
-  for (size_t i = 0; i < 3; i++) {
+  for (size_t i = 0; i < 4; i++) {
     uint64_t wbytes = bytes_of(types[i], N * K);
     const int64_t ws[2] = {N, K}, xs[2] = {1, K}, ys[2] = {1, N};
     uint64_t xoff = (wbytes + 4095) & ~(uint64_t)4095, yoff = xoff + K * 4;
@@ -790,7 +790,127 @@ out:
   kiln_device_release(gpu);
 }
 
+/* Seconds per op of `op` replayed as a program of 10, 20 times. */
+static double time_op(kiln_test *t, kiln_device *gpu, const kiln_op *op) {
+  KILN_EXPECT_OK(t, kiln_device_submit(gpu, op, NULL));
+  KILN_EXPECT_OK(t, kiln_device_sync(gpu, NULL));
+  kiln_program *p = NULL;
+  KILN_EXPECT_OK(t, kiln_program_create(gpu, &p));
+  if (!p) return 0;
+  for (int r = 0; r < 10; r++) KILN_EXPECT_OK(t, kiln_program_add(p, op));
+  KILN_EXPECT_OK(t, kiln_device_submit_program(gpu, p, NULL));
+  KILN_EXPECT_OK(t, kiln_device_sync(gpu, NULL));
+  const int reps = 20;
+  double t0 = now_s();
+  for (int r = 0; r < reps; r++)
+    KILN_EXPECT_OK(t, kiln_device_submit_program(gpu, p, NULL));
+  KILN_EXPECT_OK(t, kiln_device_sync(gpu, NULL));
+  double dt = (now_s() - t0) / (reps * 10);
+  kiln_program_release(p);
+  return dt;
+}
+
+/* Attention over a bf16 cache (printed): decode at the end of a 4096-row
+ * cache, and a 256-query prefill chunk. */
+static void test_attention_speed(kiln_test *t) {
+  kiln_device *gpu = open_gpu();
+  if (!gpu) {
+    KILN_TEST_SKIP(t, "%s", g_skip);
+    return;
+  }
+  if (kiln_device_kind_of(gpu) != KILN_DEVICE_CUDA) {
+    KILN_TEST_SKIP(t, "not a GPU: %s", kiln_device_describe(gpu));
+    kiln_device_release(gpu);
+    return;
+  }
+  const int64_t S = 4096, Hq = 32, Hkv = 8, D = 128, Tp = 256;
+  kiln_memory *m = new_memory(t, 512, "attn"); /* 32 MiB */
+  if (!m) goto out;
+  KILN_EXPECT_OK(t, kiln_device_attach(gpu, m));
+  KILN_EXPECT_OK(t, kiln_device_place(gpu, m, 0, kiln_memory_size(m),
+                                      KILN_PLACEMENT_RESIDENT));
+  const int64_t cs[3] = {S, Hkv, D}, qs[3] = {Tp, Hq, D};
+  uint64_t cbytes = (uint64_t)S * Hkv * D * 2, qbytes = (uint64_t)Tp * Hq * D * 4;
+  kiln_op op = op_of(KILN_OP_ATTENTION);
+  op.b = kiln_tensor_make(m, 0, KILN_DTYPE_BF16, 3, cs);
+  op.c = kiln_tensor_make(m, cbytes, KILN_DTYPE_BF16, 3, cs);
+  op.a = kiln_tensor_make(m, 2 * cbytes, KILN_DTYPE_F32, 3, qs);
+  op.d = kiln_tensor_make(m, 2 * cbytes + qbytes, KILN_DTYPE_F32, 3, qs);
+  uint16_t *c = (uint16_t *)kiln_memory_base(m);
+  for (uint64_t i = 0; i < cbytes; i++) c[i] = kiln_f32_to_bf16((float)(i % 97) / 97.0f - 0.5f);
+  op.alpha = 0.088f;
+  op.a.shape[0] = op.d.shape[0] = 1;
+  op.pos = S - 1;
+  double dt = time_op(t, gpu, &op);
+  printf("  attention decode bf16 S=%lld Hq=%lld Hkv=%lld D=%lld: %.1f us/op, "
+         "%.0f GB/s of cache\n",
+         (long long)S, (long long)Hq, (long long)Hkv, (long long)D, dt * 1e6,
+         2 * cbytes / dt / 1e9);
+  op.a.shape[0] = op.d.shape[0] = Tp;
+  op.pos = S - Tp;
+  dt = time_op(t, gpu, &op);
+  printf("  attention prefill bf16 T=%lld at %lld: %.1f us/op, %.1f TFLOP/s\n",
+         (long long)Tp, (long long)(S - Tp), dt * 1e6,
+         4.0 * Tp * Hq * D * (S - Tp / 2) / dt / 1e12);
+  kiln_device_detach(gpu, m);
+  kiln_memory_release(m);
+out:
+  kiln_device_release(gpu);
+}
+
+/* Prefill GEMV (M = 256 rows of x against a bf16 / f32 weight) and GEMM
+ * 4096 through cuBLAS (printed). */
+static void test_matmul_speed(kiln_test *t) {
+  kiln_device *gpu = open_gpu();
+  if (!gpu) {
+    KILN_TEST_SKIP(t, "%s", g_skip);
+    return;
+  }
+  if (kiln_device_kind_of(gpu) != KILN_DEVICE_CUDA) {
+    KILN_TEST_SKIP(t, "not a GPU: %s", kiln_device_describe(gpu));
+    kiln_device_release(gpu);
+    return;
+  }
+  const int64_t N = 4096, K = 4096, M = 256;
+  kiln_memory *m = new_memory(t, 2048, "mm"); /* 128 MiB */
+  if (!m) goto out;
+  KILN_EXPECT_OK(t, kiln_device_attach(gpu, m));
+  KILN_EXPECT_OK(t, kiln_device_place(gpu, m, 0, kiln_memory_size(m),
+                                      KILN_PLACEMENT_RESIDENT));
+  float *f = (float *)kiln_memory_base(m);
+  for (uint64_t i = 0; i < kiln_memory_size(m) / 4; i++) f[i] = (float)(i % 13) / 13.0f;
+  static const kiln_dtype types[] = {KILN_DTYPE_BF16, KILN_DTYPE_F32,
+                                     KILN_DTYPE_Q8_0};
+  const int64_t ws[2] = {N, K}, xs[2] = {M, K}, ys[2] = {M, N};
+  for (int i = 0; i < 3; i++) {
+    kiln_op op = op_of(KILN_OP_GEMV);
+    op.a = kiln_tensor_make(m, 0, types[i], 2, ws);
+    op.b = kiln_tensor_make(m, 64 << 20, KILN_DTYPE_F32, 2, xs);
+    op.c = kiln_tensor_make(m, 80 << 20, KILN_DTYPE_F32, 2, ys);
+    double dt = time_op(t, gpu, &op);
+    printf("  gemv %s prefill M=%lld N=%lld K=%lld: %.1f us/op, %.1f TFLOP/s\n",
+           kiln_dtype_name(types[i]), (long long)M, (long long)N, (long long)K,
+           dt * 1e6, 2.0 * M * N * K / dt / 1e12);
+  }
+  const int64_t g2[2] = {2048, 2048};
+  static const kiln_dtype gt[] = {KILN_DTYPE_BF16, KILN_DTYPE_F32};
+  for (int i = 0; i < 2; i++) {
+    kiln_op op = op_of(KILN_OP_GEMM);
+    op.a = kiln_tensor_make(m, 0, gt[i], 2, g2);
+    op.b = kiln_tensor_make(m, 32 << 20, gt[i], 2, g2);
+    op.c = kiln_tensor_make(m, 64 << 20, KILN_DTYPE_F32, 2, g2);
+    double dt = time_op(t, gpu, &op);
+    printf("  gemm %s 2048^3 (cuBLAS): %.1f us/op, %.1f TFLOP/s\n",
+           kiln_dtype_name(gt[i]), dt * 1e6, 2.0 * 2048 * 2048 * 2048 / dt / 1e12);
+  }
+  kiln_device_detach(gpu, m);
+  kiln_memory_release(m);
+out:
+  kiln_device_release(gpu);
+}
+
 KILN_TEST_MAIN(test_no_gpu_fallback, test_mapped_pointer_identity,
                test_every_op_mapped, test_every_op_resident,
                test_graph_replay_mapped, test_graph_replay_resident,
-               test_device_errors_then_valid_op, test_gemv_bandwidth)
+               test_device_errors_then_valid_op, test_gemv_bandwidth,
+               test_attention_speed, test_matmul_speed)

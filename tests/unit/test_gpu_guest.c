@@ -432,6 +432,59 @@ static void test_grants_are_checked(kiln_test *t) {
   kiln_device_release(d);
 }
 
+/* The same calls from the host (a native twin of a guest): guest-layout
+ * ops, handle 0 = the bound memory, the same codes. */
+static void test_host_side_calls(kiln_test *t) {
+  kiln_device *d = open_device(t, CFG_CPU);
+  kiln_memory *m = NULL;
+  kiln_memory_options mo = {.initial_pages = 1, .name = "twin"};
+  KILN_EXPECT_OK(t, kiln_memory_create(&mo, &m));
+  kiln_gpu_session *s = NULL;
+  if (d) KILN_EXPECT_OK(t, kiln_gpu_session_create(d, NULL, &s));
+  if (!s || !m) goto out;
+  float *a = (float *)kiln_memory_base(m), *b = a + 64, *c = a + 128;
+  for (int i = 0; i < 64; i++) {
+    a[i] = (float)i;
+    b[i] = 0.5f;
+  }
+  int64_t n = 64;
+  kiln_gpu_op op = {.kind = KILN_GPU_OP_ADD, .alpha = 1};
+  op.a = kiln_gpu_tensor_at(0, 0, KILN_GPU_F32, 1, &n);
+  op.b = kiln_gpu_tensor_at(0, 256, KILN_GPU_F32, 1, &n);
+  op.c = kiln_gpu_tensor_at(0, 512, KILN_GPU_F32, 1, &n);
+  /* Nothing bound yet: handle 0 names nothing. */
+  KILN_EXPECT(t, kiln_gpu_session_submit_op(s, &op) == KILN_GPU_E_HANDLE);
+  KILN_EXPECT_OK(t, kiln_gpu_session_bind_memory(s, m));
+  KILN_EXPECT(t, kiln_gpu_session_program_begin(s) == 0);
+  KILN_EXPECT(t, kiln_gpu_session_submit_op(s, &op) == 0);
+  int32_t h = kiln_gpu_session_program_end(s);
+  KILN_EXPECT(t, h == 1);
+  KILN_EXPECT(t, kiln_gpu_session_program_submit(s, h) == 0);
+  KILN_EXPECT(t, kiln_gpu_session_sync(s) == 0);
+  int wrong = 0;
+  for (int i = 0; i < 64; i++) wrong += c[i] != (float)i + 0.5f;
+  KILN_EXPECT(t, wrong == 0);
+  KILN_EXPECT(t, kiln_gpu_session_program_free(s, h) == 0);
+  KILN_EXPECT(t, kiln_gpu_session_program_free(s, h) == KILN_GPU_E_HANDLE);
+  op.c.offset = 65536 - 4;
+  KILN_EXPECT(t, kiln_gpu_session_submit_op(s, &op) == KILN_GPU_E_RANGE);
+  KILN_EXPECTF(t, strstr(kiln_gpu_session_last_error(s), "outside"),
+               "last error: %s", kiln_gpu_session_last_error(s));
+  op.c.offset = 512;
+  op.b.mem = 1;
+  KILN_EXPECT(t, kiln_gpu_session_submit_op(s, &op) == KILN_GPU_E_HANDLE);
+  KILN_EXPECT(t, kiln_gpu_session_place(s, 0, 0, 4096, 9) ==
+                     KILN_GPU_E_INVALID);
+  KILN_EXPECT(t, kiln_gpu_session_place(s, 0, 0, 4096,
+                                        KILN_GPU_PLACEMENT_RESIDENT) == 0);
+  KILN_EXPECT(t, kiln_gpu_session_memory_lookup(s, "nope") ==
+                     KILN_GPU_E_NOT_FOUND);
+out:
+  kiln_gpu_session_release(s);
+  kiln_memory_release(m);
+  kiln_device_release(d);
+}
+
 static void test_module_uses_kiln_gpu(kiln_test *t) {
   kiln_module *g = kiln_test_load_guest(t, "gpu_matmul");
   kiln_module *h = kiln_test_load_guest(t, "wasi_hello");
@@ -470,6 +523,7 @@ static void test_cli_device_flag(kiln_test *t) {
 
 KILN_TEST_MAIN(test_error_codes_map_from_status_codes,
                test_module_uses_kiln_gpu, test_grants_are_checked,
+               test_host_side_calls,
                test_session_refuses_a_foreign_caller_memory,
                test_matmul_cpu, test_matmul_cpu_mirror, test_matmul_cuda,
                test_every_op_cpu, test_every_op_cpu_mirror, test_every_op_cuda,

@@ -14,6 +14,24 @@
 
 #define CU_CALL(cd, call) ((cd)->cu->call)
 
+/* KILN_CUDA_TRACE=1: one line on stderr per step of creation and
+ * destruction, to locate a driver call that hangs on some machine. */
+static bool trace_on(void) {
+  static int on = -1;
+  if (on < 0) {
+    const char *e = getenv("KILN_CUDA_TRACE");
+    on = e && *e && strcmp(e, "0") != 0;
+  }
+  return on;
+}
+#define TRACE(...)                                  \
+  do {                                              \
+    if (trace_on()) {                               \
+      fprintf(stderr, "kiln cuda: " __VA_ARGS__);   \
+      fputc('\n', stderr);                          \
+    }                                               \
+  } while (0)
+
 kiln_status kiln_cuda_make_current(kiln_cuda_device *cd) {
   CUresult r = cd->cu->cuCtxSetCurrent(cd->ctx);
   if (r) return kiln_cuda_status(KILN_CODE_INTERNAL, r, "cuCtxSetCurrent");
@@ -262,8 +280,10 @@ static void cuda_destroy(kiln_device *d) {
   kiln_cuda_device *cd = kiln_cuda_of(d);
   if (!cd) return;
   const kiln_cuda_api *cu = cd->cu;
+  TRACE("destroy cuda:%d", cd->ordinal);
   if (cd->ctx && cu->cuCtxSetCurrent(cd->ctx) == KILN_CUDA_SUCCESS) {
     if (cd->stream) cu->cuStreamSynchronize(cd->stream);
+    TRACE("  stream idle");
     if (cd->blas_handle) cd->blas->cublasDestroy(cd->blas_handle);
     if (cd->blas_workspace) cu->cuMemFree(cd->blas_workspace);
     if (cd->scratch) cu->cuMemFree(cd->scratch);
@@ -272,6 +292,7 @@ static void cuda_destroy(kiln_device *d) {
     if (cd->stream) cu->cuStreamDestroy(cd->stream);
     if (cd->module) cu->cuModuleUnload(cd->module);
     cu->cuDevicePrimaryCtxRelease(cd->dev);
+    TRACE("  released");
   }
   free(cd);
 }
@@ -313,6 +334,7 @@ static kiln_status load_kernels(kiln_cuda_device *cd) {
   CUresult r;
 #define GET(slot, nm)                                                       \
   do {                                                                      \
+    TRACE("    %s", (nm));                                                  \
     r = cd->cu->cuModuleGetFunction(&(slot), cd->module, (nm));             \
     if (r) return kiln_cuda_status(KILN_CODE_UNAVAILABLE, r, (nm));         \
   } while (0)
@@ -375,7 +397,9 @@ kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
   (void)o;
   *out = NULL;
   const kiln_cuda_api *cu = NULL;
+  TRACE("create cuda:%d: loading libcuda", ordinal);
   KILN_RETURN_IF_ERROR(kiln_cuda_api_get(&cu));
+  TRACE("  cuInit");
   CUresult r = cu->cuInit(0);
   if (r == KILN_CUDA_ERROR_NO_DEVICE)
     return kiln_make_status(KILN_CODE_UNAVAILABLE, "no CUDA device");
@@ -424,12 +448,17 @@ kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
                           ordinal, gpu, cd->cc_major, cd->cc_minor);
     goto fail;
   }
+  TRACE("  %s sm_%d%d; retaining the primary context", gpu, cd->cc_major,
+        cd->cc_minor);
   TRY_CU(cu->cuDevicePrimaryCtxRetain(&cd->ctx, cd->dev),
          "cuDevicePrimaryCtxRetain");
   TRY_CU(cu->cuCtxSetCurrent(cd->ctx), "cuCtxSetCurrent");
+  TRACE("  cuModuleLoadData (%zu bytes)", fatbin_size);
   TRY_CU(cu->cuModuleLoadData(&cd->module, fatbin),
          "cuModuleLoadData(kiln kernels)");
+  TRACE("  cuModuleGetFunction");
   if ((st = load_kernels(cd))) goto fail;
+  TRACE("  stream, error record, scratch");
   TRY_CU(cu->cuStreamCreate(&cd->stream, KILN_CU_STREAM_NON_BLOCKING),
          "cuStreamCreate");
   TRY_CU(cu->cuMemAlloc(&cd->err_claim, sizeof(int32_t)), "cuMemAlloc");
@@ -443,7 +472,9 @@ kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
          "cuMemHostGetDevicePointer");
   TRY_CU(cu->cuMemAlloc(&cd->scratch, KILN_CUDA_SCRATCH_BYTES), "cuMemAlloc");
   char blas[200] = "";
+  TRACE("  cuBLAS");
   setup_cublas(cd, blas, sizeof blas);
+  TRACE("  %s", blas);
   TRY_CU(cu->cuStreamSynchronize(cd->stream), "cuStreamSynchronize");
 
   cd->base.vt = &kCudaVtable;

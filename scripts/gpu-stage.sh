@@ -1,0 +1,27 @@
+#!/bin/sh
+# Stages what a run on the GPU machine needs into .carry/ (git-ignored):
+# the binaries of a build made here (tests, benchmarks, kiln, guests) and
+# Debian's wabt (wasm2c, which the engine runs) and libcjson, which that
+# machine (Ubuntu, CUDA, no package registry) lacks. scripts/gpu-env.sh
+# sets them up there. Binaries keep the absolute paths of this checkout
+# (/work/main/build/...), so gpu-env.sh links /work/main to the copy.
+#
+#   sh scripts/gpu-stage.sh [BUILD]      then carry ".carry" in the run
+set -e
+BUILD=${1:-build}
+STAGE=.carry
+rm -rf "$STAGE/build"
+mkdir -p "$STAGE/build" "$STAGE/debs"
+(cd "$STAGE/debs" && [ -f wabt_*.deb ] || apt-get download wabt libcjson1 >/dev/null 2>&1)
+# Executables and guests, keeping their place under the build folder.
+(cd "$BUILD" && find . -path ./test-cache -prune -o -path ./CMakeFiles -prune -o \
+   -type f \( -name '*.wasm' -o -name '*.fatbin' \
+      -o \( -perm -u+x \( -name 'test_*' -o -name 'bench_*' -o -name '*native*' \
+            -o -name 'spec_runner' -o -name kiln \) \) \) -print) |
+while read -r f; do
+  case "$f" in *CMakeFiles*) continue ;; esac
+  mkdir -p "$STAGE/build/$(dirname "$f")"
+  cp -p "$BUILD/$f" "$STAGE/build/$f"
+done
+find "$STAGE/build" -type f -perm -u+x ! -name "*.wasm" -exec strip -g {} + 2>/dev/null || true
+du -sh "$STAGE"
