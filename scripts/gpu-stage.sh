@@ -14,7 +14,7 @@ rm -rf "$STAGE/build"
 mkdir -p "$STAGE/build" "$STAGE/debs"
 (cd "$STAGE/debs" && [ -f wabt_*.deb ] || apt-get download wabt libcjson1 >/dev/null 2>&1)
 # Executables and guests, keeping their place under the build folder.
-(cd "$BUILD" && find . -path ./test-cache -prune -o -path ./CMakeFiles -prune -o \
+(cd "$BUILD" && find . -path ./test-cache -prune -o -path ./spec-cache -prune -o -path ./bench/cache -prune -o -path ./CMakeFiles -prune -o \
    -type f \( -name '*.wasm' -o -name '*.fatbin' \
       -o \( -perm -u+x \( -name 'test_*' -o -name 'bench_*' -o -name '*native*' \
             -o -name 'spec_runner' -o -name kiln \) \) \) -print) |

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 
 import torch
@@ -195,6 +196,8 @@ def main():
                    "decoding": "greedy", "examples": examples, "steps": step,
                    "batch": args.batch, "train_seconds": round(train_s, 1),
                    "device": args.device, "params": nparams, "seed": args.seed,
+                   "command": "python3 tools/train_tiny.py " + " ".join(sys.argv[1:]),
+                   "max_steps": args.max_steps, "minutes": args.minutes,
                    "torch": torch.__version__,
                    "date": time.strftime("%Y-%m-%d")}, f, indent=1)
 

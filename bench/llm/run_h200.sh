@@ -16,7 +16,8 @@
 # Usage (repo root, on the H200 machine):
 #   sh bench/llm/run_h200.sh [BUILD_DIR]
 # Environment: KILN_LLM_DATA (default /tmp/kiln-llm-data) for the models,
-# REPS (default 3), SHAPES (default "1b 8b"), KV (default f32).
+# REPS (default 3), SHAPES (default "1b 8b"), KV (default f32), KILN_PREBUILT
+# (set: use BUILD_DIR as it is, e.g. binaries staged by scripts/gpu-stage.sh).
 set -eu
 BUILD=${1:-build-cuda}
 DATA=${KILN_LLM_DATA:-/tmp/kiln-llm-data}
@@ -27,9 +28,13 @@ DATE=$(date -u +%Y-%m-%d)
 OUT=docs/llm-bench-$DATE
 mkdir -p "$DATA" docs
 
-echo "== build ($BUILD)"
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$BUILD" -j "$(nproc)" --target kiln bench_llm test_llm test_llm_cli guest_llm >/dev/null
+if [ -z "${KILN_PREBUILT:-}" ]; then
+  echo "== build ($BUILD)"
+  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$BUILD" -j "$(nproc)" --target kiln bench_llm test_llm test_llm_cli guest_llm >/dev/null
+else
+  echo "== using the prebuilt $BUILD (KILN_PREBUILT; see scripts/gpu-stage.sh)"
+fi
 
 echo "== correctness on cuda: the tiny reference models"
 "$BUILD/tests/test_llm" cuda
@@ -37,7 +42,7 @@ for m in gqa mha-tied llama3-rope mqa-deep gqa-bf16-sharded; do
   want=$(python3 -c "import json;print(' '.join(map(str,json.load(open('tests/data/models/$m/reference.json'))['greedy_ids'])))")
   prompt=$(python3 -c "import json;print(json.load(open('tests/data/models/$m/reference.json'))['prompt'])")
   got=$("$BUILD/kiln" generate --device cuda --model "tests/data/models/$m" --prompt "$prompt" \
-        -n 64 --ignore-eos --json | python3 -c "import sys,json;print(' '.join(str(json.loads(l)['id']) for l in sys.stdin if '\"token\"' in l))")
+        -n 64 --ignore-eos --json | python3 -c "import sys,json;print(' '.join(str(json.loads(l.decode('utf-8','replace'))['id']) for l in sys.stdin.buffer if b'\"token\"' in l))")
   if [ "$got" = "$want" ]; then echo "  $m: 64 greedy tokens = transformers"; else echo "  $m: DIFFERENT"; echo "   kiln $got"; echo "   ref  $want"; fi
 done
 

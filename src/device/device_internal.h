@@ -85,6 +85,9 @@ struct kiln_device {
   kiln_device_attachment *attachments;   /* core: attached memories */
   kiln_status pending_error;             /* core: first deferred error */
   kiln_device_stats stats;               /* core */
+  /* Replay programs op by op even if the backend can record graphs (set by
+   * a backend, e.g. cuda while profiling, or KILN_DEVICE_NO_GRAPHS=1). */
+  bool no_graphs;
 };
 
 /* Backend constructors. Each returns UNAVAILABLE with a one-line reason

@@ -410,13 +410,10 @@ int32_t lf_create(const km_llama_config *c, const lf_weights *w,
   memcpy(s->layers, w->layers, (size_t)c->n_layers * sizeof *s->layers);
 
   const uint64_t B = (uint64_t)s->o.max_batch, H = (uint64_t)c->hidden,
-                 I = (uint64_t)c->intermediate, Hq = (uint64_t)c->n_heads,
                  Hkv = (uint64_t)c->n_kv_heads, D = (uint64_t)c->head_dim,
-                 V = (uint64_t)c->vocab, S = (uint64_t)s->o.max_seq,
-                 L = (uint64_t)c->n_layers;
+                 S = (uint64_t)s->o.max_seq, L = (uint64_t)c->n_layers;
   const uint64_t kv_es = s->o.kv_dtype == KILN_GPU_F32 ? 4 : 2;
   s->kv_row_elems = L * 2 * Hkv * D;
-  (void)I, (void)Hq, (void)V;
   layout lay = {0};
   take_acts(&lay, &s->pre, c, B, s->o.all_logits ? B : 1, s->permuted);
   take_acts(&lay, &s->dec, c, 1, 1, s->permuted);

@@ -441,14 +441,19 @@ static int parse_args(int argc, char **argv, lr_args *a) {
   return 0;
 }
 
-/* Length of the valid UTF-8 sequence at s[0, n), or 0. */
+/* Length of the valid UTF-8 sequence at s[0, n), or 0: no overlong forms,
+ * no surrogates, nothing above U+10FFFF (RFC 3629, table 3-7 of Unicode). */
 static size_t utf8_seq(const unsigned char *s, size_t n) {
-  size_t need = s[0] >= 0xF0 && s[0] <= 0xF4   ? 4
-                : s[0] >= 0xE0                 ? 3
-                : s[0] >= 0xC2 && s[0] <= 0xDF ? 2
-                                               : 0;
-  if (!need || need > n) return 0;
-  for (size_t i = 1; i < need; i++)
+  unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+  size_t need;
+  if (c >= 0xC2 && c <= 0xDF) need = 2;
+  else if (c >= 0xE0 && c <= 0xEF) need = 3, lo = c == 0xE0 ? 0xA0 : 0x80,
+                                   hi = c == 0xED ? 0x9F : 0xBF;
+  else if (c >= 0xF0 && c <= 0xF4) need = 4, lo = c == 0xF0 ? 0x90 : 0x80,
+                                   hi = c == 0xF4 ? 0x8F : 0xBF;
+  else return 0;
+  if (need > n || s[1] < lo || s[1] > hi) return 0;
+  for (size_t i = 2; i < need; i++)
     if ((s[i] & 0xC0) != 0x80) return 0;
   return need;
 }

@@ -367,6 +367,23 @@ static void ops_gemv(kiln_test *t, fx *f) {
   op.b = input(f, KILN_DTYPE_F32, 1, 250, 0, 0, 0);
   op.c = output(f, KILN_DTYPE_F32, 1, 77, 0, 0, 0, false);
   run_both(t, f, "gemv bf16 K=250 rank-1 x", &op, &op.c, 1e-2);
+  /* Weights that do not start on 16 bytes (safetensors data begins where
+   * its header ends), rows of varying alignment, M = 1 and M = 3. */
+  static const kiln_dtype wt[] = {KILN_DTYPE_F32, KILN_DTYPE_BF16};
+  for (size_t i = 0; i < 2; i++)
+    for (int64_t M = 1; M <= 3; M += 2) {
+      kiln_op g = op_of(KILN_OP_GEMV);
+      g.a = input(f, wt[i], 2, 130, 258, 0, 0);
+      g.a.offset += 3 * kiln_dtype_size(wt[i]);
+      g.a.shape[1] = 250;
+      g.a.stride[0] = 258, g.a.stride[1] = 1;
+      g.b = input(f, KILN_DTYPE_F32, 2, M, 250, 0, 0);
+      g.c = output(f, KILN_DTYPE_F32, 2, M, 130, 0, 0, false);
+      char what[64];
+      snprintf(what, sizeof what, "gemv %s misaligned rows M=%lld",
+               kiln_dtype_name(wt[i]), (long long)M);
+      run_both(t, f, what, &g, &g.c, tol_for(wt[i]));
+    }
 }
 
 static void ops_elementwise(kiln_test *t, fx *f) {
@@ -909,8 +926,41 @@ out:
   kiln_device_release(gpu);
 }
 
+/* A memory that grew after attach has two host registrations; a RESIDENT
+ * range across the boundary must still go up and come back (the driver
+ * refuses one copy spanning two registrations, so kiln splits it). */
+static void test_resident_range_across_grown_registrations(kiln_test *t) {
+  kiln_device *gpu = open_gpu();
+  if (!gpu) {
+    KILN_TEST_SKIP(t, "%s", g_skip);
+    return;
+  }
+  kiln_memory *m = new_memory(t, 1, "grown");
+  KILN_EXPECT_OK(t, kiln_device_attach(gpu, m));
+  KILN_EXPECT_OK(t, kiln_memory_grow(m, 2, NULL));
+  const int64_t n = 16384;              /* 64 KiB of f32 at 32 KiB .. 96 KiB */
+  uint64_t a_off = 32768, b_off = a_off + (uint64_t)n * 4;
+  float *a = (float *)(kiln_memory_base(m) + a_off);
+  for (int64_t i = 0; i < n; i++) a[i] = (float)(i % 97) - 48.0f;
+  KILN_EXPECT_OK(t, kiln_device_place(gpu, m, a_off, (uint64_t)n * 8,
+                                      KILN_PLACEMENT_RESIDENT));
+  kiln_op op = {.kind = KILN_OP_SCALE, .alpha = 0.5f};
+  op.a = kiln_tensor_make(m, a_off, KILN_DTYPE_F32, 1, &n);
+  op.b = kiln_tensor_make(m, b_off, KILN_DTYPE_F32, 1, &n);
+  KILN_EXPECT_OK(t, kiln_device_submit(gpu, &op, NULL));
+  KILN_EXPECT_OK(t, kiln_device_sync(gpu, NULL));
+  const float *b = (const float *)(kiln_memory_base(m) + b_off);
+  int bad = 0;
+  for (int64_t i = 0; i < n; i++) bad += b[i] != 0.5f * a[i];
+  KILN_EXPECTF(t, bad == 0, "%d of %lld elements wrong", bad, (long long)n);
+  kiln_device_detach(gpu, m);
+  kiln_memory_release(m);
+  kiln_device_release(gpu);
+}
+
 KILN_TEST_MAIN(test_no_gpu_fallback, test_mapped_pointer_identity,
                test_every_op_mapped, test_every_op_resident,
                test_graph_replay_mapped, test_graph_replay_resident,
-               test_device_errors_then_valid_op, test_gemv_bandwidth,
+               test_device_errors_then_valid_op,
+               test_resident_range_across_grown_registrations, test_gemv_bandwidth,
                test_attention_speed, test_matmul_speed)

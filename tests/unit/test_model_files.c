@@ -309,6 +309,17 @@ static void test_reference_models_load(kiln_test *t) {
   }
 }
 
+static void test_embedded_default_model_loads(kiln_test *t) {
+  /* models/tiny (tools/train_tiny.py): what `make demo` runs. */
+  model m;
+  if (load_hf(t, "../../../models/tiny", &m)) {
+    KILN_EXPECT(t, m.cfg.vocab == 258 && m.cfg.tie_word_embeddings && m.cfg.bos_id == 256 &&
+                       m.cfg.n_eos == 1 && m.cfg.eos_ids[0] == 257);
+    KILN_EXPECT(t, m.w.output.t == m.w.tok_embd.t && m.w.tok_embd.t->dtype == KM_DTYPE_F32);
+  }
+  free_model(&m);
+}
+
 static void test_gguf_models_match_hf(kiln_test *t) {
   model hf;
   bool ok = load_hf(t, "gqa", &hf);
@@ -750,6 +761,7 @@ static void test_read_errors_are_reported(kiln_test *t) {
 
 KILN_TEST_MAIN(test_json_is_strict, test_json_values, test_safetensors_rejects_bad_files,
                test_safetensors_truncated_anywhere, test_reference_models_load,
+               test_embedded_default_model_loads,
                test_gguf_models_match_hf, test_rope_inv_freq_matches_transformers,
                test_config_checks, test_rope_scaling_variants, test_gguf_config_errors,
                test_weights_wrong_shape_or_missing, test_shard_index_checks,

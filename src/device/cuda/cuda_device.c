@@ -163,13 +163,47 @@ static void cuda_free(kiln_device *d, uint64_t addr, uint64_t n) {
   CU_CALL(cd, cuMemFree)((CUdeviceptr)addr);
 }
 
+/* Bytes from `p` (at most n) that lie in one host registration, or, when
+ * `p` is in none, before the next registration starts. The driver refuses
+ * (CUDA_ERROR_INVALID_VALUE) a copy whose host side spans two
+ * registrations, which a RESIDENT range does once its memory has grown
+ * after attach (each grow registers its new pages separately). */
+static uint64_t host_span(CUcontext ctx, const void *p, uint64_t n) {
+  uintptr_t a = (uintptr_t)p;
+  uint64_t span = n;
+  pthread_mutex_lock(&g_regs_lock);
+  for (host_reg *r = g_regs; r; r = r->next) {
+    if (r->ctx != ctx) continue;
+    uintptr_t lo = (uintptr_t)r->ptr, hi = lo + r->len;
+    if (a >= lo && a < hi) {
+      if (hi - a < span) span = hi - a;
+    } else if (lo > a && lo - a < span) {
+      span = lo - a;
+    }
+  }
+  pthread_mutex_unlock(&g_regs_lock);
+  return span;
+}
+
+double kiln_cuda_now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static kiln_status cuda_upload(kiln_device *d, uint64_t dst, const void *src,
                                uint64_t n) {
   kiln_cuda_device *cd = kiln_cuda_of(d);
   KILN_RETURN_IF_ERROR(kiln_cuda_make_current(cd));
-  CUresult r = CU_CALL(cd, cuMemcpyHtoDAsync)((CUdeviceptr)dst, src,
-                                               (size_t)n, cd->stream);
-  if (r) return kiln_cuda_status(KILN_CODE_INTERNAL, r, "cuMemcpyHtoDAsync");
+  if (cd->profile) cd->prof.uploads++, cd->prof.upload_bytes += n;
+  const uint8_t *s = src;
+  while (n) {
+    uint64_t k = host_span(cd->ctx, s, n);
+    CUresult r = CU_CALL(cd, cuMemcpyHtoDAsync)((CUdeviceptr)dst, s,
+                                                 (size_t)k, cd->stream);
+    if (r) return kiln_cuda_status(KILN_CODE_INTERNAL, r, "cuMemcpyHtoDAsync");
+    s += k, dst += k, n -= k;
+  }
   return KILN_OK;
 }
 
@@ -177,9 +211,15 @@ static kiln_status cuda_download(kiln_device *d, void *dst, uint64_t src,
                                  uint64_t n) {
   kiln_cuda_device *cd = kiln_cuda_of(d);
   KILN_RETURN_IF_ERROR(kiln_cuda_make_current(cd));
-  CUresult r = CU_CALL(cd, cuMemcpyDtoHAsync)(dst, (CUdeviceptr)src,
-                                               (size_t)n, cd->stream);
-  if (r) return kiln_cuda_status(KILN_CODE_INTERNAL, r, "cuMemcpyDtoHAsync");
+  if (cd->profile) cd->prof.downloads++, cd->prof.download_bytes += n;
+  uint8_t *t = dst;
+  while (n) {
+    uint64_t k = host_span(cd->ctx, t, n);
+    CUresult r = CU_CALL(cd, cuMemcpyDtoHAsync)(t, (CUdeviceptr)src,
+                                                 (size_t)k, cd->stream);
+    if (r) return kiln_cuda_status(KILN_CODE_INTERNAL, r, "cuMemcpyDtoHAsync");
+    t += k, src += k, n -= k;
+  }
   return KILN_OK;
 }
 
@@ -214,7 +254,9 @@ static kiln_status error_status(const kc_error *e) {
 static kiln_status cuda_sync(kiln_device *d) {
   kiln_cuda_device *cd = kiln_cuda_of(d);
   KILN_RETURN_IF_ERROR(kiln_cuda_make_current(cd));
+  double t0 = cd->profile ? kiln_cuda_now_s() : 0;
   CUresult r = CU_CALL(cd, cuStreamSynchronize)(cd->stream);
+  if (cd->profile) cd->prof.sync_s += kiln_cuda_now_s() - t0, cd->prof.syncs++;
   if (r) return kiln_cuda_status(KILN_CODE_INTERNAL, r, "cuStreamSynchronize");
   volatile kc_error *rec = cd->err_record;
   if (rec->code == KC_ERR_NONE) return KILN_OK;
@@ -276,11 +318,31 @@ static void cuda_graph_free(kiln_device *d, void *graph) {
 
 /* ---- creation and destruction ------------------------------------------------ */
 
+static void print_profile(const kiln_cuda_device *cd) {
+  fprintf(stderr, "kiln cuda profile (each launch synced on its own):\n");
+  double total = 0;
+  for (int k = 0; k < KILN_OP_KIND_COUNT; k++) total += cd->prof.launch_s[k];
+  for (int k = 0; k < KILN_OP_KIND_COUNT; k++) {
+    if (!cd->prof.launches[k]) continue;
+    fprintf(stderr, "  %-10s %9" PRIu64 " launches %10.3f ms %8.2f us each %5.1f%%\n",
+            kiln_op_kind_name((kiln_op_kind)k), cd->prof.launches[k],
+            1e3 * cd->prof.launch_s[k],
+            1e6 * cd->prof.launch_s[k] / (double)cd->prof.launches[k],
+            total > 0 ? 100 * cd->prof.launch_s[k] / total : 0);
+  }
+  fprintf(stderr, "  syncs %" PRIu64 " waiting %.3f ms; uploads %" PRIu64
+          " (%.1f MB); downloads %" PRIu64 " (%.1f MB)\n",
+          cd->prof.syncs, 1e3 * cd->prof.sync_s, cd->prof.uploads,
+          cd->prof.upload_bytes / 1e6, cd->prof.downloads,
+          cd->prof.download_bytes / 1e6);
+}
+
 static void cuda_destroy(kiln_device *d) {
   kiln_cuda_device *cd = kiln_cuda_of(d);
   if (!cd) return;
   const kiln_cuda_api *cu = cd->cu;
   TRACE("destroy cuda:%d", cd->ordinal);
+  if (cd->profile) print_profile(cd);
   if (cd->ctx && cu->cuCtxSetCurrent(cd->ctx) == KILN_CUDA_SUCCESS) {
     if (cd->stream) cu->cuStreamSynchronize(cd->stream);
     TRACE("  stream idle");
@@ -422,6 +484,9 @@ kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
   if (!cd) return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
   cd->cu = cu;
   cd->ordinal = ordinal;
+  const char *prof = getenv("KILN_CUDA_PROFILE");
+  cd->profile = prof && *prof ? atoi(prof) : 0;
+  cd->base.no_graphs = cd->profile;
   kiln_status st = KILN_OK;
   TRY_CU(cu->cuDeviceGet(&cd->dev, ordinal), "cuDeviceGet");
   char gpu[128] = "?";

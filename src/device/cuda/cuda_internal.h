@@ -59,7 +59,20 @@ typedef struct kiln_cuda_device {
   cublasHandle_t blas_handle;
   CUdeviceptr blas_workspace;
   bool capturing;
+  /* KILN_CUDA_PROFILE=1: each launch is timed on its own (stream synced
+   * around it; graphs are not used) and per-kind totals, sync waits and
+   * copies are printed to stderr when the device is released. For finding
+   * where time goes, never for measurements. */
+  int profile;                      /* 0, 1 totals, 2 every launch */
+  struct {
+    double launch_s[KILN_OP_KIND_COUNT];
+    uint64_t launches[KILN_OP_KIND_COUNT];
+    double sync_s, upload_s, download_s;
+    uint64_t syncs, uploads, downloads, upload_bytes, download_bytes;
+  } prof;
 } kiln_cuda_device;
+
+double kiln_cuda_now_s(void);
 
 static inline kiln_cuda_device *kiln_cuda_of(kiln_device *d) {
   return (kiln_cuda_device *)d;

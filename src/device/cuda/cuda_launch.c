@@ -156,8 +156,10 @@ static kiln_status launch_argmax(kiln_cuda_device *cd, const kiln_dop *op) {
   p.rows = lead_rows(&op->a);
   p.cols = last_dim(&op->a);
   if (p.rows <= 0 || p.cols <= 0) return KILN_OK;
+  /* Few long rows (greedy decoding over a vocabulary): 1024 threads each. */
+  const int threads = p.rows <= 8 && p.cols >= 16384 ? 1024 : row_block(p.cols);
   return launch(cd, KC_FN_ARGMAX, cd->fn[KC_FN_ARGMAX],
-                min64(p.rows, 1 << 20), 1, 1, row_block(p.cols), &p);
+                min64(p.rows, 1 << 20), 1, 1, threads, &p);
 }
 
 static kiln_status launch_copy(kiln_cuda_device *cd, const kiln_dop *op) {
@@ -308,12 +310,10 @@ static kiln_status launch_gemv(kiln_cuda_device *cd, const kiln_dop *op) {
   if (p.M <= KC_GEMV_MT_MAX) {
     const int slot = dtype_slot(w->dtype);
     if (slot >= 0) {
-      const int64_t esize = w->dtype == KILN_DTYPE_F32 ? 4 : 2;
-      const int64_t vec = 16 / esize;
-      const bool aligned = p.w % 16 == 0 && (p.ws * esize) % 16 == 0 &&
-                           p.K % vec == 0 && p.x % 16 == 0 && p.xs % 4 == 0;
-      if (aligned)
-        return launch(cd, KC_FN_GEMV_ANY, cd->gemv[slot][p.M - 1], blocks, 1,
+      /* Any row alignment (the kernel reads from the 16-byte boundary
+       * below each row); float4 loads of x only where x allows them. */
+      p.xvec = p.x % 16 == 0 && p.xs % 4 == 0;
+      return launch(cd, KC_FN_GEMV_ANY, cd->gemv[slot][p.M - 1], blocks, 1,
                       1, 256, &p);
     } else if (w->dtype == KILN_DTYPE_Q8_0 && p.w % 2 == 0) {
       return launch(cd, KC_FN_GEMV_ANY, cd->gemv_q8[p.M - 1], blocks, 1, 1,
@@ -400,9 +400,34 @@ static kiln_status launch_attention(kiln_cuda_device *cd, const kiln_dop *op) {
 
 /* ---- dispatch -------------------------------------------------------------------- */
 
+static kiln_status launch_op(kiln_cuda_device *cd, const kiln_dop *op);
+
 kiln_status kiln_cuda_launch(kiln_device *d, const kiln_dop *op) {
   kiln_cuda_device *cd = kiln_cuda_of(d);
   KILN_RETURN_IF_ERROR(kiln_cuda_make_current(cd));
+  if (!cd->profile || cd->capturing) return launch_op(cd, op);
+  cd->cu->cuStreamSynchronize(cd->stream);
+  double t0 = kiln_cuda_now_s();
+  kiln_status s = launch_op(cd, op);
+  cd->cu->cuStreamSynchronize(cd->stream);
+  double dt = kiln_cuda_now_s() - t0;
+  if ((unsigned)op->kind < KILN_OP_KIND_COUNT) {
+    cd->prof.launch_s[op->kind] += dt;
+    cd->prof.launches[op->kind]++;
+  }
+  if (cd->profile > 1)   /* KILN_CUDA_PROFILE=2: every launch */
+    fprintf(stderr, "  %-9s %8.1f us a %s [%lld %lld %lld] @%llx b %s [%lld %lld] @%llx c [%lld %lld] @%llx\n",
+            kiln_op_kind_name(op->kind), 1e6 * dt, kiln_dtype_name(op->a.dtype),
+            (long long)op->a.shape[0], (long long)op->a.shape[1],
+            (long long)op->a.shape[2], (unsigned long long)op->a.addr,
+            kiln_dtype_name(op->b.dtype), (long long)op->b.shape[0],
+            (long long)op->b.shape[1], (unsigned long long)op->b.addr,
+            (long long)op->c.shape[0], (long long)op->c.shape[1],
+            (unsigned long long)op->c.addr);
+  return s;
+}
+
+static kiln_status launch_op(kiln_cuda_device *cd, const kiln_dop *op) {
   switch (op->kind) {
     case KILN_OP_NOP:
       return launch(cd, KC_FN_NOP, cd->fn[KC_FN_NOP], 1, 1, 1, 32, NULL);

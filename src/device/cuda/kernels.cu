@@ -285,13 +285,21 @@ KC_GLOBAL void kiln_argmax(kc_argmax_params p) {
     const int64_t ao = row_off(p.a, r);
     float bv = 0.0f;
     int64_t bi = -1;
-    for (int64_t j = threadIdx.x; j < p.cols; j += blockDim.x) {
-      float v = load_f(p.a.addr, p.a.dtype, ao + j);
-      if (bi < 0 || v > bv) {
-        bv = v;
-        bi = j;
-      }
+    // Four independent loads in flight per thread: one long row (logits over
+    // a 128k vocabulary) is latency-bound otherwise.
+    const int64_t bd = blockDim.x;
+    int64_t j = threadIdx.x;
+    for (; j + 3 * bd < p.cols; j += 4 * bd) {
+      float v0 = load_f(p.a.addr, p.a.dtype, ao + j);
+      float v1 = load_f(p.a.addr, p.a.dtype, ao + j + bd);
+      float v2 = load_f(p.a.addr, p.a.dtype, ao + j + 2 * bd);
+      float v3 = load_f(p.a.addr, p.a.dtype, ao + j + 3 * bd);
+      amax_merge(bv, bi, v0, j);
+      amax_merge(bv, bi, v1, j + bd);
+      amax_merge(bv, bi, v2, j + 2 * bd);
+      amax_merge(bv, bi, v3, j + 3 * bd);
     }
+    for (; j < p.cols; j += bd) amax_merge(bv, bi, load_f(p.a.addr, p.a.dtype, ao + j), j);
     for (int o = 16; o > 0; o >>= 1) {
       float v2 = __shfl_xor_sync(0xffffffffu, bv, o);
       int64_t i2 = __shfl_xor_sync(0xffffffffu, bi, o);
@@ -377,7 +385,7 @@ KC_GLOBAL void kiln_gather(kc_gather_params p) {
 // per output row; each lane streams 16-byte vectors of its row with several
 // loads in flight (evict-first, so that x stays in L1), and applies each
 // w vector to all MT rows of x. Launched when M <= 8, K is a multiple of the
-// vector width and every row is 16-byte aligned; else gemv_any.
+// weight rows are contiguous (any alignment); else gemv_any.
 
 template <int DT>
 struct wvec;
@@ -432,9 +440,17 @@ __device__ __forceinline__ void gemv_vec(const kc_gemv_params &p) {
   const int lane = threadIdx.x & 31;
   const int64_t n = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (n >= p.N) return;
-  const size_t esize = DT == KC_F32 ? 4 : 2;
-  const uint4 *w = (const uint4 *)(p.w + (uint64_t)(n * p.ws) * esize);
-  const int64_t nv = p.K / V;
+  constexpr int esize = DT == KC_F32 ? 4 : 2;
+  // A row need not start on 16 bytes (safetensors data begins wherever the
+  // header ends): read from the 16-byte boundary below it and skip the h
+  // elements before the row (and those past its end) in the first and last
+  // vectors. Those reads stay inside the 16-byte blocks that hold the row.
+  const uint64_t row = p.w + (uint64_t)(n * p.ws) * esize;
+  const int hb = (int)(row & 15);
+  const int h = hb / esize;
+  const uint4 *w = (const uint4 *)(row - hb);
+  const int64_t nv = (p.K + h + V - 1) / V;
+  const bool xvec = hb == 0 && p.xvec;
   float acc[MT];
 #pragma unroll
   for (int m = 0; m < MT; m++) acc[m] = 0.0f;
@@ -451,14 +467,25 @@ __device__ __forceinline__ void gemv_vec(const kc_gemv_params &p) {
       if (v >= nv) break;
       float wf[V];
       wvec<DT>::unpack(wv[u], wf);
+      if (xvec && (v + 1) * V <= p.K) {
 #pragma unroll
-      for (int m = 0; m < MT; m++) {
-        const float4 *x = (const float4 *)((const float *)p.x + m * p.xs + v * V);
+        for (int m = 0; m < MT; m++) {
+          const float4 *x = (const float4 *)((const float *)p.x + m * p.xs + v * V);
 #pragma unroll
-        for (int q = 0; q < V / 4; q++) {
-          float4 xv = __ldg(x + q);
-          acc[m] += wf[4 * q] * xv.x + wf[4 * q + 1] * xv.y +
-                    wf[4 * q + 2] * xv.z + wf[4 * q + 3] * xv.w;
+          for (int q = 0; q < V / 4; q++) {
+            float4 xv = __ldg(x + q);
+            acc[m] += wf[4 * q] * xv.x + wf[4 * q + 1] * xv.y +
+                      wf[4 * q + 2] * xv.z + wf[4 * q + 3] * xv.w;
+          }
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < V; i++) {
+          const int64_t j = v * V + i - h;
+          if (j < 0 || j >= p.K) continue;
+#pragma unroll
+          for (int m = 0; m < MT; m++)
+            acc[m] += wf[i] * __ldg((const float *)p.x + m * p.xs + j);
         }
       }
     }

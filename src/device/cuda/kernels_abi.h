@@ -119,7 +119,7 @@ typedef struct kc_gemv_params {
   int64_t M, N, K;
   float alpha, beta;
   int32_t wdtype;
-  int32_t pad_;
+  int32_t xvec;   /* x rows 16-byte aligned: float4 loads of x allowed */
 } kc_gemv_params;
 
 /* C[M,N] = alpha * sum_k L(m,k) R(n,k) + beta * C, with any element
