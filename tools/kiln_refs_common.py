@@ -92,7 +92,7 @@ def spm_bpe(vocab_size=560, metaspace=False):
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
     tr = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPM_SPECIALS + byte_toks,
-                             limit_alphabet=60, show_progress=False)
+                             show_progress=False)
     tok.train_from_iterator(corpus(n_lines=1500, seed=9), tr)
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
                                      decoders.Fuse(), decoders.Strip(" ", 1, 0)])

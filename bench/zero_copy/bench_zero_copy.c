@@ -626,13 +626,20 @@ static void run_native(cJSON *root, cJSON *gemm, cJSON *decode) {
     int n = B.sizes[B.nsizes - 1];
     char mode[32] = "";
     double kiln_us = best_kiln(gemm, dts[d], n, mode);
-    double nat_us = 0;
+    /* Like for like: kiln's modes end with the guest reading c through its
+     * pointer, so the native program brings c back to host memory too
+     * ("device_readback": inputs on the GPU, GEMM, c copied back). The
+     * bare GEMM ("device") is reported beside it. */
+    double nat_us = 0, nat_bare_us = 0;
     cJSON *o;
     cJSON_ArrayForEach(o, ng) {
       if (strcmp(cJSON_GetObjectItem(o, "dtype")->valuestring, dts[d]) ||
           (int)cJSON_GetObjectItem(o, "n")->valuedouble != n)
         continue;
-      nat_us = cJSON_GetObjectItem(o, "p50_us")->valuedouble;
+      const char *m = cJSON_GetObjectItem(o, "mode")->valuestring;
+      double p = cJSON_GetObjectItem(o, "p50_us")->valuedouble;
+      if (!strcmp(m, "device_readback")) nat_us = p;
+      if (!strcmp(m, "device")) nat_bare_us = p;
     }
     if (kiln_us > 0 && nat_us > 0) {
       char key[64];
@@ -641,13 +648,16 @@ static void run_native(cJSON *root, cJSON *gemm, cJSON *decode) {
       cJSON_AddStringToObject(c, "kiln_best_mode", mode);
       cJSON_AddNumberToObject(c, "kiln_p50_us", kiln_us);
       cJSON_AddNumberToObject(c, "native_p50_us", nat_us);
+      cJSON_AddStringToObject(c, "native_mode", "device_readback");
+      cJSON_AddNumberToObject(c, "native_gemm_only_p50_us", nat_bare_us);
       cJSON_AddNumberToObject(c, "ratio", kiln_us / nat_us);
       cJSON_AddStringToObject(c, "target", "ratio <= 1.05");
       char label[96];
       snprintf(label, sizeof label, "gemm %s %d: kiln best / native", dts[d], n);
       bench_add_value(B.r, key, label, "x", kiln_us / nat_us,
-                      "kiln %s %.1f us, native %.1f us (target <= 1.05)", mode,
-                      kiln_us, nat_us);
+                      "kiln %s %.1f us, native %.1f us with c back (GEMM "
+                      "alone %.1f us); target <= 1.05", mode, kiln_us, nat_us,
+                      nat_bare_us);
     }
   }
   char mode[32] = "";

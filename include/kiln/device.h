@@ -239,6 +239,14 @@ const char *kiln_placement_name(kiln_placement p);
  * memories: RESIDENT). Attaching twice is harmless. The device keeps a
  * reference until detach or release. */
 kiln_status kiln_device_attach(kiln_device *d, kiln_memory *m);
+/* attach for a read-only memory whose tensors begin at byte `data_offset`
+ * (a safetensors file's data section begins wherever its header ends):
+ * the device copy is laid out so that this byte lands on a 256-byte
+ * boundary, so kernels can use wide aligned loads on every tensor whose
+ * offset from there is aligned. Addresses stay consistent: ops name the
+ * same offsets as always. A writable memory ignores data_offset. */
+kiln_status kiln_device_attach_aligned(kiln_device *d, kiln_memory *m,
+                                       uint64_t data_offset);
 void kiln_device_detach(kiln_device *d, kiln_memory *m);
 /* Places [offset, offset + length), widened to whole host pages. RESIDENT
  * ranges may not overlap each other; placing a range MAPPED again ends its

@@ -224,7 +224,8 @@ static void resident_free(kiln_device *d, kiln_resident *r) {
     fault_slot_remove(r->slot);
   }
   if (r->dev_addr) {
-    if (d->vt->free) d->vt->free(d, r->dev_addr, r->length);
+    if (d->vt->free)
+      d->vt->free(d, r->dev_alloc, r->length + (r->aligned ? 255 : 0));
     d->stats.resident_bytes -= r->length;
   }
   free((void *)r->dirty);
@@ -232,8 +233,12 @@ static void resident_free(kiln_device *d, kiln_resident *r) {
   free(r);
 }
 
+/* With `align`, the device copy starts up to 255 bytes into its allocation
+ * so that memory byte `align_at` lands on a 256-byte boundary
+ * (kiln_device_attach_aligned). */
 static kiln_status resident_create(kiln_device *d, kiln_device_attachment *att,
                                    uint64_t offset, uint64_t length,
+                                   bool align, uint64_t align_at,
                                    kiln_resident **out) {
   kiln_resident *r = calloc(1, sizeof *r);
   if (!r) return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
@@ -242,13 +247,17 @@ static kiln_status resident_create(kiln_device *d, kiln_device_attachment *att,
   r->length = length;
   r->slot = -1;
   if (d->vt->alloc) {
-    kiln_status s = d->vt->alloc(d, length, &r->dev_addr);
+    kiln_status s = d->vt->alloc(d, length + (align ? 255 : 0), &r->dev_alloc);
     if (s) {
       free(r);
       return kiln_status_annotate(s, "device memory for a RESIDENT range of "
                                      "%llu bytes",
                                   (unsigned long long)length);
     }
+    r->dev_addr = r->dev_alloc;
+    r->aligned = align;
+    if (align)   /* dev_addr + (align_at - offset) == 0 (mod 256) */
+      r->dev_addr += (256 - (r->dev_alloc + align_at - offset) % 256) % 256;
     d->stats.resident_bytes += length;
   }
   if (r->dev_addr && !att->read_only) {
@@ -275,6 +284,11 @@ static kiln_status resident_create(kiln_device *d, kiln_device_attachment *att,
 }
 
 kiln_status kiln_device_attach(kiln_device *d, kiln_memory *m) {
+  return kiln_device_attach_aligned(d, m, 0);
+}
+
+kiln_status kiln_device_attach_aligned(kiln_device *d, kiln_memory *m,
+                                       uint64_t data_offset) {
   if (kiln_attachment_find(d, m)) return KILN_OK;
   kiln_device_attachment *att = calloc(1, sizeof *att);
   if (!att) return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
@@ -289,7 +303,8 @@ kiln_status kiln_device_attach(kiln_device *d, kiln_memory *m) {
      * without passing through any guest. */
     uint64_t size = kiln_memory_size(m);
     kiln_resident *r = NULL;
-    if (size) s = resident_create(d, att, 0, size, &r);
+    if (size)
+      s = resident_create(d, att, 0, size, data_offset != 0, data_offset, &r);
     if (!s && r && r->dev_addr) {
       s = d->vt->upload(d, r->dev_addr, kiln_memory_base(m), size);
       if (!s) d->stats.bytes_to_device += size;
@@ -315,9 +330,12 @@ kiln_status kiln_device_attach(kiln_device *d, kiln_memory *m) {
 /* Syncs the device before placement changes; a device-side error is kept
  * for the next kiln_device_sync. */
 static void sync_keep_error(kiln_device *d) {
-  kiln_status s = d->vt->sync(d);
   uint64_t down = 0;
-  kiln_status s2 = kiln_coherence_copy_back(d, &down);
+  kiln_status s2 = kiln_coherence_copy_back_begin(d, &down);
+  kiln_status s = d->vt->sync(d);
+  kiln_status s3 = kiln_coherence_copy_back_end(d);
+  if (!s2) s2 = s3;
+  else kiln_status_free(s3);
   d->stats.bytes_to_host += down;
   if (!d->pending_error) {
     d->pending_error = s ? s : s2;
@@ -419,7 +437,7 @@ kiln_status kiln_device_place(kiln_device *d, kiln_memory *m, uint64_t offset,
                               (unsigned long long)(r->offset + r->length),
                               kiln_memory_name(m));
   kiln_resident *r;
-  return resident_create(d, att, lo, hi - lo, &r);
+  return resident_create(d, att, lo, hi - lo, false, 0, &r);
 }
 
 kiln_placement kiln_device_placement(kiln_device *d, const kiln_memory *m,
@@ -635,10 +653,13 @@ static kiln_status protect_clean(kiln_resident *r, uint64_t lo, uint64_t hi) {
   return KILN_OK;
 }
 
-kiln_status kiln_coherence_copy_back(kiln_device *d, uint64_t *to_host) {
+/* Copy-back in two halves around the one stream wait of a sync: begin
+ * unprotects the pages that ops wrote and queues their downloads behind
+ * the ops (the guest is blocked in sync, so nothing stores to them), end
+ * protects them again once the stream is idle. One wait instead of two. */
+kiln_status kiln_coherence_copy_back_begin(kiln_device *d, uint64_t *to_host) {
   uint64_t ps = host_page();
   kiln_status s = KILN_OK;
-  bool any = false;
   for (kiln_device_attachment *att = d->attachments; att; att = att->next) {
     for (kiln_resident *r = att->residents; r; r = r->next) {
       if (!r->tracked || !r->written.n) continue;
@@ -653,15 +674,15 @@ kiln_status kiln_coherence_copy_back(kiln_device *d, uint64_t *to_host) {
         s = d->vt->download(d, base + lo, r->dev_addr + (lo - r->offset),
                             hi - lo);
         if (!s) *to_host += hi - lo;
-        any = true;
       }
     }
   }
-  if (any) {
-    kiln_status w = d->vt->sync(d);
-    if (!s) s = w;
-    else kiln_status_free(w);
-  }
+  return s;
+}
+
+kiln_status kiln_coherence_copy_back_end(kiln_device *d) {
+  uint64_t ps = host_page();
+  kiln_status s = KILN_OK;
   for (kiln_device_attachment *att = d->attachments; att; att = att->next) {
     for (kiln_resident *r = att->residents; r; r = r->next) {
       if (!r->tracked || !r->written.n) continue;

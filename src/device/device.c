@@ -765,9 +765,12 @@ kiln_status kiln_device_submit(kiln_device *d, const kiln_op *op,
 
 kiln_status kiln_device_sync(kiln_device *d, kiln_transfer_report *report) {
   if (report) memset(report, 0, sizeof *report);
-  kiln_status s = d->vt->sync(d);
   uint64_t down = 0;
-  kiln_status s2 = kiln_coherence_copy_back(d, &down);
+  kiln_status s2 = kiln_coherence_copy_back_begin(d, &down);
+  kiln_status s = d->vt->sync(d);
+  kiln_status s3 = kiln_coherence_copy_back_end(d);
+  if (!s2) s2 = s3;
+  else kiln_status_free(s3);
   d->stats.bytes_to_host += down;
   d->stats.syncs++;
   if (report) report->bytes_to_host = down;

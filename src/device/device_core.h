@@ -29,6 +29,8 @@ typedef struct kiln_resident {
   /* Device copy; 0 when the backend computes on host memory (no alloc):
    * then the range is bookkeeping only. */
   uint64_t dev_addr;
+  uint64_t dev_alloc;        /* what alloc returned: dev_addr minus a shift */
+  bool aligned;              /* allocated with 255 spare bytes for it */
   /* Writable memory with a device copy: pages are write-protected while
    * clean, and `dirty` has one bit per host page (set by the fault hook). */
   bool tracked;
@@ -93,7 +95,10 @@ kiln_status kiln_coherence_before_op(kiln_device *d, const kiln_vop *v,
                                      uint64_t *to_device);
 /* Copies every device-written RESIDENT byte back (called by sync after the
  * backend drained); adds the bytes to *to_host. */
-kiln_status kiln_coherence_copy_back(kiln_device *d, uint64_t *to_host);
+/* Sync's copy-back of device-written RESIDENT bytes: begin queues the
+ * downloads (before the backend's wait), end re-protects (after it). */
+kiln_status kiln_coherence_copy_back_begin(kiln_device *d, uint64_t *to_host);
+kiln_status kiln_coherence_copy_back_end(kiln_device *d);
 void kiln_coherence_detach_all(kiln_device *d);
 
 /* Interval sets. */

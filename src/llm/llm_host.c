@@ -54,6 +54,12 @@ kiln_status kiln_llm_model_grant(kiln_llm_model *m, kiln_gpu_session *s,
   uint64_t total = lr_model_bytes(&m->m), done = 0;
   for (uint32_t i = 0; i < m->m.n_files; i++) {
     if (progress) progress(user, m->m.files[i], done, total);
+    /* Tensors start where the file's header ends (safetensors: anywhere);
+     * lay the device copy out so that they are aligned there. */
+    uint64_t data_offset = m->m.is_gguf ? m->m.gguf.data_offset
+                                        : m->m.shards[i].data_offset;
+    KILN_RETURN_IF_ERROR(kiln_device_attach_aligned(
+        kiln_gpu_session_device(s), m->files[i], data_offset));
     KILN_RETURN_IF_ERROR(kiln_gpu_session_grant_memory(s, m->m.files[i],
                                                        m->files[i], NULL));
     done += m->m.file_sizes[i];

@@ -2,6 +2,7 @@
  * cpu_mirror (separate buffers, like a discrete GPU): exactly the bytes
  * that changed move, host writes are caught by write faults, results are
  * visible after sync, programs replay with new positions. */
+#include <unistd.h>
 #include <stdlib.h>
 
 #include "test_device_util.h"
@@ -428,6 +429,51 @@ static void test_device_written_index(kiln_test *t) {
   kiln_memory_release(m.m);
 }
 
+/* A weights file whose data section starts at an odd place (safetensors:
+ * 8 + header bytes): attach_aligned puts that byte on a 256-byte boundary
+ * of the device copy, and ops on tensors there still read the right bytes. */
+static void test_attach_aligned_file(kiln_test *t) {
+  char path[] = "/tmp/kiln-aligned-XXXXXX";
+  int fd = mkstemp(path);
+  KILN_EXPECT(t, fd >= 0);
+  if (fd < 0) return;
+  const uint64_t data = 8 + 100;          /* where the tensors begin */
+  const int64_t n = 1000;
+  uint8_t *bytes = calloc(1, data + (uint64_t)n * 4);
+  float *w = (float *)(bytes + data);      /* unaligned on purpose: memcpy */
+  for (int64_t i = 0; i < n; i++) {
+    float v = (float)(i % 13) - 6.0f;
+    memcpy(&w[i], &v, 4);
+  }
+  KILN_EXPECT(t, write(fd, bytes, data + (uint64_t)n * 4) ==
+                     (ssize_t)(data + (uint64_t)n * 4));
+  close(fd);
+  kiln_memory *file = NULL;
+  KILN_EXPECT_OK(t, kiln_memory_create_from_file(path, &file));
+  unlink(path);
+  kiln_device *d = open_cpu(t, 2, true);
+  KILN_EXPECT_OK(t, kiln_device_attach_aligned(d, file, data));
+  uint64_t addr = 0;
+  KILN_EXPECT_OK(t, kiln_device_address(d, file, data, &addr));
+  KILN_EXPECTF(t, addr % 256 == 0, "device address of the data 0x%llx",
+               (unsigned long long)addr);
+  tmem m = tmem_new(t, d, 1);
+  uint64_t out = tmem_alloc(&m, (uint64_t)n * 4, 64);
+  kiln_op op = {.kind = KILN_OP_SCALE, .alpha = 2.0f};
+  op.a = kiln_tensor_make(file, data, KILN_DTYPE_F32, 1, &n);
+  op.b = kiln_tensor_make(m.m, out, KILN_DTYPE_F32, 1, &n);
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, NULL));
+  KILN_EXPECT_OK(t, kiln_device_sync(d, NULL));
+  int bad = 0;
+  for (int64_t i = 0; i < n; i++)
+    bad += tf32(&m, out)[i] != 2.0f * ((float)(i % 13) - 6.0f);
+  KILN_EXPECTF(t, bad == 0, "%d wrong", bad);
+  kiln_device_release(d);
+  kiln_memory_release(m.m);
+  kiln_memory_release(file);
+  free(bytes);
+}
+
 KILN_TEST_MAIN(test_resident_weight_reused_and_host_writes_tracked,
                test_kv_append_moves_exactly_the_rows,
                test_strided_output_keeps_host_bytes_in_gaps,
@@ -435,4 +481,4 @@ KILN_TEST_MAIN(test_resident_weight_reused_and_host_writes_tracked,
                test_place_mapped_ends_residency_after_copy_back,
                test_resident_without_mirror_is_bookkeeping,
                test_program_replay_matches_individual_submits,
-               test_device_written_index)
+               test_device_written_index, test_attach_aligned_file)
