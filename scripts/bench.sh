@@ -13,6 +13,7 @@
 # (KILN_CACHE_DIR), so they never touch the user's cache and a second run
 # finds its modules compiled. Exit status: 0 when every benchmark ran.
 set -u
+cd "$(dirname "$0")/.." || exit 1 # BUILD is relative to the repository root
 BUILD=build
 if [ $# -gt 0 ] && [ "$1" != "--" ]; then
   BUILD=$1

@@ -81,6 +81,12 @@ typedef struct kiln_device_options {
   const char *spec;
   int cpu_threads;   /* cpu backend workers; 0: one per core */
   bool cpu_mirror;   /* cpu backend: separate buffers for RESIDENT ranges */
+  /* RESIDENT ranges of at most this many bytes are not write-protected:
+   * every op that reads one sends the bytes it reads (minus those the
+   * device wrote), which for small tensors (a token's activations) costs
+   * less than the page faults of tracking. 0: track every range. Default
+   * (options_init) 64 KiB; KILN_RESIDENT_EAGER_MAX overrides it. */
+  uint64_t resident_eager_max;
 } kiln_device_options;
 
 void kiln_device_options_init(kiln_device_options *o);
@@ -149,7 +155,9 @@ typedef enum kiln_op_kind {
   KILN_OP_GEMM,
   /* c[M,N] = alpha * b[M,K] @ a[N,K]^T + beta * c: a weight matrix `a`
    * (f32, f16, bf16, q8_0) applied to M rows of f32 activations `b`.
-   * M == 1 is a matrix-vector product (decode); larger M is prefill. */
+   * M == 1 is a matrix-vector product (decode); larger M is prefill. On
+   * cuda, M > 8 with f16/bf16 weights rounds b to the weights' type and
+   * runs on tensor cores (f32 accumulate), as frameworks do. */
   KILN_OP_GEMV,
   KILN_OP_ADD,       /* c = a + b; b has a's shape or is one row [cols] */
   KILN_OP_MUL,       /* c = a * b; likewise */

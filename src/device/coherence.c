@@ -113,8 +113,10 @@ static bool fault_hook(void *addr, bool is_write) {
     if (!b || a < b || a >= atomic_load(&fault_end[i])) continue;
     kiln_resident *r = atomic_load(&fault_range[i]);
     if (!r) break;
-    uint64_t page = (a - b) / fault_page;
-    atomic_fetch_or(&r->dirty[page / 64], (uint64_t)1 << (page % 64));
+    uint64_t page = (a - b) / fault_page, bit = (uint64_t)1 << (page % 64);
+    atomic_fetch_or(&r->dirty[page / 64], bit);
+    if (atomic_fetch_or(&r->seen[page / 64], bit) & bit)
+      atomic_fetch_or(&r->hot[page / 64], bit);
     if (mprotect((void *)(b + page * fault_page), fault_page,
                  PROT_READ | PROT_WRITE) == 0) {
       __atomic_fetch_add(&r->att->dev->stats.write_faults, 1,
@@ -229,6 +231,8 @@ static void resident_free(kiln_device *d, kiln_resident *r) {
     d->stats.resident_bytes -= r->length;
   }
   free((void *)r->dirty);
+  free((void *)r->seen);
+  free((void *)r->hot);
   kiln_intervals_free(&r->written);
   free(r);
 }
@@ -267,9 +271,12 @@ static kiln_status resident_create(kiln_device *d, kiln_device_attachment *att,
     r->npages = length / host_page();
     size_t words = (r->npages + 63) / 64;
     r->dirty = calloc(words ? words : 1, sizeof(uint64_t));
+    r->seen = calloc(words ? words : 1, sizeof(uint64_t));
+    r->hot = calloc(words ? words : 1, sizeof(uint64_t));
     uintptr_t begin = (uintptr_t)(base_of(att) + offset);
-    if (r->dirty) r->slot = fault_slot_add(r, begin, begin + length);
-    if (!r->dirty || r->slot < 0) {
+    r->eager = length <= d->resident_eager_max;
+    if (r->dirty && r->seen && r->hot && !r->eager) r->slot = fault_slot_add(r, begin, begin + length);
+    if (!r->dirty || !r->seen || !r->hot || (!r->eager && r->slot < 0)) {
       resident_free(d, r);
       return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED,
                               "too many RESIDENT ranges or out of memory");
@@ -478,6 +485,10 @@ static bool page_dirty(const kiln_resident *r, uint64_t p) {
   return (atomic_load(&r->dirty[p / 64]) >> (p % 64)) & 1;
 }
 
+static bool page_hot(const kiln_resident *r, uint64_t p) {
+  return (atomic_load(&r->hot[p / 64]) >> (p % 64)) & 1;
+}
+
 /* Uploads [lo, hi) of r minus the bytes ops wrote on the device. */
 static kiln_status upload_minus_written(kiln_device *d, kiln_resident *r,
                                         uint64_t lo, uint64_t hi,
@@ -501,12 +512,22 @@ static kiln_status upload_minus_written(kiln_device *d, kiln_resident *r,
  * them again. */
 static kiln_status upload_dirty(kiln_device *d, kiln_resident *r, uint64_t lo,
                                 uint64_t hi, uint64_t *bytes) {
+  if (r->eager) return upload_minus_written(d, r, lo, hi, bytes);
   uint64_t ps = host_page();
   uint64_t p = (lo - r->offset) / ps;
   uint64_t p1 = (hi - r->offset + ps - 1) / ps;
   if (p1 > r->npages) p1 = r->npages;
   uint8_t *base = base_of(r->att);
   while (p < p1) {
+    if (page_hot(r, p)) {   /* writable for good: send what is read */
+      uint64_t q = p;
+      while (q < p1 && page_hot(r, q)) q++;
+      uint64_t a = r->offset + p * ps, b = r->offset + q * ps;
+      KILN_RETURN_IF_ERROR(upload_minus_written(d, r, a > lo ? a : lo,
+                                                b < hi ? b : hi, bytes));
+      p = q;
+      continue;
+    }
     if (!page_dirty(r, p)) {
       p++;
       continue;
@@ -514,7 +535,7 @@ static kiln_status upload_dirty(kiln_device *d, kiln_resident *r, uint64_t lo,
     uint64_t q = p;
     /* Clear the bit, then protect, then copy: a store after the clear is
      * either in the copy or faults and marks the page again. */
-    while (q < p1 && page_dirty(r, q)) {
+    while (q < p1 && page_dirty(r, q) && !page_hot(r, q)) {
       atomic_fetch_and(&r->dirty[q / 64], ~((uint64_t)1 << (q % 64)));
       q++;
     }
@@ -636,16 +657,17 @@ kiln_status kiln_coherence_before_op(kiln_device *d, const kiln_vop *v,
 }
 
 static kiln_status protect_clean(kiln_resident *r, uint64_t lo, uint64_t hi) {
+  if (r->eager) return KILN_OK;
   uint64_t ps = host_page();
   uint64_t p = (lo - r->offset) / ps, p1 = (hi - r->offset + ps - 1) / ps;
   uint8_t *base = base_of(r->att);
   while (p < p1) {
-    if (page_dirty(r, p)) {
+    if (page_dirty(r, p) || page_hot(r, p)) {
       p++;
       continue;
     }
     uint64_t q = p;
-    while (q < p1 && !page_dirty(r, q)) q++;
+    while (q < p1 && !page_dirty(r, q) && !page_hot(r, q)) q++;
     if (mprotect(base + r->offset + p * ps, (q - p) * ps, PROT_READ) != 0)
       return kiln_status_from_errno(errno, "protecting a RESIDENT range");
     p = q;

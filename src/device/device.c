@@ -93,6 +93,7 @@ kiln_tensor kiln_tensor_make(kiln_memory *m, uint64_t offset, kiln_dtype t,
 void kiln_device_options_init(kiln_device_options *o) {
   memset(o, 0, sizeof *o);
   o->spec = "auto";
+  o->resident_eager_max = 64 * 1024;
 }
 
 static void append_describe(kiln_device *d, const char *fmt, ...) {
@@ -104,8 +105,11 @@ static void append_describe(kiln_device *d, const char *fmt, ...) {
   va_end(ap);
 }
 
-static void init_header(kiln_device *d) {
+static void init_header(kiln_device *d, const kiln_device_options *o) {
   d->refs = 1;
+  d->resident_eager_max = o->resident_eager_max;
+  const char *eager = getenv("KILN_RESIDENT_EAGER_MAX");
+  if (eager && *eager) d->resident_eager_max = strtoull(eager, NULL, 0);
   const char *ng = getenv("KILN_DEVICE_NO_GRAPHS");
   if (ng && *ng && *ng != '0') d->no_graphs = true;
   d->attachments = NULL;
@@ -132,14 +136,14 @@ kiln_status kiln_device_open(const kiln_device_options *o, kiln_device **out) {
   } else if (strcmp(spec, "auto") == 0) {
     kiln_status why = kiln_cuda_device_create(o, 0, &d);
     if (!why) {
-      init_header(d);
+      init_header(d, o);
       append_describe(d, "; auto: chose cuda:0");
       *out = d;
       return KILN_OK;
     }
     s = kiln_cpu_device_create(o, &d);
     if (!s) {
-      init_header(d);
+      init_header(d, o);
       append_describe(d, "; auto: %s", kiln_status_message(why));
     }
     kiln_status_free(why);
@@ -167,7 +171,7 @@ kiln_status kiln_device_open(const kiln_device_options *o, kiln_device **out) {
                             spec);
   }
   if (s) return s;
-  init_header(d);
+  init_header(d, o);
   *out = d;
   return KILN_OK;
 }

@@ -31,10 +31,18 @@ typedef struct kiln_resident {
   uint64_t dev_addr;
   uint64_t dev_alloc;        /* what alloc returned: dev_addr minus a shift */
   bool aligned;              /* allocated with 255 spare bytes for it */
+  /* Small tracked range (kiln_device_options.resident_eager_max): never
+   * protected; every op that reads it sends the bytes it reads. */
+  bool eager;
   /* Writable memory with a device copy: pages are write-protected while
    * clean, and `dirty` has one bit per host page (set by the fault hook). */
   bool tracked;
   _Atomic uint64_t *dirty;
+  /* Pages that faulted again after being protected once more (`seen` then
+   * `hot`): written between ops as a rule (a token's input), so they stay
+   * writable, and each op that reads one sends the bytes it reads. Saves
+   * a fault per page per step. */
+  _Atomic uint64_t *seen, *hot;
   uint64_t npages;
   int slot;                  /* fault registry slot, -1: none */
   kiln_interval_set written; /* bytes ops wrote since the last sync */

@@ -88,6 +88,7 @@ struct kiln_device {
   /* Replay programs op by op even if the backend can record graphs (set by
    * a backend, e.g. cuda while profiling, or KILN_DEVICE_NO_GRAPHS=1). */
   bool no_graphs;
+  uint64_t resident_eager_max;           /* core: see kiln_device_options */
 };
 
 /* Backend constructors. Each returns UNAVAILABLE with a one-line reason

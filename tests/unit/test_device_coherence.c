@@ -79,31 +79,37 @@ static void test_resident_weight_reused_and_host_writes_tracked(kiln_test *t) {
   gemv_ref(w, x, want, n, n);
   KILN_EXPECT(t, all_close(y, want, n));
 
-  /* Step 3: several stores to the same page fault once. */
+  /* Step 3: several stores to the same page fault once. It is the page's
+   * second fault since it was protected, so the page turns hot: it stays
+   * writable from now on and each op that reads it sends just the bytes it
+   * reads (x: 256), with no more faults. */
   x[0] = -1, x[63] = 2, x[7] = 0.5f;
   stats(d, &s);
   KILN_EXPECT(t, s.write_faults == 2);
   KILN_EXPECT_OK(t, kiln_device_submit(d, &op, &up));
-  KILN_EXPECT(t, up.bytes_to_device == PAGE);
-  /* Step 4: nothing changed: nothing moves up. */
+  KILN_EXPECTF(t, up.bytes_to_device == (uint64_t)n * 4, "s3 up %llu",
+               (unsigned long long)up.bytes_to_device);
+  /* Step 4: W did not change and stays on the device; hot x is sent. */
   KILN_EXPECT_OK(t, kiln_device_submit(d, &op, &up));
-  KILN_EXPECT(t, up.bytes_to_device == 0);
+  KILN_EXPECTF(t, up.bytes_to_device == (uint64_t)n * 4, "s4 up %llu",
+               (unsigned long long)up.bytes_to_device);
   KILN_EXPECT_OK(t, kiln_device_sync(d, &down));
   KILN_EXPECT(t, down.bytes_to_host == (uint64_t)n * 4); /* y written twice, copied once */
   gemv_ref(w, x, want, n, n);
   KILN_EXPECT(t, all_close(y, want, n));
 
-  /* Step 5: a weight update by the host goes up (one page of W). */
+  /* Step 5: a weight update by the host goes up (one page of W), with x. */
   w[64 * 20 + 3] = 7;
   KILN_EXPECT_OK(t, kiln_device_submit(d, &op, &up));
-  KILN_EXPECT(t, up.bytes_to_device == PAGE);
+  KILN_EXPECTF(t, up.bytes_to_device == PAGE + (uint64_t)n * 4, "s5 up %llu",
+               (unsigned long long)up.bytes_to_device);
   KILN_EXPECT_OK(t, kiln_device_sync(d, NULL));
   gemv_ref(w, x, want, n, n);
   KILN_EXPECT(t, all_close(y, want, n));
 
-  /* x's page is clean and protected again: a host store faults once. y's
-   * page was never read by the device, so it stays host-owned (dirty,
-   * writable) and a store to it does not fault. */
+  /* x's page is hot, so a store to it does not fault; nor does one to y's
+   * page, which the device never read: it stays host-owned (dirty,
+   * writable). W's page is clean and protected again: a store faults. */
   stats(d, &s);
   uint64_t faults = s.write_faults;
   y[0] = 42;
@@ -111,8 +117,11 @@ static void test_resident_weight_reused_and_host_writes_tracked(kiln_test *t) {
   KILN_EXPECT(t, s.write_faults == faults);
   x[9] = 1;
   stats(d, &s);
+  KILN_EXPECT(t, s.write_faults == faults);
+  w[5] = 1;
+  stats(d, &s);
   KILN_EXPECT(t, s.write_faults == faults + 1);
-  KILN_EXPECT(t, s.bytes_to_device == 16384 + 4 * PAGE);
+  KILN_EXPECT(t, s.bytes_to_device == 16384 + 3 * PAGE + 3 * (uint64_t)n * 4);
   KILN_EXPECT(t, s.ops == 5 && s.syncs == 4);
   kiln_device_release(d);
   /* No protection is left behind: stores work with no device. */
@@ -366,9 +375,11 @@ static void test_program_replay_matches_individual_submits(kiln_test *t) {
     kiln_transfer_report up;
     KILN_EXPECT_OK(t, kiln_device_submit_program(dp, p, &up));
     /* Only q's page changed among the resident ranges (plus, on the first
-     * step, every page read for the first time). */
+     * step, every page read for the first time). It goes up whole once;
+     * from its second fault on it is hot and only q's bytes go up. */
+    uint64_t want_up = pos == 1 ? PAGE : sizeof q;
     if (pos > 0)
-      KILN_EXPECTF(t, up.bytes_to_device == PAGE, "pos %d: up %llu", pos,
+      KILN_EXPECTF(t, up.bytes_to_device == want_up, "pos %d: up %llu", pos,
                    (unsigned long long)up.bytes_to_device);
     KILN_EXPECT_OK(t, kiln_device_sync(dp, NULL));
     for (int i = 0; i < 6; i++) KILN_EXPECT_OK(t, kiln_device_submit(di, &opsi[i], NULL));
@@ -474,6 +485,43 @@ static void test_attach_aligned_file(kiln_test *t) {
   free(bytes);
 }
 
+/* Small RESIDENT ranges (at most resident_eager_max bytes) are not
+ * write-protected: host stores take no fault, and every op that reads the
+ * range sends exactly the bytes it reads. */
+static void test_small_resident_range_is_sent_eagerly(kiln_test *t) {
+  kiln_device_options o;
+  kiln_device_options_init(&o);
+  o.spec = "cpu";
+  o.cpu_mirror = true;
+  o.resident_eager_max = 64 * 1024;
+  kiln_device *d = NULL;
+  KILN_EXPECT_OK(t, kiln_device_open(&o, &d));
+  if (!d) return;
+  tmem m = tmem_new(t, d, 1);
+  const int64_t n = 1024;
+  uint64_t x = tmem_alloc(&m, 4096, 4096), y = tmem_alloc(&m, 4096, 4096);
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, x, 8192, KILN_PLACEMENT_RESIDENT));
+  kiln_op op = {.kind = KILN_OP_SCALE, .alpha = 3.0f};
+  op.a = kiln_tensor_make(m.m, x, KILN_DTYPE_F32, 1, &n);
+  op.b = kiln_tensor_make(m.m, y, KILN_DTYPE_F32, 1, &n);
+  for (int step = 0; step < 3; step++) {
+    for (int64_t i = 0; i < n; i++) tf32(&m, x)[i] = (float)(i + step);
+    kiln_transfer_report up, down;
+    KILN_EXPECT_OK(t, kiln_device_submit(d, &op, &up));
+    KILN_EXPECT_OK(t, kiln_device_sync(d, &down));
+    KILN_EXPECT(t, up.bytes_to_device == (uint64_t)n * 4);
+    KILN_EXPECT(t, down.bytes_to_host == (uint64_t)n * 4);
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) bad += tf32(&m, y)[i] != 3.0f * (float)(i + step);
+    KILN_EXPECTF(t, bad == 0, "step %d: %d wrong", step, bad);
+  }
+  kiln_device_stats st;
+  kiln_device_get_stats(d, &st);
+  KILN_EXPECT(t, st.write_faults == 0);
+  kiln_device_release(d);
+  kiln_memory_release(m.m);
+}
+
 KILN_TEST_MAIN(test_resident_weight_reused_and_host_writes_tracked,
                test_kv_append_moves_exactly_the_rows,
                test_strided_output_keeps_host_bytes_in_gaps,
@@ -481,4 +529,5 @@ KILN_TEST_MAIN(test_resident_weight_reused_and_host_writes_tracked,
                test_place_mapped_ends_residency_after_copy_back,
                test_resident_without_mirror_is_bookkeeping,
                test_program_replay_matches_individual_submits,
-               test_device_written_index, test_attach_aligned_file)
+               test_device_written_index, test_attach_aligned_file,
+               test_small_resident_range_is_sent_eagerly)

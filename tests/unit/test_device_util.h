@@ -23,6 +23,7 @@ static inline kiln_device *open_cpu(kiln_test *t, int threads, bool mirror) {
   o.spec = "cpu";
   o.cpu_threads = threads;
   o.cpu_mirror = mirror;
+  o.resident_eager_max = 0; /* these tests count the tracked protocol */
   kiln_device *d = NULL;
   KILN_EXPECT_OK(t, kiln_device_open(&o, &d));
   return d;

@@ -349,6 +349,7 @@ static void cuda_destroy(kiln_device *d) {
     if (cd->blas_handle) cd->blas->cublasDestroy(cd->blas_handle);
     if (cd->blas_workspace) cu->cuMemFree(cd->blas_workspace);
     if (cd->scratch) cu->cuMemFree(cd->scratch);
+    if (cd->xconv) cu->cuMemFree(cd->xconv);
     if (cd->err_claim) cu->cuMemFree(cd->err_claim);
     if (cd->err_record) cu->cuMemFreeHost(cd->err_record);
     if (cd->stream) cu->cuStreamDestroy(cd->stream);

@@ -63,6 +63,10 @@ typedef struct kiln_cuda_device {
    * around it; graphs are not used) and per-kind totals, sync waits and
    * copies are printed to stderr when the device is released. For finding
    * where time goes, never for measurements. */
+  /* Prefill activations converted to the weights' 16-bit type for cuBLAS
+   * (grown outside graph capture only). */
+  CUdeviceptr xconv;
+  uint64_t xconv_bytes;
   int profile;                      /* 0, 1 totals, 2 every launch */
   struct {
     double launch_s[KILN_OP_KIND_COUNT];

@@ -323,12 +323,36 @@ static kiln_status launch_gemv(kiln_cuda_device *cd, const kiln_dop *op) {
                   256, &p);
   }
   /* Prefill: many rows of x share every row of w. f32 weights go to cuBLAS
-   * (c = b @ a^T); others to the tiled kernel, which converts w on load. */
+   * (c = b @ a^T); f16/bf16 weights too, after x is converted to their type
+   * (tensor cores; f32 accumulate); the rest to the tiled kernel, which
+   * converts w on load. */
   if (w->dtype == KILN_DTYPE_F32 && x->rank == 2 && y->rank == 2) {
     bool done;
     KILN_RETURN_IF_ERROR(blas_gemm(cd, 0, 1, x, w, y, p.M, p.N, p.K,
                                    op->alpha, op->beta, &done));
     if (done) return KILN_OK;
+  }
+  if ((w->dtype == KILN_DTYPE_BF16 || w->dtype == KILN_DTYPE_F16) &&
+      cd->blas && x->rank == 2 && y->rank == 2) {
+    uint64_t need = (uint64_t)p.M * (uint64_t)p.K * 2;
+    if (need > cd->xconv_bytes && !cd->capturing) {
+      if (cd->xconv) cd->cu->cuMemFree(cd->xconv);
+      cd->xconv = 0;
+      cd->xconv_bytes = 0;
+      if (cd->cu->cuMemAlloc(&cd->xconv, (size_t)need) == KILN_CUDA_SUCCESS)
+        cd->xconv_bytes = need;
+    }
+    if (need <= cd->xconv_bytes) {
+      kiln_dop conv = {.kind = KILN_OP_COPY};
+      conv.a = *x;
+      conv.b = (kiln_dtensor){.addr = cd->xconv, .dtype = w->dtype, .rank = 2,
+                              .shape = {p.M, p.K}, .stride = {p.K, 1}};
+      KILN_RETURN_IF_ERROR(launch_copy(cd, &conv));
+      bool done;
+      KILN_RETURN_IF_ERROR(blas_gemm(cd, 0, 1, &conv.b, w, y, p.M, p.N, p.K,
+                                     op->alpha, op->beta, &done));
+      if (done) return KILN_OK;
+    }
   }
   kc_tiled_params t = {0};
   t.l = p.x;
