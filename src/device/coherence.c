@@ -233,6 +233,7 @@ static void resident_free(kiln_device *d, kiln_resident *r) {
   free((void *)r->dirty);
   free((void *)r->seen);
   free((void *)r->hot);
+  free(r->sent);
   kiln_intervals_free(&r->written);
   free(r);
 }
@@ -273,10 +274,12 @@ static kiln_status resident_create(kiln_device *d, kiln_device_attachment *att,
     r->dirty = calloc(words ? words : 1, sizeof(uint64_t));
     r->seen = calloc(words ? words : 1, sizeof(uint64_t));
     r->hot = calloc(words ? words : 1, sizeof(uint64_t));
+    r->sent = calloc(words ? words : 1, sizeof(uint64_t));
     uintptr_t begin = (uintptr_t)(base_of(att) + offset);
     r->eager = length <= d->resident_eager_max;
     if (r->dirty && r->seen && r->hot && !r->eager) r->slot = fault_slot_add(r, begin, begin + length);
-    if (!r->dirty || !r->seen || !r->hot || (!r->eager && r->slot < 0)) {
+    if (!r->dirty || !r->seen || !r->hot || !r->sent ||
+        (!r->eager && r->slot < 0)) {
       resident_free(d, r);
       return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED,
                               "too many RESIDENT ranges or out of memory");
@@ -519,12 +522,22 @@ static kiln_status upload_dirty(kiln_device *d, kiln_resident *r, uint64_t lo,
   if (p1 > r->npages) p1 = r->npages;
   uint8_t *base = base_of(r->att);
   while (p < p1) {
-    if (page_hot(r, p)) {   /* writable for good: send what is read */
+    if (page_hot(r, p)) {   /* writable for good: up once per submit */
+      if (r->sent_gen != d->submit_gen) {
+        memset(r->sent, 0, (r->npages + 63) / 64 * sizeof(uint64_t));
+        r->sent_gen = d->submit_gen;
+      }
       uint64_t q = p;
-      while (q < p1 && page_hot(r, q)) q++;
+      while (q < p1 && page_hot(r, q) && !((r->sent[q / 64] >> (q % 64)) & 1)) {
+        r->sent[q / 64] |= (uint64_t)1 << (q % 64);
+        q++;
+      }
+      if (q == p) {   /* already sent during this submit */
+        p++;
+        continue;
+      }
       uint64_t a = r->offset + p * ps, b = r->offset + q * ps;
-      KILN_RETURN_IF_ERROR(upload_minus_written(d, r, a > lo ? a : lo,
-                                                b < hi ? b : hi, bytes));
+      KILN_RETURN_IF_ERROR(upload_minus_written(d, r, a, b, bytes));
       p = q;
       continue;
     }

@@ -758,6 +758,7 @@ kiln_status kiln_device_submit(kiln_device *d, const kiln_op *op,
   kiln_vop v;
   KILN_RETURN_IF_ERROR(kiln_device_check_op(d, op, &v));
   uint64_t up = 0;
+  d->submit_gen++;
   kiln_status s = kiln_coherence_before_op(d, &v, &up);
   d->stats.bytes_to_device += up;
   if (report) report->bytes_to_device = up;
@@ -872,6 +873,7 @@ kiln_status kiln_device_submit_program(kiln_device *d, kiln_program *p,
     if (s) s = kiln_status_annotate(s, "program op %zu", i);
   }
   uint64_t up = 0;
+  d->submit_gen++;
   for (size_t i = 0; i < p->n && !s; i++)
     s = kiln_coherence_before_op(d, &v[i], &up);
   d->stats.bytes_to_device += up;

@@ -40,9 +40,13 @@ typedef struct kiln_resident {
   _Atomic uint64_t *dirty;
   /* Pages that faulted again after being protected once more (`seen` then
    * `hot`): written between ops as a rule (a token's input), so they stay
-   * writable, and each op that reads one sends the bytes it reads. Saves
-   * a fault per page per step. */
+   * writable and go up whenever an op reads them. Saves a fault per page
+   * per step. */
   _Atomic uint64_t *seen, *hot;
+  /* Hot pages go up whole, once per submit call (the host cannot store
+   * during one): `sent` marks those sent in submit `sent_gen`. */
+  uint64_t *sent;
+  uint64_t sent_gen;
   uint64_t npages;
   int slot;                  /* fault registry slot, -1: none */
   kiln_interval_set written; /* bytes ops wrote since the last sync */

@@ -89,6 +89,7 @@ struct kiln_device {
    * a backend, e.g. cuda while profiling, or KILN_DEVICE_NO_GRAPHS=1). */
   bool no_graphs;
   uint64_t resident_eager_max;           /* core: see kiln_device_options */
+  uint64_t submit_gen;                   /* core: one per submit call */
 };
 
 /* Backend constructors. Each returns UNAVAILABLE with a one-line reason
