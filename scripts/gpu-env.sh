@@ -11,3 +11,4 @@ export LD_LIBRARY_PATH=/tmp/kit/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_
 [ -e /work/main ] || ln -s "$(pwd)" /work/main
 [ -e build ] || ln -s .carry/build build
 export KILN_CACHE_DIR=/tmp/kiln-cache
+[ -f .carry/commit ] && export KILN_BENCH_COMMIT="$(cat .carry/commit)"

@@ -24,4 +24,9 @@ while read -r f; do
   cp -p "$BUILD/$f" "$STAGE/build/$f"
 done
 find "$STAGE/build" -type f -perm -u+x ! -name "*.wasm" -exec strip -g {} + 2>/dev/null || true
+# The commit the staged binaries were built from (the copy on the GPU
+# machine does not carry this checkout's history).
+c=$(git rev-parse --short=12 HEAD)
+[ -z "$(git status --porcelain --untracked-files=no | head -1)" ] || c="$c-dirty"
+echo "$c" > "$STAGE/commit"
 du -sh "$STAGE"
