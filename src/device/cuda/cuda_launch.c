@@ -101,8 +101,11 @@ static kiln_status launch_rmsnorm(kiln_cuda_device *cd, const kiln_dop *op) {
   p.cols = last_dim(&op->a);
   p.eps = op->eps;
   if (p.rows <= 0 || p.cols <= 0) return KILN_OK;
+  /* A decode step normalises one long row: give it a whole 1024-thread
+   * block so that its two passes are not latency-bound. */
+  const int threads = p.rows <= 8 && p.cols >= 1024 ? 1024 : row_block(p.cols);
   return launch(cd, KC_FN_RMSNORM, cd->fn[KC_FN_RMSNORM],
-                min64(p.rows, 1 << 20), 1, 1, row_block(p.cols), &p);
+                min64(p.rows, 1 << 20), 1, 1, threads, &p);
 }
 
 static kiln_status launch_softmax(kiln_cuda_device *cd, const kiln_dop *op) {
@@ -414,7 +417,7 @@ static kiln_status launch_attention(kiln_cuda_device *cd, const kiln_dop *op) {
   int64_t chunk = cdiv(max64(S, 1), splits);
   splits = cdiv(max64(S, 1), chunk);
   p.splits = (int32_t)splits;
-  p.chunk = (int32_t)chunk;
+  p.chunk = (int32_t)chunk;   /* at capacity; the kernel re-splits the keys in use */
   KILN_RETURN_IF_ERROR(launch(cd, 100 + kslot, cd->attn[kslot][dpl], splits,
                               Hq, T, 128, &p));
   if (splits == 1) return KILN_OK;

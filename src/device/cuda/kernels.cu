@@ -644,7 +644,8 @@ KC_GLOBAL void __launch_bounds__(256) kiln_tiled(kc_tiled_params p) {
 // ---- ATTENTION (causal, grouped queries, online softmax) ---------------------
 //
 // Block (split, h, t): query t of head h against cache rows
-// [split * chunk, min((split + 1) * chunk, pos0 + t + 1)). Each warp takes
+// [split * chunk, min((split + 1) * chunk, pos0 + t + 1)), chunk =
+// ceil((pos0 + T) / splits) computed when the kernel runs. Each warp takes
 // every nwarps-th key: a warp-wide dot product (lane owns elements
 // lane + 32 i), then a running max / sum / weighted V (online softmax).
 // Warps merge in shared memory. With one split the block writes the output;
@@ -684,9 +685,12 @@ __device__ __forceinline__ void attn_impl(const kc_attn_params &p) {
   }
   const int64_t n_keys = pos0 + t + 1;
   const int64_t hk = h / (Hq / Hkv);
-  const int64_t s_begin = split * (int64_t)p.chunk;
-  const int64_t s_end =
-      s_begin + p.chunk < n_keys ? s_begin + p.chunk : n_keys;
+  // The grid is fixed (a graph replays it at every position); the keys in
+  // use, pos0 + T, are shared evenly among the splits at run time, so a
+  // short context is not left to the first few blocks.
+  const int64_t chunk = (pos0 + T + p.splits - 1) / p.splits;
+  const int64_t s_begin = split * chunk;
+  const int64_t s_end = s_begin + chunk < n_keys ? s_begin + chunk : n_keys;
 
   const float *q = (const float *)p.q.addr + t * p.q.stride[0] + h * p.q.stride[1];
   float qr[DPL], acc[DPL];
