@@ -9,6 +9,8 @@
 #   make bench      benchmarks (tables on stdout, JSON under build/bench/)
 
 BUILD ?= build
+# cmake --build runs make underneath: no "Entering directory" lines.
+MAKEFLAGS += --no-print-directory
 JOBS ?= $(shell nproc)
 SHARED ?= $(abspath ../shared)
 
