@@ -299,6 +299,7 @@ kiln_status kiln_device_attach(kiln_device *d, kiln_memory *m) {
 
 kiln_status kiln_device_attach_aligned(kiln_device *d, kiln_memory *m,
                                        uint64_t data_offset) {
+  d->placement_epoch++;
   if (kiln_attachment_find(d, m)) return KILN_OK;
   kiln_device_attachment *att = calloc(1, sizeof *att);
   if (!att) return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
@@ -377,6 +378,7 @@ static void attachment_free(kiln_device *d, kiln_device_attachment *att) {
 }
 
 void kiln_device_detach(kiln_device *d, kiln_memory *m) {
+  d->placement_epoch++;
   kiln_device_attachment **p = &d->attachments;
   while (*p && (*p)->memory != m) p = &(*p)->next;
   if (!*p) return;
@@ -396,6 +398,7 @@ void kiln_coherence_detach_all(kiln_device *d) {
 
 kiln_status kiln_device_place(kiln_device *d, kiln_memory *m, uint64_t offset,
                               uint64_t length, kiln_placement p) {
+  d->placement_epoch++;
   kiln_device_attachment *att = kiln_attachment_find(d, m);
   if (!att)
     return kiln_make_status(KILN_CODE_FAILED_PRECONDITION,

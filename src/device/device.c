@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "device/device_core.h"
 
@@ -105,9 +106,17 @@ static void append_describe(kiln_device *d, const char *fmt, ...) {
   va_end(ap);
 }
 
+static uint64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void init_header(kiln_device *d, const kiln_device_options *o) {
   d->refs = 1;
   d->resident_eager_max = o->resident_eager_max;
+  const char *tm = getenv("KILN_DEVICE_TIMING");
+  d->timing = tm && *tm && *tm != '0';
   const char *eager = getenv("KILN_RESIDENT_EAGER_MAX");
   if (eager && *eager) d->resident_eager_max = strtoull(eager, NULL, 0);
   const char *ng = getenv("KILN_DEVICE_NO_GRAPHS");
@@ -184,6 +193,14 @@ void kiln_device_release(kiln_device *d) {
   if (!d || __atomic_sub_fetch(&d->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
   /* Finish queued work and copy results back before the memories go. */
   kiln_status_free(kiln_device_sync(d, NULL));
+  if (d->timing)
+    fprintf(stderr,
+            "kiln device timing: %llu program submits, %.1f us each on the "
+            "host; %llu syncs, %.1f us each (waiting included)\n",
+            (unsigned long long)d->timing_submits,
+            d->timing_submits ? d->timing_submit_ns / 1e3 / d->timing_submits : 0.0,
+            (unsigned long long)d->timing_syncs,
+            d->timing_syncs ? d->timing_sync_ns / 1e3 / d->timing_syncs : 0.0);
   kiln_coherence_detach_all(d);
   kiln_status_free(d->pending_error);
   d->pending_error = KILN_OK;
@@ -768,7 +785,18 @@ kiln_status kiln_device_submit(kiln_device *d, const kiln_op *op,
   return KILN_OK;
 }
 
+static kiln_status device_sync(kiln_device *d, kiln_transfer_report *report);
+
 kiln_status kiln_device_sync(kiln_device *d, kiln_transfer_report *report) {
+  if (!d->timing) return device_sync(d, report);
+  uint64_t t0 = mono_ns();
+  kiln_status s = device_sync(d, report);
+  d->timing_sync_ns += mono_ns() - t0;
+  d->timing_syncs++;
+  return s;
+}
+
+static kiln_status device_sync(kiln_device *d, kiln_transfer_report *report) {
   if (report) memset(report, 0, sizeof *report);
   uint64_t down = 0;
   kiln_status s2 = kiln_coherence_copy_back_begin(d, &down);
@@ -804,6 +832,10 @@ struct kiln_program {
    * from: replayed while every op still resolves to the same addresses. */
   void *graph;
   kiln_dop *recorded;
+  /* The ops as last validated and resolved, at device placement_epoch
+   * `checked_epoch`: reused until a placement changes. */
+  kiln_vop *checked;
+  uint64_t checked_epoch;
 };
 
 kiln_status kiln_program_create(kiln_device *d, kiln_program **out) {
@@ -843,6 +875,8 @@ kiln_status kiln_program_add(kiln_program *p, const kiln_op *op) {
   p->ops[p->n++] = *op;
   op_memories(op, kiln_memory_retain);
   drop_graph(p);
+  free(p->checked);
+  p->checked = NULL;
   return KILN_OK;
 }
 
@@ -851,27 +885,56 @@ size_t kiln_program_op_count(const kiln_program *p) { return p->n; }
 void kiln_program_release(kiln_program *p) {
   if (!p) return;
   drop_graph(p);
+  free(p->checked);
   for (size_t i = 0; i < p->n; i++) op_memories(&p->ops[i], kiln_memory_release);
   free(p->ops);
   kiln_device_release(p->d);
   free(p);
 }
 
+static kiln_status submit_program(kiln_device *d, kiln_program *p,
+                                  kiln_transfer_report *report);
+
 kiln_status kiln_device_submit_program(kiln_device *d, kiln_program *p,
                                        kiln_transfer_report *report) {
+  if (!d->timing) return submit_program(d, p, report);
+  uint64_t t0 = mono_ns();
+  kiln_status s = submit_program(d, p, report);
+  d->timing_submit_ns += mono_ns() - t0;
+  d->timing_submits++;
+  return s;
+}
+
+static kiln_status submit_program(kiln_device *d, kiln_program *p,
+                                  kiln_transfer_report *report) {
   if (report) memset(report, 0, sizeof *report);
   if (p->d != d)
     return kiln_make_status(KILN_CODE_INVALID_ARGUMENT,
                             "program belongs to another device");
   if (!p->n) return KILN_OK;
-  kiln_vop *v = malloc(p->n * sizeof *v);
-  if (!v) return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
   kiln_status s = KILN_OK;
-  /* Resolve again: a memory may have been detached or placed since. */
-  for (size_t i = 0; i < p->n && !s; i++) {
-    s = kiln_device_check_op(d, &p->ops[i], &v[i]);
-    if (s) s = kiln_status_annotate(s, "program op %zu", i);
+  /* Resolve again when a memory may have been attached, detached or
+   * placed since the last submit; otherwise the last resolution holds
+   * (memories only grow, so a valid operand stays valid). */
+  bool resolved_again = false;
+  if (!p->checked || p->checked_epoch != d->placement_epoch) {
+    resolved_again = true;
+    free(p->checked);
+    p->checked = malloc(p->n * sizeof *p->checked);
+    if (!p->checked)
+      return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
+    for (size_t i = 0; i < p->n && !s; i++) {
+      s = kiln_device_check_op(d, &p->ops[i], &p->checked[i]);
+      if (s) s = kiln_status_annotate(s, "program op %zu", i);
+    }
+    if (s) {
+      free(p->checked);
+      p->checked = NULL;
+      return s;
+    }
+    p->checked_epoch = d->placement_epoch;
   }
+  const kiln_vop *v = p->checked;
   uint64_t up = 0;
   d->submit_gen++;
   for (size_t i = 0; i < p->n && !s; i++)
@@ -881,7 +944,7 @@ kiln_status kiln_device_submit_program(kiln_device *d, kiln_program *p,
   const kiln_device_vtable *vt = d->vt;
   if (!s && vt->graph_begin && !d->no_graphs) {
     bool same = p->graph && p->recorded;
-    for (size_t i = 0; same && i < p->n; i++)
+    for (size_t i = 0; same && resolved_again && i < p->n; i++)
       same = memcmp(&p->recorded[i], &v[i].dop, sizeof(kiln_dop)) == 0;
     if (!same) {
       drop_graph(p);
@@ -912,6 +975,5 @@ kiln_status kiln_device_submit_program(kiln_device *d, kiln_program *p,
     for (size_t i = 0; i < p->n && !s; i++) s = vt->launch(d, &v[i].dop);
   }
   if (!s) d->stats.ops += p->n;
-  free(v);
   return s;
 }

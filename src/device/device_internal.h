@@ -90,6 +90,13 @@ struct kiln_device {
   bool no_graphs;
   uint64_t resident_eager_max;           /* core: see kiln_device_options */
   uint64_t submit_gen;                   /* core: one per submit call */
+  /* core: bumped by attach, detach and place, which change how operands
+   * resolve; a program re-validates its ops only when it moved. */
+  uint64_t placement_epoch;
+  /* core, KILN_DEVICE_TIMING=1: host time spent in program submits and in
+   * syncs, printed to stderr at release (where a step's time goes). */
+  bool timing;
+  uint64_t timing_submit_ns, timing_submits, timing_sync_ns, timing_syncs;
 };
 
 /* Backend constructors. Each returns UNAVAILABLE with a one-line reason
