@@ -69,7 +69,10 @@ static kiln_status no_memory(const char *what) {
                           "out of memory while reading a module's %s", what);
 }
 
+/* Readers set *out on failure too (0 / NULL): callers return on failure
+ * before looking, and this lets the compiler see that as well. */
 static kiln_status read_u8(reader *r, uint8_t *out) {
+  *out = 0;
   if (r->pos >= r->end) return malformed(r, r->pos, "unexpected end");
   *out = *r->pos++;
   return KILN_OK;
@@ -77,6 +80,7 @@ static kiln_status read_u8(reader *r, uint8_t *out) {
 
 /* Points *out at the next n bytes (no copy) and steps over them. */
 static kiln_status read_bytes(reader *r, uint64_t n, const uint8_t **out) {
+  *out = NULL;
   if (n > left(r)) {
     return malformed(
         r, r->pos, "unexpected end: %" PRIu64 " bytes needed, %" PRIu64 " left",
@@ -94,6 +98,7 @@ static kiln_status read_bytes(reader *r, uint64_t n, const uint8_t **out) {
  * back sign-extended to 64 bits. */
 static kiln_status read_leb(reader *r, unsigned bits, bool is_signed,
                             uint64_t *out) {
+  *out = 0;
   const uint8_t *start = r->pos;
   const unsigned max_bytes = (bits + 6) / 7;
   uint64_t value = 0;
@@ -126,7 +131,8 @@ static kiln_status read_leb(reader *r, unsigned bits, bool is_signed,
 }
 
 static kiln_status read_u32(reader *r, uint32_t *out) {
-  uint64_t v;
+  uint64_t v = 0;
+  *out = 0;
   KILN_RETURN_IF_ERROR(read_leb(r, 32, false, &v));
   *out = (uint32_t)v;
   return KILN_OK;
