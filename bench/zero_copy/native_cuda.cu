@@ -296,6 +296,28 @@ int main(int argc, char **argv) {
       free(hy);
     }
   }
+  // The CPU part of a step alone (write x, read y), as the guest times it.
+  {
+    std::vector<float> hx(n), hy(n, 1.0f);
+    std::vector<double> v;
+    volatile float sink = 0;
+    for (int step = 0; step <= cfg.decode_steps; step++) {
+      double t0 = now_us();
+      for (int i = 0; i < n; i++) hx[i] = (float)((i + step) % 5) * 0.25f;
+      float s = 0;
+      for (int i = 0; i < n; i++) s += hy[i] + hx[i] * 0.0f;
+      sink = s;
+      if (step > 0) v.push_back(now_us() - t0);
+    }
+    (void)sink;
+    Stats s = stats_of(v);
+    char row[512];
+    snprintf(row, sizeof row,
+             ",\n    {\"mode\": \"cpu_only\", \"n\": %d, %s}", n,
+             stats_json(s).c_str());
+    out += row;
+    fprintf(stderr, "native decode CPU part alone: %.2f us/step\n", s.p50);
+  }
   // The coherence alternative kiln measured and did not choose: CUDA
   // managed memory for W, x and y, W advised read-mostly and prefetched to
   // the GPU; the CPU writes x and reads y each step. With `prefetch_xy`

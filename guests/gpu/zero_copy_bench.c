@@ -203,6 +203,14 @@ EXPORT(decode_step) int32_t decode_step(uint32_t step) {
   return 0;
 }
 
+/* The step's CPU part alone (write x, read y, no GPU op): what a decode
+ * step costs the guest's own scalar code, to set against native C. */
+EXPORT(decode_cpu_only) int32_t decode_cpu_only(uint32_t step) {
+  write_x(step);
+  read_y();
+  return 0;
+}
+
 EXPORT(decode_copy_load) int32_t decode_copy_load(void) {
   return bench_copy_load_w(d_w, d_n, d_k);
 }
