@@ -595,6 +595,7 @@ static kiln_status check_kind(check_ctx *c) {
     case KILN_OP_SCALE:
     case KILN_OP_SILU:
     case KILN_OP_GELU:
+    case KILN_OP_SOFTMAX:   /* its optional index is checked with the others */
       TRY(operand(c, KILN_OPND_A, REQ, IN, M_F32));
       TRY(operand(c, KILN_OPND_B, REQ, OUT, M_F32));
       TRY(unused(c, KILN_OPND_C));
@@ -626,15 +627,6 @@ static kiln_status check_kind(check_ctx *c) {
                     "b (the weight) must be a contiguous [%lld]",
                     (long long)cols);
       TRY(need_same_shape(c, KILN_OPND_A, KILN_OPND_C));
-      break;
-    case KILN_OP_SOFTMAX:
-      TRY(operand(c, KILN_OPND_A, REQ, IN, M_F32));
-      TRY(operand(c, KILN_OPND_B, REQ, OUT, M_F32));
-      TRY(unused(c, KILN_OPND_C));
-      TRY(unused(c, KILN_OPND_D));
-      TRY(row_view(c, KILN_OPND_A, &rows, &cols));
-      TRY(row_view(c, KILN_OPND_B, NULL, NULL));
-      TRY(need_same_shape(c, KILN_OPND_A, KILN_OPND_B));
       break;
     case KILN_OP_ROPE:
       TRY(operand(c, KILN_OPND_A, REQ, IN, M_F32));
