@@ -228,14 +228,22 @@ static int32_t forward(lf_state *s, const lf_acts *A, int64_t T,
       EMIT(op);
     }
 
+    /* One token's q, k and v lie back to back (take_acts packs them), so a
+     * decode step rotates q and k with one op and appends k and v with
+     * one: two launches fewer per layer. */
+    const bool packed = T == 1 && A->k.off == A->q.off + (uint64_t)(Hq * D) * 4 &&
+                        A->v.off == A->k.off + (uint64_t)(Hkv * D) * 4;
+
     /* q[T,Hq,D], k[T,Hkv,D] rotated in place at positions pos..pos+T-1 */
     op = mk(KILN_GPU_OP_ROPE);
-    op.a = op.b = F32_3(A->q, 0, T, Hq, D);
+    op.a = op.b = F32_3(A->q, 0, T, packed ? Hq + Hkv : Hq, D);
     op.c = own(&s->inv_freq, 0, KILN_GPU_F32, 1, D / 2, 0, 0, 0);
     op.index = pos;
     EMIT(op);
-    op.a = op.b = F32_3(A->k, 0, T, Hkv, D);
-    EMIT(op);
+    if (!packed) {
+      op.a = op.b = F32_3(A->k, 0, T, Hkv, D);
+      EMIT(op);
+    }
 
     /* kcache[l][pos..pos+T-1] = k; vcache likewise   [S,Hkv,D] views */
     const uint64_t kv_es = kvt == KILN_GPU_F32 ? 4 : 2;
@@ -246,13 +254,20 @@ static int32_t forward(lf_state *s, const lf_acts *A, int64_t T,
     kiln_gpu_tensor vcache = kcache;
     vcache.offset += (uint64_t)Hkv * D * kv_es;
     op = mk(KILN_GPU_OP_COPY);
-    op.a = F32_3(A->k, 0, T, Hkv, D);
-    op.b = kcache;
     op.index = pos;
-    EMIT(op);
-    op.a = F32_3(A->v, 0, T, Hkv, D);
-    op.b = vcache;
-    EMIT(op);
+    if (packed) {   /* [1, 2*Hkv, D]: k then v, as in a cache row */
+      op.a = F32_3(A->k, 0, 1, 2 * Hkv, D);
+      op.b = kcache;
+      op.b.shape[1] = 2 * Hkv;
+      EMIT(op);
+    } else {
+      op.a = F32_3(A->k, 0, T, Hkv, D);
+      op.b = kcache;
+      EMIT(op);
+      op.a = F32_3(A->v, 0, T, Hkv, D);
+      op.b = vcache;
+      EMIT(op);
+    }
 
     /* att[T,Hq,D] = causal softmax(q k^T / sqrt(D)) v over the cache */
     op = mk(KILN_GPU_OP_ATTENTION);
