@@ -75,6 +75,16 @@ kiln_status kiln_memory_range(const kiln_memory *m, uint64_t offset,
 void *kiln_memory_range_or_null(const kiln_memory *m, uint64_t offset,
                                 uint64_t length);
 
+/* Makes [p, p + length), host pointers into `m` from kiln_memory_range,
+ * writable by a system call (read(2), getrandom(2)): a device may keep
+ * pages of a RESIDENT range write-protected to learn what the host changes
+ * (include/kiln/device.h), and the kernel answers a system call that
+ * writes into such a page with EFAULT instead of a fault kiln could
+ * handle. This stores into every page (an atomic add of zero: no value
+ * changes), so protected pages fault here, in user space, and become
+ * writable. Cheap: one atomic per 4 KiB. No-op for read-only memories. */
+void kiln_memory_prepare_write(const kiln_memory *m, void *p, uint64_t length);
+
 /* Grow by delta_pages. On success *out_old_pages (may be NULL) receives the
  * previous size in pages. Fails with RESOURCE_EXHAUSTED past the maximum or
  * max_bytes, with the errno's code if the OS refuses to commit pages, and

@@ -286,6 +286,15 @@ void *kiln_memory_range_or_null(const kiln_memory *m, uint64_t offset,
   return m->view.data + offset;
 }
 
+void kiln_memory_prepare_write(const kiln_memory *m, void *p,
+                               uint64_t length) {
+  if (!length || kiln_memory_is_read_only(m)) return;
+  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t a = (uintptr_t)p, end = a + length;
+  for (uintptr_t q = a; q < end; q = (q / page + 1) * page)
+    __atomic_fetch_add((uint8_t *)q, 0, __ATOMIC_RELAXED);
+}
+
 kiln_status kiln_memory_range(const kiln_memory *m, uint64_t offset,
                               uint64_t length, void **out_ptr) {
   void *p = kiln_memory_range_or_null(m, offset, length);

@@ -344,6 +344,7 @@ uint32_t kiln_wasi_p1_random_get(kiln_wasi *w, kiln_memory *m, uint32_t buf,
                                  uint32_t len) {
   uint8_t *p = kiln_wasi_mem(m, buf, len);
   if (!p) return WASI_EFAULT;
+  kiln_memory_prepare_write(m, p, len);   /* the kernel writes: memory.h */
   /* getrandom returns at most 32 MiB per call for large requests. */
   for (uint32_t done = 0; done < len;) {
     ssize_t n = getrandom(p + done, len - done, 0);

@@ -213,6 +213,13 @@ uint32_t kiln_wasi_read_path(kiln_memory *m, uint32_t off, uint32_t len,
 
 /* ---- Reading and writing ------------------------------------------------- */
 
+/* The kernel is about to write into these guest buffers: pages a device
+ * keeps write-protected must fault in user space first (memory.h). */
+static void prepare_iov_writes(kiln_memory *m, const struct iovec *iov, int n) {
+  for (int i = 0; i < n; i++)
+    kiln_memory_prepare_write(m, iov[i].iov_base, iov[i].iov_len);
+}
+
 uint32_t kiln_wasi_p1_fd_read(kiln_wasi *w, kiln_memory *m, uint32_t fd,
                               uint32_t iovs, uint32_t iovs_len,
                               uint32_t nread_out) {
@@ -224,6 +231,7 @@ uint32_t kiln_wasi_p1_fd_read(kiln_wasi *w, kiln_memory *m, uint32_t fd,
   struct iovec iov[WASI_IOV_MAX];
   int n;
   if ((err = kiln_wasi_iovecs(m, iovs, iovs_len, iov, &n))) return err;
+  prepare_iov_writes(m, iov, n);
   ssize_t r = readv(e->host_fd, iov, n);
   if (r < 0) return kiln_wasi_errno(errno);
   kiln_wasi_st32(out, (uint32_t)r);
@@ -290,6 +298,7 @@ uint32_t kiln_wasi_p1_fd_pread(kiln_wasi *w, kiln_memory *m, uint32_t fd,
   struct iovec iov[WASI_IOV_MAX];
   int n;
   if ((err = kiln_wasi_iovecs(m, iovs, iovs_len, iov, &n))) return err;
+  prepare_iov_writes(m, iov, n);
   ssize_t r = preadv(e->host_fd, iov, n, (off_t)offset);
   if (r < 0) return kiln_wasi_errno(errno);
   kiln_wasi_st32(out, (uint32_t)r);

@@ -2,6 +2,7 @@
  * cpu_mirror (separate buffers, like a discrete GPU): exactly the bytes
  * that changed move, host writes are caught by write faults, results are
  * visible after sync, programs replay with new positions. */
+#include <errno.h>
 #include <unistd.h>
 #include <stdlib.h>
 
@@ -522,6 +523,40 @@ static void test_small_resident_range_is_sent_eagerly(kiln_test *t) {
   kiln_memory_release(m.m);
 }
 
+/* A system call that writes into a write-protected RESIDENT page gets
+ * EFAULT from the kernel; kiln_memory_prepare_write (what WASI's fd_read
+ * does first) makes it fault in user space instead, so the read lands and
+ * the device sees the new bytes. */
+static void test_syscall_writes_into_resident_pages(kiln_test *t) {
+  kiln_device *d = open_cpu(t, 2, true);
+  tmem m = tmem_new(t, d, 1);
+  const int64_t n = 1024;
+  uint64_t x = tmem_alloc(&m, 4096, 4096), y = tmem_alloc(&m, 4096, 4096);
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, x, 4096, KILN_PLACEMENT_RESIDENT));
+  for (int64_t i = 0; i < n; i++) tf32(&m, x)[i] = 1.0f;
+  kiln_op op = {.kind = KILN_OP_SCALE, .alpha = 2.0f};
+  op.a = kiln_tensor_make(m.m, x, KILN_DTYPE_F32, 1, &n);
+  op.b = kiln_tensor_make(m.m, y, KILN_DTYPE_F32, 1, &n);
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, NULL)); /* x: clean, protected */
+  KILN_EXPECT_OK(t, kiln_device_sync(d, NULL));
+  int fds[2];
+  KILN_EXPECT(t, pipe(fds) == 0);
+  float v[4] = {5, 6, 7, 8};
+  KILN_EXPECT(t, write(fds[1], v, sizeof v) == (ssize_t)sizeof v);
+  errno = 0;
+  KILN_EXPECT(t, read(fds[0], tf32(&m, x), sizeof v) == -1 && errno == EFAULT);
+  kiln_memory_prepare_write(m.m, tf32(&m, x), sizeof v);
+  KILN_EXPECT(t, read(fds[0], tf32(&m, x), sizeof v) == (ssize_t)sizeof v);
+  close(fds[0]);
+  close(fds[1]);
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, NULL));
+  KILN_EXPECT_OK(t, kiln_device_sync(d, NULL));
+  KILN_EXPECT(t, tf32(&m, y)[0] == 10.0f && tf32(&m, y)[3] == 16.0f &&
+                     tf32(&m, y)[4] == 2.0f);
+  kiln_device_release(d);
+  kiln_memory_release(m.m);
+}
+
 KILN_TEST_MAIN(test_resident_weight_reused_and_host_writes_tracked,
                test_kv_append_moves_exactly_the_rows,
                test_strided_output_keeps_host_bytes_in_gaps,
@@ -530,4 +565,5 @@ KILN_TEST_MAIN(test_resident_weight_reused_and_host_writes_tracked,
                test_resident_without_mirror_is_bookkeeping,
                test_program_replay_matches_individual_submits,
                test_device_written_index, test_attach_aligned_file,
-               test_small_resident_range_is_sent_eagerly)
+               test_small_resident_range_is_sent_eagerly,
+               test_syscall_writes_into_resident_pages)
