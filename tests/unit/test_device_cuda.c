@@ -384,6 +384,22 @@ static void ops_gemv(kiln_test *t, fx *f) {
                kiln_dtype_name(wt[i]), (long long)M);
       run_both(t, f, what, &g, &g.c, tol_for(wt[i]));
     }
+  /* Few long rows at M = 1: several warps share each row (wpr 8), also
+   * with rows that do not start on 16 bytes and a K with a tail. */
+  for (size_t i = 0; i < 2; i++)
+    for (int mis = 0; mis <= 1; mis++) {
+      kiln_op g = op_of(KILN_OP_GEMV);
+      g.a = input(f, wt[i], 2, 40, 4104, 0, 0);
+      if (mis) g.a.offset += 3 * kiln_dtype_size(wt[i]);
+      g.a.shape[1] = 4100;
+      g.a.stride[0] = 4104, g.a.stride[1] = 1;
+      g.b = input(f, KILN_DTYPE_F32, 2, 1, 4100, 0, 0);
+      g.c = output(f, KILN_DTYPE_F32, 2, 1, 40, 0, 0, false);
+      char what[64];
+      snprintf(what, sizeof what, "gemv %s 40x4100 M=1%s",
+               kiln_dtype_name(wt[i]), mis ? " misaligned" : "");
+      run_both(t, f, what, &g, &g.c, tol_for(wt[i]));
+    }
 }
 
 static void ops_elementwise(kiln_test *t, fx *f) {
