@@ -316,18 +316,8 @@ static kiln_status launch_gemv(kiln_cuda_device *cd, const kiln_dop *op) {
       /* Any row alignment (the kernel reads from the 16-byte boundary
        * below each row); float4 loads of x only where x allows them. */
       p.xvec = p.x % 16 == 0 && p.xs % 4 == 0;
-      /* Decode (M = 1) with few rows (k/v projections, N = 1024): let up
-       * to 8 warps share a row until the grid has about 4 blocks per SM,
-       * while each warp still reads at least 64 vectors of 16 bytes. */
-      const int64_t nvec = cdiv(p.K, w->dtype == KILN_DTYPE_F32 ? 4 : 8);
-      int wpr = 1;
-      while (p.M == 1 && wpr < 8 &&
-             cdiv(p.N * wpr, 8) < 4 * (int64_t)cd->sm_count &&
-             nvec >= 2 * 32 * (int64_t)wpr * 2)
-        wpr *= 2;
-      p.wpr = wpr;
-      return launch(cd, KC_FN_GEMV_ANY, cd->gemv[slot][p.M - 1],
-                    cdiv(p.N * wpr, 8), 1, 1, 256, &p);
+      return launch(cd, KC_FN_GEMV_ANY, cd->gemv[slot][p.M - 1], blocks, 1,
+                      1, 256, &p);
     } else if (w->dtype == KILN_DTYPE_Q8_0 && p.w % 2 == 0) {
       return launch(cd, KC_FN_GEMV_ANY, cd->gemv_q8[p.M - 1], blocks, 1, 1,
                     256, &p);

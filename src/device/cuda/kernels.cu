@@ -437,84 +437,59 @@ template <int DT, int MT>
 __device__ __forceinline__ void gemv_vec(const kc_gemv_params &p) {
   constexpr int V = wvec<DT>::N;
   constexpr int U = 4;  // vectors in flight per lane
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  // wpr warps share a row (each takes every wpr-th run of 32 vectors) so
-  // that a matrix with few rows still puts enough blocks on the GPU; their
-  // sums meet in shared memory.
-  // (Decode only, M = 1: other widths keep the one-warp code, and size.)
-  const int wpr = MT == 1 && p.wpr > 1 ? p.wpr : 1;
-  const int sub = warp % wpr;
-  const int64_t n =
-      (int64_t)blockIdx.x * ((blockDim.x >> 5) / wpr) + warp / wpr;
-  const bool active = n < p.N;
+  const int lane = threadIdx.x & 31;
+  const int64_t n = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (n >= p.N) return;
+  constexpr int esize = DT == KC_F32 ? 4 : 2;
+  // A row need not start on 16 bytes (safetensors data begins wherever the
+  // header ends): read from the 16-byte boundary below it and skip the h
+  // elements before the row (and those past its end) in the first and last
+  // vectors. Those reads stay inside the 16-byte blocks that hold the row.
+  const uint64_t row = p.w + (uint64_t)(n * p.ws) * esize;
+  const int hb = (int)(row & 15);
+  const int h = hb / esize;
+  const uint4 *w = (const uint4 *)(row - hb);
+  const int64_t nv = (p.K + h + V - 1) / V;
+  const bool xvec = hb == 0 && p.xvec;
   float acc[MT];
 #pragma unroll
   for (int m = 0; m < MT; m++) acc[m] = 0.0f;
-  if (active) {
-    constexpr int esize = DT == KC_F32 ? 4 : 2;
-    // A row need not start on 16 bytes (safetensors data begins wherever
-    // the header ends): read from the 16-byte boundary below it and skip
-    // the h elements before the row (and those past its end) in the first
-    // and last vectors. Those reads stay inside the 16-byte blocks that
-    // hold the row.
-    const uint64_t row = p.w + (uint64_t)(n * p.ws) * esize;
-    const int hb = (int)(row & 15);
-    const int h = hb / esize;
-    const uint4 *w = (const uint4 *)(row - hb);
-    const int64_t nv = (p.K + h + V - 1) / V;
-    const bool xvec = hb == 0 && p.xvec;
-    for (int64_t v0 = lane + 32 * sub; v0 < nv; v0 += 32 * U * wpr) {
-      uint4 wv[U];
+  for (int64_t v0 = lane; v0 < nv; v0 += 32 * U) {
+    uint4 wv[U];
 #pragma unroll
-      for (int u = 0; u < U; u++) {
-        int64_t v = v0 + 32 * wpr * u;
-        wv[u] = v < nv ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
-      }
+    for (int u = 0; u < U; u++) {
+      int64_t v = v0 + 32 * u;
+      wv[u] = v < nv ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
+    }
 #pragma unroll
-      for (int u = 0; u < U; u++) {
-        int64_t v = v0 + 32 * wpr * u;
-        if (v >= nv) break;
-        float wf[V];
-        wvec<DT>::unpack(wv[u], wf);
-        if (xvec && (v + 1) * V <= p.K) {
+    for (int u = 0; u < U; u++) {
+      int64_t v = v0 + 32 * u;
+      if (v >= nv) break;
+      float wf[V];
+      wvec<DT>::unpack(wv[u], wf);
+      if (xvec && (v + 1) * V <= p.K) {
 #pragma unroll
-          for (int m = 0; m < MT; m++) {
-            const float4 *x =
-                (const float4 *)((const float *)p.x + m * p.xs + v * V);
+        for (int m = 0; m < MT; m++) {
+          const float4 *x = (const float4 *)((const float *)p.x + m * p.xs + v * V);
 #pragma unroll
-            for (int q = 0; q < V / 4; q++) {
-              float4 xv = __ldg(x + q);
-              acc[m] += wf[4 * q] * xv.x + wf[4 * q + 1] * xv.y +
-                        wf[4 * q + 2] * xv.z + wf[4 * q + 3] * xv.w;
-            }
+          for (int q = 0; q < V / 4; q++) {
+            float4 xv = __ldg(x + q);
+            acc[m] += wf[4 * q] * xv.x + wf[4 * q + 1] * xv.y +
+                      wf[4 * q + 2] * xv.z + wf[4 * q + 3] * xv.w;
           }
-        } else {
+        }
+      } else {
 #pragma unroll
-          for (int i = 0; i < V; i++) {
-            const int64_t j = v * V + i - h;
-            if (j < 0 || j >= p.K) continue;
+        for (int i = 0; i < V; i++) {
+          const int64_t j = v * V + i - h;
+          if (j < 0 || j >= p.K) continue;
 #pragma unroll
-            for (int m = 0; m < MT; m++)
-              acc[m] += wf[i] * __ldg((const float *)p.x + m * p.xs + j);
-          }
+          for (int m = 0; m < MT; m++)
+            acc[m] += wf[i] * __ldg((const float *)p.x + m * p.xs + j);
         }
       }
     }
   }
-  if constexpr (MT == 1) {
-    if (wpr > 1) {   // the same for the whole block: every thread syncs
-      __shared__ float part[8];
-      float s = warp_sum(acc[0]);
-      if (lane == 0) part[warp] = s;
-      __syncthreads();
-      if (active && sub == 0 && lane == 0) {
-        for (int k = 1; k < wpr; k++) s += part[warp + k];
-        gemv_store(p, 0, n, s);
-      }
-      return;
-    }
-  }
-  if (!active) return;
 #pragma unroll
   for (int m = 0; m < MT; m++) {
     float s = warp_sum(acc[m]);

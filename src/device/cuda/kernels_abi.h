@@ -120,8 +120,6 @@ typedef struct kc_gemv_params {
   float alpha, beta;
   int32_t wdtype;
   int32_t xvec;   /* x rows 16-byte aligned: float4 loads of x allowed */
-  int32_t wpr;    /* warps per weight row (1, 2, 4, 8; 0 means 1) */
-  int32_t pad_;
 } kc_gemv_params;
 
 /* C[M,N] = alpha * sum_k L(m,k) R(n,k) + beta * C, with any element
