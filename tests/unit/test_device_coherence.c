@@ -557,6 +557,45 @@ static void test_syscall_writes_into_resident_pages(kiln_test *t) {
   kiln_memory_release(m.m);
 }
 
+/* A program keeps its validated ops between submits, and resolves them
+ * again when a placement changes: replays stay right across MAPPED ->
+ * RESIDENT -> MAPPED of its input. */
+static void test_program_follows_placement_changes(kiln_test *t) {
+  kiln_device *d = open_cpu(t, 2, true);
+  tmem m = tmem_new(t, d, 1);
+  const int64_t n = 512;
+  uint64_t x = tmem_alloc(&m, 4096, 4096), y = tmem_alloc(&m, 4096, 4096);
+  kiln_op op = {.kind = KILN_OP_SCALE, .alpha = 3.0f};
+  op.a = kiln_tensor_make(m.m, x, KILN_DTYPE_F32, 1, &n);
+  op.b = kiln_tensor_make(m.m, y, KILN_DTYPE_F32, 1, &n);
+  kiln_program *p = NULL;
+  KILN_EXPECT_OK(t, kiln_program_create(d, &p));
+  KILN_EXPECT_OK(t, kiln_program_add(p, &op));
+  static const kiln_placement order[] = {
+      KILN_PLACEMENT_MAPPED, KILN_PLACEMENT_MAPPED, KILN_PLACEMENT_RESIDENT,
+      KILN_PLACEMENT_RESIDENT, KILN_PLACEMENT_MAPPED};
+  for (int step = 0; step < 5; step++) {
+    if (step == 0 || order[step] != order[step - 1])
+      KILN_EXPECT_OK(t, kiln_device_place(d, m.m, x, 4096, order[step]));
+    for (int64_t i = 0; i < n; i++) tf32(&m, x)[i] = (float)(i + step);
+    kiln_transfer_report up;
+    KILN_EXPECT_OK(t, kiln_device_submit_program(d, p, &up));
+    KILN_EXPECT_OK(t, kiln_device_sync(d, NULL));
+    /* Resolved again: a RESIDENT x goes up (its page, written by the
+     * host), a MAPPED one is read in place. */
+    uint64_t want = order[step] == KILN_PLACEMENT_RESIDENT ? 4096 : 0;
+    KILN_EXPECTF(t, up.bytes_to_device == want, "step %d: up %llu", step,
+                 (unsigned long long)up.bytes_to_device);
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) bad += tf32(&m, y)[i] != 3.0f * (float)(i + step);
+    KILN_EXPECTF(t, bad == 0, "step %d (%s): %d wrong", step,
+                 kiln_placement_name(order[step]), bad);
+  }
+  kiln_program_release(p);
+  kiln_device_release(d);
+  kiln_memory_release(m.m);
+}
+
 KILN_TEST_MAIN(test_resident_weight_reused_and_host_writes_tracked,
                test_kv_append_moves_exactly_the_rows,
                test_strided_output_keeps_host_bytes_in_gaps,
@@ -566,4 +605,5 @@ KILN_TEST_MAIN(test_resident_weight_reused_and_host_writes_tracked,
                test_program_replay_matches_individual_submits,
                test_device_written_index, test_attach_aligned_file,
                test_small_resident_range_is_sent_eagerly,
-               test_syscall_writes_into_resident_pages)
+               test_syscall_writes_into_resident_pages,
+               test_program_follows_placement_changes)
