@@ -240,6 +240,21 @@ static bool name_ok(const char *name) {
   return name && name[0] && strlen(name) <= NAME_MAX_BYTES;
 }
 
+/* Room for one more entry in a table of n entries (capacity *cap, doubled
+ * from `first` as needed). */
+static kiln_status table_room(void **v, uint32_t n, uint32_t *cap, size_t elem,
+                              uint32_t first) {
+  if (n < *cap) return KILN_OK;
+  uint32_t c = *cap ? 2 * *cap : first;
+  void *p = realloc(*v, (size_t)c * elem);
+  if (!p)
+    return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED,
+                            "kiln_gpu: out of memory");
+  *v = p;
+  *cap = c;
+  return KILN_OK;
+}
+
 kiln_status kiln_gpu_session_grant_memory(kiln_gpu_session *s,
                                           const char *name, kiln_memory *m,
                                           uint32_t *out_handle) {
@@ -256,17 +271,9 @@ kiln_status kiln_gpu_session_grant_memory(kiln_gpu_session *s,
                             name);
       goto out;
     }
-  if (s->ngrants == s->grants_cap) {
-    uint32_t cap = s->grants_cap ? 2 * s->grants_cap : 4;
-    grant *g = realloc(s->grants, cap * sizeof *g);
-    if (!g) {
-      st = kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED,
-                            "kiln_gpu: out of memory");
-      goto out;
-    }
-    s->grants = g;
-    s->grants_cap = cap;
-  }
+  if ((st = table_room((void **)&s->grants, s->ngrants, &s->grants_cap,
+                        sizeof *s->grants, 4)))
+    goto out;
   bool known = device_knows(s, m);
   if (!known) {
     st = kiln_device_attach(s->device, m);
@@ -315,17 +322,9 @@ kiln_status kiln_gpu_session_grant_tensor(kiln_gpu_session *s,
                             name);
       goto out;
     }
-  if (s->ntensors == s->tensors_cap) {
-    uint32_t cap = s->tensors_cap ? 2 * s->tensors_cap : 16;
-    named_tensor *n = realloc(s->tensors, cap * sizeof *n);
-    if (!n) {
-      st = kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED,
-                            "kiln_gpu: out of memory");
-      goto out;
-    }
-    s->tensors = n;
-    s->tensors_cap = cap;
-  }
+  if ((st = table_room((void **)&s->tensors, s->ntensors, &s->tensors_cap,
+                        sizeof *s->tensors, 16)))
+    goto out;
   named_tensor *n = &s->tensors[s->ntensors++];
   memset(n, 0, sizeof *n);
   snprintf(n->name, sizeof n->name, "%s", name);
