@@ -3,6 +3,7 @@
  * are copied into the arena when the container closes, so every container
  * is a single array and the parser does one realloc-amortized pass. */
 #include "model/json.h"
+#include "model/utf8.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -71,43 +72,6 @@ static int hex4(const unsigned char *s, uint32_t *out) {
   return 0;
 }
 
-static size_t put_utf8(char *o, uint32_t cp) {
-  if (cp < 0x80) { o[0] = (char)cp; return 1; }
-  if (cp < 0x800) {
-    o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F));
-    return 2;
-  }
-  if (cp < 0x10000) {
-    o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    o[2] = (char)(0x80 | (cp & 0x3F));
-    return 3;
-  }
-  o[0] = (char)(0xF0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-  o[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (char)(0x80 | (cp & 0x3F));
-  return 4;
-}
-
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0. */
-static size_t utf8_valid_len(const unsigned char *s, size_t n) {
-  unsigned c = s[0];
-  if (c < 0x80) return 1;
-  size_t len;
-  unsigned lo = 0x80, hi = 0xBF;
-  if (c >= 0xC2 && c <= 0xDF) len = 2;
-  else if (c == 0xE0) { len = 3; lo = 0xA0; }
-  else if (c == 0xED) { len = 3; hi = 0x9F; }
-  else if (c >= 0xE1 && c <= 0xEF) len = 3;
-  else if (c == 0xF0) { len = 4; lo = 0x90; }
-  else if (c >= 0xF1 && c <= 0xF3) len = 4;
-  else if (c == 0xF4) { len = 4; hi = 0x8F; }
-  else return 0;
-  if (n < len) return 0;
-  if (s[1] < lo || s[1] > hi) return 0;
-  for (size_t i = 2; i < len; i++)
-    if ((s[i] & 0xC0) != 0x80) return 0;
-  return len;
-}
-
 /* At an opening quote. Decodes into the arena. */
 static km_code parse_string(parser *ps, const char **out, uint32_t *out_len) {
   const unsigned char *s = ++ps->p, *q = s;
@@ -149,7 +113,7 @@ static km_code parse_string(parser *ps, const char **out, uint32_t *out_len) {
             ps->p += 6;
             cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
           }
-          n += put_utf8(o + n, cp);
+          n += km_utf8_put(o + n, cp);
           break;
         }
         default:
@@ -160,7 +124,7 @@ static km_code parse_string(parser *ps, const char **out, uint32_t *out_len) {
       o[n++] = (char)c;
       ps->p++;
     } else {
-      size_t l = utf8_valid_len(ps->p, (size_t)(q - ps->p));
+      size_t l = km_utf8_len(ps->p, (size_t)(q - ps->p));
       if (!l) return fail(ps, KM_ERR_FORMAT, "invalid UTF-8 in string");
       memcpy(o + n, ps->p, l);
       n += l;

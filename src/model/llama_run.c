@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "model/json.h"
+#include "model/utf8.h"
 #include "model/sampler.h"
 
 /* ---- Files ---------------------------------------------------------------- */
@@ -441,23 +442,6 @@ static int parse_args(int argc, char **argv, lr_args *a) {
   return 0;
 }
 
-/* Length of the valid UTF-8 sequence at s[0, n), or 0: no overlong forms,
- * no surrogates, nothing above U+10FFFF (RFC 3629, table 3-7 of Unicode). */
-static size_t utf8_seq(const unsigned char *s, size_t n) {
-  unsigned char c = s[0], lo = 0x80, hi = 0xBF;
-  size_t need;
-  if (c >= 0xC2 && c <= 0xDF) need = 2;
-  else if (c >= 0xE0 && c <= 0xEF) need = 3, lo = c == 0xE0 ? 0xA0 : 0x80,
-                                   hi = c == 0xED ? 0x9F : 0xBF;
-  else if (c >= 0xF0 && c <= 0xF4) need = 4, lo = c == 0xF0 ? 0x90 : 0x80,
-                                   hi = c == 0xF4 ? 0x8F : 0xBF;
-  else return 0;
-  if (need > n || s[1] < lo || s[1] > hi) return 0;
-  for (size_t i = 2; i < need; i++)
-    if ((s[i] & 0xC0) != 0x80) return 0;
-  return need;
-}
-
 /* JSON string body (no quotes) of bytes that may hold invalid UTF-8
  * (written as U+FFFD, as tokenizers' decode does). */
 static void json_str(FILE *f, const char *str, size_t n) {
@@ -465,7 +449,7 @@ static void json_str(FILE *f, const char *str, size_t n) {
   for (size_t i = 0; i < n; i++) {
     unsigned char ch = s[i];
     if (ch >= 0x80) {
-      size_t k = utf8_seq(s + i, n - i);
+      size_t k = km_utf8_len(s + i, n - i);
       if (k) {
         fwrite(s + i, 1, k, f);
         i += k - 1;

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "model/json.h"
+#include "model/utf8.h"
 #include "model/unicode_tables.h"
 
 #define MAX_VOCAB (1 << 22)
@@ -180,50 +181,13 @@ static size_t utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
   return 4;
 }
 
-/* Length of a valid UTF-8 sequence at s, or 0 (strict: no overlongs,
- * surrogates or values above U+10FFFF). */
-static size_t utf8_valid(const unsigned char *s, size_t n) {
-  unsigned c = s[0];
-  if (c < 0x80) return 1;
-  size_t len;
-  unsigned lo = 0x80, hi = 0xBF;
-  if (c >= 0xC2 && c <= 0xDF) len = 2;
-  else if (c == 0xE0) { len = 3; lo = 0xA0; }
-  else if (c == 0xED) { len = 3; hi = 0x9F; }
-  else if (c >= 0xE1 && c <= 0xEF) len = 3;
-  else if (c == 0xF0) { len = 4; lo = 0x90; }
-  else if (c >= 0xF1 && c <= 0xF3) len = 4;
-  else if (c == 0xF4) { len = 4; hi = 0x8F; }
-  else return 0;
-  if (n < 2 || s[1] < lo || s[1] > hi) return 0;
-  for (size_t i = 2; i < len; i++)
-    if (i >= n || (s[i] & 0xC0) != 0x80) return 0;
-  return len;
-}
-
 static int utf8_check(const char *s, size_t n) {
   for (size_t i = 0; i < n;) {
-    size_t l = utf8_valid((const unsigned char *)s + i, n - i);
+    size_t l = km_utf8_len((const unsigned char *)s + i, n - i);
     if (!l) return -1;
     i += l;
   }
   return 0;
-}
-
-static size_t utf8_put(char *o, uint32_t cp) {
-  if (cp < 0x80) { o[0] = (char)cp; return 1; }
-  if (cp < 0x800) {
-    o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F));
-    return 2;
-  }
-  if (cp < 0x10000) {
-    o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    o[2] = (char)(0x80 | (cp & 0x3F));
-    return 3;
-  }
-  o[0] = (char)(0xF0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-  o[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (char)(0x80 | (cp & 0x3F));
-  return 4;
 }
 
 /* Appends s with invalid sequences replaced by U+FFFD, one per maximal
@@ -231,7 +195,7 @@ static size_t utf8_put(char *o, uint32_t cp) {
 static int utf8_lossy(buf *out, const unsigned char *s, size_t n) {
   static const char fffd[3] = {(char)0xEF, (char)0xBF, (char)0xBD};
   for (size_t i = 0; i < n;) {
-    size_t l = utf8_valid(s + i, n - i);
+    size_t l = km_utf8_len(s + i, n - i);
     if (l) {
       if (buf_add(out, s + i, l)) return -1;
       i += l;
@@ -693,7 +657,7 @@ static km_code model_piece(const km_tokenizer *t, scratch *w, const char *p, siz
   w->piece.n = 0;
   if (buf_reserve(&w->piece, n * 2 + 1)) return km_fail(err, KM_ERR_NOMEM, "tokenizer: out of memory");
   for (size_t i = 0; i < n; i++)
-    w->piece.n += utf8_put(w->piece.p + w->piece.n, t->byte_to_cp[(unsigned char)p[i]]);
+    w->piece.n += km_utf8_put(w->piece.p + w->piece.n, t->byte_to_cp[(unsigned char)p[i]]);
   return bpe_word(t, w, w->piece.p, w->piece.n, out, err);
 }
 
