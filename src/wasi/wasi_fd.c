@@ -220,23 +220,9 @@ static void prepare_iov_writes(kiln_memory *m, const struct iovec *iov, int n) {
     kiln_memory_prepare_write(m, iov[i].iov_base, iov[i].iov_len);
 }
 
-uint32_t kiln_wasi_p1_fd_read(kiln_wasi *w, kiln_memory *m, uint32_t fd,
-                              uint32_t iovs, uint32_t iovs_len,
-                              uint32_t nread_out) {
-  kiln_wasi_fd *e;
-  uint32_t err = kiln_wasi_fd_get(w, fd, WASI_RIGHT_FD_READ, &e);
-  if (err) return err;
-  uint8_t *out = kiln_wasi_mem(m, nread_out, 4);
-  if (!out) return WASI_EFAULT;
-  struct iovec iov[WASI_IOV_MAX];
-  int n;
-  if ((err = kiln_wasi_iovecs(m, iovs, iovs_len, iov, &n))) return err;
-  prepare_iov_writes(m, iov, n);
-  ssize_t r = readv(e->host_fd, iov, n);
-  if (r < 0) return kiln_wasi_errno(errno);
-  kiln_wasi_st32(out, (uint32_t)r);
-  return WASI_ESUCCESS;
-}
+/* The four vectored transfers share everything but the system call: the
+ * rights, the (offset, iovec array, result) checks, and storing the count. */
+typedef enum { IO_READ, IO_WRITE, IO_PREAD, IO_PWRITE } io_kind;
 
 /* A write to a pipe or socket whose reader is gone raises SIGPIPE, which
  * kills the whole host process by default: a guest must not be able to do
@@ -268,62 +254,60 @@ static ssize_t writev_no_sigpipe(const kiln_wasi_fd *e, const struct iovec *iov,
   return r;
 }
 
-uint32_t kiln_wasi_p1_fd_write(kiln_wasi *w, kiln_memory *m, uint32_t fd,
-                               uint32_t iovs, uint32_t iovs_len,
-                               uint32_t nwritten_out) {
+static uint32_t transfer(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                         io_kind kind, uint32_t iovs, uint32_t iovs_len,
+                         uint64_t offset, uint32_t count_out) {
+  const bool writes = kind == IO_WRITE || kind == IO_PWRITE;
+  const bool positioned = kind == IO_PREAD || kind == IO_PWRITE;
+  uint64_t rights = writes ? WASI_RIGHT_FD_WRITE : WASI_RIGHT_FD_READ;
+  if (positioned) rights |= WASI_RIGHT_FD_SEEK;
   kiln_wasi_fd *e;
-  uint32_t err = kiln_wasi_fd_get(w, fd, WASI_RIGHT_FD_WRITE, &e);
+  uint32_t err = kiln_wasi_fd_get(w, fd, rights, &e);
   if (err) return err;
-  uint8_t *out = kiln_wasi_mem(m, nwritten_out, 4);
+  if (positioned && offset > INT64_MAX) return WASI_EINVAL;
+  uint8_t *out = kiln_wasi_mem(m, count_out, 4);
   if (!out) return WASI_EFAULT;
   struct iovec iov[WASI_IOV_MAX];
   int n;
   if ((err = kiln_wasi_iovecs(m, iovs, iovs_len, iov, &n))) return err;
-  ssize_t r = writev_no_sigpipe(e, iov, n);
+  if (!writes) prepare_iov_writes(m, iov, n);
+  ssize_t r;
+  switch (kind) {
+    case IO_READ: r = readv(e->host_fd, iov, n); break;
+    case IO_PREAD: r = preadv(e->host_fd, iov, n, (off_t)offset); break;
+    case IO_WRITE: r = writev_no_sigpipe(e, iov, n); break;
+    default:
+      /* With O_APPEND Linux writes at the end whatever the offset; the
+       * testsuite accepts that (pwrite-with-append). */
+      r = pwritev(e->host_fd, iov, n, (off_t)offset);
+  }
   if (r < 0) return kiln_wasi_errno(errno);
   kiln_wasi_st32(out, (uint32_t)r);
   return WASI_ESUCCESS;
+}
+
+uint32_t kiln_wasi_p1_fd_read(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                              uint32_t iovs, uint32_t iovs_len,
+                              uint32_t nread_out) {
+  return transfer(w, m, fd, IO_READ, iovs, iovs_len, 0, nread_out);
+}
+
+uint32_t kiln_wasi_p1_fd_write(kiln_wasi *w, kiln_memory *m, uint32_t fd,
+                               uint32_t iovs, uint32_t iovs_len,
+                               uint32_t nwritten_out) {
+  return transfer(w, m, fd, IO_WRITE, iovs, iovs_len, 0, nwritten_out);
 }
 
 uint32_t kiln_wasi_p1_fd_pread(kiln_wasi *w, kiln_memory *m, uint32_t fd,
                                uint32_t iovs, uint32_t iovs_len,
                                uint64_t offset, uint32_t nread_out) {
-  kiln_wasi_fd *e;
-  uint32_t err =
-      kiln_wasi_fd_get(w, fd, WASI_RIGHT_FD_READ | WASI_RIGHT_FD_SEEK, &e);
-  if (err) return err;
-  if (offset > INT64_MAX) return WASI_EINVAL;
-  uint8_t *out = kiln_wasi_mem(m, nread_out, 4);
-  if (!out) return WASI_EFAULT;
-  struct iovec iov[WASI_IOV_MAX];
-  int n;
-  if ((err = kiln_wasi_iovecs(m, iovs, iovs_len, iov, &n))) return err;
-  prepare_iov_writes(m, iov, n);
-  ssize_t r = preadv(e->host_fd, iov, n, (off_t)offset);
-  if (r < 0) return kiln_wasi_errno(errno);
-  kiln_wasi_st32(out, (uint32_t)r);
-  return WASI_ESUCCESS;
+  return transfer(w, m, fd, IO_PREAD, iovs, iovs_len, offset, nread_out);
 }
 
 uint32_t kiln_wasi_p1_fd_pwrite(kiln_wasi *w, kiln_memory *m, uint32_t fd,
                                 uint32_t iovs, uint32_t iovs_len,
                                 uint64_t offset, uint32_t nwritten_out) {
-  kiln_wasi_fd *e;
-  uint32_t err =
-      kiln_wasi_fd_get(w, fd, WASI_RIGHT_FD_WRITE | WASI_RIGHT_FD_SEEK, &e);
-  if (err) return err;
-  if (offset > INT64_MAX) return WASI_EINVAL;
-  uint8_t *out = kiln_wasi_mem(m, nwritten_out, 4);
-  if (!out) return WASI_EFAULT;
-  struct iovec iov[WASI_IOV_MAX];
-  int n;
-  if ((err = kiln_wasi_iovecs(m, iovs, iovs_len, iov, &n))) return err;
-  /* With O_APPEND Linux writes at the end whatever the offset; the testsuite
-   * accepts that (pwrite-with-append). */
-  ssize_t r = pwritev(e->host_fd, iov, n, (off_t)offset);
-  if (r < 0) return kiln_wasi_errno(errno);
-  kiln_wasi_st32(out, (uint32_t)r);
-  return WASI_ESUCCESS;
+  return transfer(w, m, fd, IO_PWRITE, iovs, iovs_len, offset, nwritten_out);
 }
 
 uint32_t kiln_wasi_p1_fd_seek(kiln_wasi *w, kiln_memory *m, uint32_t fd,
