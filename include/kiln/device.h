@@ -277,6 +277,10 @@ typedef struct kiln_device_stats {
   uint64_t write_faults;        /* first stores to protected pages */
   uint64_t resident_bytes;      /* device memory held for RESIDENT ranges */
   uint64_t mapped_bytes;        /* host bytes registered for MAPPED use */
+  /* Ops of programs that ran inside another op's kernel (cuda fuses an
+   * RMSNORM into the GEMVs after it, GEMVs sharing x, a SWIGLU into the
+   * GEMVs it combines); counted when launched or recorded into a graph. */
+  uint64_t fused_ops;
 } kiln_device_stats;
 void kiln_device_get_stats(kiln_device *d, kiln_device_stats *out);
 

@@ -705,7 +705,8 @@ kiln_status kiln_coherence_copy_back_begin(kiln_device *d, uint64_t *to_host) {
       for (size_t i = 0; i < r->written.n && !s; i++) {
         uint64_t lo = r->written.v[i].lo, hi = r->written.v[i].hi;
         uint64_t plo = lo / ps * ps, phi = (hi + ps - 1) / ps * ps;
-        if (mprotect(base + plo, phi - plo, PROT_READ | PROT_WRITE) != 0) {
+        if (!d->dma_downloads &&
+            mprotect(base + plo, phi - plo, PROT_READ | PROT_WRITE) != 0) {
           s = kiln_status_from_errno(errno, "unprotecting a RESIDENT range");
           break;
         }
@@ -724,7 +725,9 @@ kiln_status kiln_coherence_copy_back_end(kiln_device *d) {
   for (kiln_device_attachment *att = d->attachments; att; att = att->next) {
     for (kiln_resident *r = att->residents; r; r = r->next) {
       if (!r->tracked || !r->written.n) continue;
-      for (size_t i = 0; i < r->written.n; i++) {
+      /* Pages a DMA download wrote kept their protection; a page is
+       * writable only while dirty or hot, which protect_clean leaves. */
+      for (size_t i = 0; i < r->written.n && !d->dma_downloads; i++) {
         kiln_status p = protect_clean(r, r->written.v[i].lo / ps * ps,
                                       r->written.v[i].hi);
         if (!s) s = p;

@@ -220,6 +220,7 @@ void kiln_device_get_stats(kiln_device *d, kiln_device_stats *out) {
   out->resident_bytes = d->stats.resident_bytes;
   out->mapped_bytes =
       __atomic_load_n(&d->stats.mapped_bytes, __ATOMIC_RELAXED);
+  out->fused_ops = d->stats.fused_ops;
 }
 
 /* ---- Validation ----------------------------------------------------------- */
@@ -887,6 +888,15 @@ void kiln_program_release(kiln_program *p) {
 static kiln_status submit_program(kiln_device *d, kiln_program *p,
                                   kiln_transfer_report *report);
 
+/* A program's resolved ops, in order: as one sequence where the backend
+ * can fuse, else one launch each. */
+static kiln_status launch_all(kiln_device *d, const kiln_dop *ops, size_t n) {
+  if (d->vt->launch_seq) return d->vt->launch_seq(d, ops, n);
+  kiln_status s = KILN_OK;
+  for (size_t i = 0; i < n && !s; i++) s = d->vt->launch(d, &ops[i]);
+  return s;
+}
+
 kiln_status kiln_device_submit_program(kiln_device *d, kiln_program *p,
                                        kiln_transfer_report *report) {
   if (!d->timing) return submit_program(d, p, report);
@@ -945,10 +955,8 @@ static kiln_status submit_program(kiln_device *d, kiln_program *p,
         s = kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
       if (!s) s = vt->graph_begin(d);
       if (!s) {
-        for (size_t i = 0; i < p->n && !s; i++) {
-          p->recorded[i] = v[i].dop;
-          s = vt->launch(d, &v[i].dop);
-        }
+        for (size_t i = 0; i < p->n; i++) p->recorded[i] = v[i].dop;
+        s = launch_all(d, p->recorded, p->n);
         void *g = NULL;
         kiln_status e = vt->graph_end(d, &g);
         if (s) {
@@ -963,8 +971,14 @@ static kiln_status submit_program(kiln_device *d, kiln_program *p,
       if (s) drop_graph(p);
     }
     if (!s) s = vt->graph_launch(d, p->graph);
-  } else {
+  } else if (!s && !vt->launch_seq) {
     for (size_t i = 0; i < p->n && !s; i++) s = vt->launch(d, &v[i].dop);
+  } else if (!s) {   /* no graph: `recorded` is just the ops, contiguous */
+    if (!p->recorded) p->recorded = malloc(p->n * sizeof *p->recorded);
+    if (!p->recorded)
+      return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
+    for (size_t i = 0; i < p->n; i++) p->recorded[i] = v[i].dop;
+    s = launch_all(d, p->recorded, p->n);
   }
   if (!s) d->stats.ops += p->n;
   return s;

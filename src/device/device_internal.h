@@ -61,6 +61,9 @@ typedef struct kiln_device_vtable {
   /* Queues one op. Must not fail for a validated op except for resource
    * trouble on the device. */
   kiln_status (*launch)(kiln_device *d, const kiln_dop *op);
+  /* Optional: queues ops[0..n) in order, as n launches would, but free to
+   * run several with one kernel (a program's ops). NULL: launch each. */
+  kiln_status (*launch_seq)(kiln_device *d, const kiln_dop *ops, size_t n);
   /* Waits for the stream. Returns a device-side failure recorded by a
    * kernel since the last sync (bad index, bad token id), or a backend
    * error. */
@@ -88,6 +91,11 @@ struct kiln_device {
   /* Replay programs op by op even if the backend can record graphs (set by
    * a backend, e.g. cuda while profiling, or KILN_DEVICE_NO_GRAPHS=1). */
   bool no_graphs;
+  /* Set by a backend whose downloads into attached (registered) host
+   * memory are DMA, which page protection does not stop: copy-back then
+   * leaves the protection of the pages it writes as it is (two mprotect
+   * calls fewer per written range and sync). */
+  bool dma_downloads;
   uint64_t resident_eager_max;           /* core: see kiln_device_options */
   uint64_t submit_gen;                   /* core: one per submit call */
   /* core: bumped by attach, detach and place, which change how operands

@@ -35,7 +35,7 @@ typedef struct fx {
   kiln_placement placement;
 } fx;
 
-enum { FX_IN_PAGES = 256, FX_OUT_PAGES = 128 }; /* 16 MiB, 8 MiB */
+enum { FX_IN_PAGES = 512, FX_OUT_PAGES = 128 }; /* 32 MiB, 8 MiB */
 
 static char g_skip[300];
 
@@ -458,6 +458,16 @@ static void ops_rows(kiln_test *t, fx *f) {
   op.b = output(f, KILN_DTYPE_I32, 1, 9, 0, 0, 0, false);
   run_both(t, f, "argmax", &op, &op.b, 0);
 
+  /* One long row (the many-block kernel), the maximum twice: the first
+   * index wins. */
+  op = op_of(KILN_OP_ARGMAX);
+  op.a = input(f, KILN_DTYPE_F32, 2, 1, 128256, 0, 0);
+  ((float *)at(f->in, op.a.offset))[70001] = 5.0f;
+  ((float *)at(f->in, op.a.offset))[90001] = 5.0f;
+  ((float *)at(f->in, op.a.offset))[128255] = 4.0f;
+  op.b = output(f, KILN_DTYPE_I32, 1, 1, 0, 0, 0, false);
+  run_both(t, f, "argmax 1x128256 (tie)", &op, &op.b, 0);
+
   for (int with_index = 0; with_index < 2; with_index++) {
     const int64_t T = 4, H = 3, D = 128;
     op = op_of(KILN_OP_ROPE);
@@ -672,6 +682,156 @@ static void test_graph_replay_resident(kiln_test *t) {
   graph_replay(t, KILN_PLACEMENT_RESIDENT);
 }
 
+/* ---- fused programs ------------------------------------------------------------ */
+
+/* The ops of a decode step that the cuda backend runs fused (RMSNORM into
+ * the GEMVs after it; q, k, v sharing x; gate and up with their SWIGLU, in
+ * place and not; an in-place RMSNORM before the LM head) and one pattern
+ * it must not fuse (a GEMV writing the RMSNORM's input), as a program
+ * against the cpu backend: every output compared, the fused count
+ * checked. Weights `wt`, rows misaligned by 3 elements when `mis`. */
+static void fused_program(kiln_test *t, fx *f, kiln_dtype wt, bool mis) {
+  const int64_t H = 204, Q = 204, KV = 68, I = 700, V = 16500;
+  f->in_top = f->out_top = 0;   /* each call lays out its own tensors */
+  const int64_t sh = mis ? 3 : 0;
+  /* A weight [N, K] whose rows are K + 8 apart and start sh elements in. */
+  kiln_tensor wts[8];
+  const int64_t wn[8] = {Q, KV, KV, I, I, H, V, H};
+  const int64_t wk[8] = {H, H, H, H, H, I, H, H};
+  for (int i = 0; i < 8; i++) {
+    wts[i] = input(f, wt, 2, wn[i], wk[i] + 8, 0, 0);
+    wts[i].offset += (uint64_t)sh * kiln_dtype_size(wt);
+    wts[i].shape[1] = wk[i];
+  }
+  kiln_tensor g1 = input(f, KILN_DTYPE_F32, 1, H, 0, 0, 0);
+  kiln_tensor g2 = input(f, KILN_DTYPE_F32, 1, H, 0, 0, 0);
+  kiln_tensor x = output(f, KILN_DTYPE_F32, 2, 1, H, 0, 0, true);
+  kiln_tensor xb = output(f, KILN_DTYPE_F32, 2, 1, H, 0, 0, false);
+  kiln_tensor q = output(f, KILN_DTYPE_F32, 2, 1, Q, 0, 0, false);
+  kiln_tensor k = output(f, KILN_DTYPE_F32, 2, 1, KV, 0, 0, false);
+  kiln_tensor v = output(f, KILN_DTYPE_F32, 2, 1, KV, 0, 0, true);
+  kiln_tensor hb = output(f, KILN_DTYPE_F32, 2, 1, I, 0, 0, false);
+  kiln_tensor hb2 = output(f, KILN_DTYPE_F32, 2, 1, I, 0, 0, false);
+  kiln_tensor hb3 = output(f, KILN_DTYPE_F32, 2, 1, I, 0, 0, false);
+  kiln_tensor logits = output(f, KILN_DTYPE_F32, 2, 1, V, 0, 0, false);
+  kiln_tensor next = output(f, KILN_DTYPE_I32, 1, 1, 0, 0, 0, false);
+  kiln_tensor y2 = output(f, KILN_DTYPE_F32, 2, 1, H, 0, 0, false);
+  kiln_op ops[20];
+  int n = 0;
+  kiln_op op = op_of(KILN_OP_RMSNORM);          /* norm + q, k, v: 3 fused */
+  op.a = x, op.b = g1, op.c = xb, op.eps = 1e-5f;
+  ops[n++] = op;
+  op = op_of(KILN_OP_GEMV);
+  op.a = wts[0], op.b = xb, op.c = q;
+  ops[n++] = op;
+  op.a = wts[1], op.c = k, op.alpha = 0.5f;
+  ops[n++] = op;
+  op.a = wts[2], op.c = v, op.alpha = 1.0f, op.beta = 0.5f;
+  ops[n++] = op;
+  op = op_of(KILN_OP_RMSNORM);                  /* norm + gate, up, swiglu: 3 */
+  op.a = x, op.b = g2, op.c = xb, op.eps = 1e-5f;
+  ops[n++] = op;
+  op = op_of(KILN_OP_GEMV);
+  op.a = wts[3], op.b = xb, op.c = hb;
+  ops[n++] = op;
+  op.a = wts[4], op.c = hb2;
+  ops[n++] = op;
+  op = op_of(KILN_OP_SWIGLU);
+  op.a = hb, op.b = hb2, op.c = hb;
+  ops[n++] = op;
+  op = op_of(KILN_OP_GEMV);                     /* down, residual: alone */
+  op.a = wts[5], op.b = hb, op.c = x, op.beta = 1.0f;
+  ops[n++] = op;
+  op = op_of(KILN_OP_GEMV);                     /* gate, up, swiglu to hb3: 2 */
+  op.a = wts[3], op.b = xb, op.c = hb;
+  ops[n++] = op;
+  op.a = wts[4], op.c = hb2;
+  ops[n++] = op;
+  op = op_of(KILN_OP_SWIGLU);
+  op.a = hb, op.b = hb2, op.c = hb3;
+  ops[n++] = op;
+  op = op_of(KILN_OP_RMSNORM);                  /* in-place norm + head: 1 */
+  op.a = x, op.b = g1, op.c = x, op.eps = 1e-5f;
+  ops[n++] = op;
+  op = op_of(KILN_OP_GEMV);
+  op.a = wts[6], op.b = x, op.c = logits;
+  ops[n++] = op;
+  op = op_of(KILN_OP_ARGMAX);
+  op.a = logits, op.b = next;
+  ops[n++] = op;
+  op = op_of(KILN_OP_RMSNORM);                  /* writes its input: none */
+  op.a = xb, op.b = g1, op.c = y2, op.eps = 1e-5f;
+  ops[n++] = op;
+  op = op_of(KILN_OP_GEMV);
+  op.a = wts[7], op.b = y2, op.c = xb;
+  ops[n++] = op;
+  const uint64_t want_fused = 9;
+
+  kiln_program *pc = NULL, *pg = NULL;
+  KILN_EXPECT_OK(t, kiln_program_create(f->cpu, &pc));
+  KILN_EXPECT_OK(t, kiln_program_create(f->gpu, &pg));
+  kiln_device_stats before, after;
+  kiln_device_get_stats(f->gpu, &before);
+  for (int i = 0; i < n && pc && pg; i++) {
+    kiln_op g = gpu_twin(f, &ops[i]);
+    KILN_EXPECT_OK(t, kiln_program_add(pc, &ops[i]));
+    KILN_EXPECT_OK(t, kiln_program_add(pg, &g));
+  }
+  /* Twice: the second replays the recorded graph on the new state. */
+  for (int rep = 0; rep < 2 && pc && pg; rep++) {
+    KILN_EXPECT_OK(t, kiln_device_submit_program(f->cpu, pc, NULL));
+    KILN_EXPECT_OK(t, kiln_device_sync(f->cpu, NULL));
+    KILN_EXPECT_OK(t, kiln_device_submit_program(f->gpu, pg, NULL));
+    KILN_EXPECT_OK(t, kiln_device_sync(f->gpu, NULL));
+    const struct {
+      const char *name;
+      const kiln_tensor *t;
+    } outs[] = {{"q", &q},   {"k", &k},     {"v", &v},     {"hb", &hb},
+                {"hb2", &hb2}, {"hb3", &hb3}, {"x", &x},   {"logits", &logits},
+                {"y2", &y2}, {"xb", &xb}};
+    for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) {
+      char what[96];
+      snprintf(what, sizeof what, "fused program %s%s rep %d: %s",
+               kiln_dtype_name(wt), mis ? " misaligned" : "", rep, outs[i].name);
+      expect_close(t, f, what, outs[i].t, 1e-3);
+    }
+    /* ARGMAX exactly, against the cuda logits themselves. */
+    const float *lg = (const float *)at(f->out_gpu, logits.offset);
+    int32_t best = 0, got;
+    for (int32_t j = 1; j < V; j++)
+      if (lg[j] > lg[best]) best = j;
+    memcpy(&got, at(f->out_gpu, next.offset), 4);
+    KILN_EXPECTF(t, got == best, "fused program argmax: %d, want %d", got, best);
+  }
+  kiln_device_get_stats(f->gpu, &after);
+  if (kiln_device_kind_of(f->gpu) == KILN_DEVICE_CUDA)
+    KILN_EXPECTF(t, after.fused_ops - before.fused_ops == want_fused,
+                 "fused %llu ops, want %llu",
+                 (unsigned long long)(after.fused_ops - before.fused_ops),
+                 (unsigned long long)want_fused);
+  kiln_program_release(pc);
+  kiln_program_release(pg);
+}
+
+static void fused_programs(kiln_test *t, kiln_placement p) {
+  fx f;
+  if (!fx_open(t, &f, p)) {
+    if (f.gpu) fx_close(&f);
+    return;
+  }
+  fused_program(t, &f, KILN_DTYPE_BF16, false);
+  fused_program(t, &f, KILN_DTYPE_F32, false);
+  fused_program(t, &f, KILN_DTYPE_BF16, true);
+  fused_program(t, &f, KILN_DTYPE_F16, true);
+  fx_close(&f);
+}
+static void test_fused_program_mapped(kiln_test *t) {
+  fused_programs(t, KILN_PLACEMENT_MAPPED);
+}
+static void test_fused_program_resident(kiln_test *t) {
+  fused_programs(t, KILN_PLACEMENT_RESIDENT);
+}
+
 /* ---- device-side failures ----------------------------------------------------- */
 
 /* A bad value read on the device fails the op at sync (OUT_OF_RANGE);
@@ -768,6 +928,21 @@ static double now_s(void) {
   return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+static double time_op(kiln_test *t, kiln_device *gpu, const kiln_op *op);
+
+static kiln_memory *bw_memory(kiln_test *t, kiln_device *gpu, uint64_t pages) {
+  kiln_memory *m = new_memory(t, pages, "weights");
+  if (!m) return NULL;
+  KILN_EXPECT_OK(t, kiln_device_attach(gpu, m));
+  KILN_EXPECT_OK(t, kiln_device_place(gpu, m, 0, kiln_memory_size(m),
+                                      KILN_PLACEMENT_RESIDENT));
+  return m;
+}
+static void bw_memory_free(kiln_device *gpu, kiln_memory *m) {
+  kiln_device_detach(gpu, m);
+  kiln_memory_release(m);
+}
+
 static void test_gemv_bandwidth(kiln_test *t) {
   kiln_device *gpu = open_gpu();
   if (!gpu) {
@@ -779,15 +954,15 @@ static void test_gemv_bandwidth(kiln_test *t) {
     kiln_device_release(gpu);
     return;
   }
+  /* A fresh memory per case: host stores to the same pages in two cases
+   * would make them "hot" (writable for good, sent before every submit
+   * that reads them; docs/gpu.md), and the test would time uploads. */
   const int64_t N = 8192, K = 8192;
   static const kiln_dtype types[] = {KILN_DTYPE_BF16, KILN_DTYPE_F16,
                                      KILN_DTYPE_F32, KILN_DTYPE_Q8_0};
-  kiln_memory *m = new_memory(t, 4200, "weights"); /* 275 MB */
-  if (!m) goto out;
-  KILN_EXPECT_OK(t, kiln_device_attach(gpu, m));
-  KILN_EXPECT_OK(t, kiln_device_place(gpu, m, 0, kiln_memory_size(m),
-                                      KILN_PLACEMENT_RESIDENT));
   for (size_t i = 0; i < 4; i++) {
+    kiln_memory *m = bw_memory(t, gpu, 4200); /* 275 MB */
+    if (!m) break;
     uint64_t wbytes = bytes_of(types[i], N * K);
     const int64_t ws[2] = {N, K}, xs[2] = {1, K}, ys[2] = {1, N};
     uint64_t xoff = (wbytes + 4095) & ~(uint64_t)4095, yoff = xoff + K * 4;
@@ -798,28 +973,71 @@ static void test_gemv_bandwidth(kiln_test *t) {
     op.a = kiln_tensor_make(m, 0, types[i], 2, ws);
     op.b = kiln_tensor_make(m, xoff, KILN_DTYPE_F32, 2, xs);
     op.c = kiln_tensor_make(m, yoff, KILN_DTYPE_F32, 2, ys);
-    KILN_EXPECT_OK(t, kiln_device_submit(gpu, &op, NULL)); /* upload, warm */
-    KILN_EXPECT_OK(t, kiln_device_sync(gpu, NULL));
-    kiln_program *p = NULL;
-    KILN_EXPECT_OK(t, kiln_program_create(gpu, &p));
-    for (int r = 0; r < 10 && p; r++) KILN_EXPECT_OK(t, kiln_program_add(p, &op));
-    if (p) KILN_EXPECT_OK(t, kiln_device_submit_program(gpu, p, NULL));
-    KILN_EXPECT_OK(t, kiln_device_sync(gpu, NULL));
-    const int reps = 20;
-    double t0 = now_s();
-    for (int r = 0; r < reps && p; r++)
-      KILN_EXPECT_OK(t, kiln_device_submit_program(gpu, p, NULL));
-    KILN_EXPECT_OK(t, kiln_device_sync(gpu, NULL));
-    double dt = (now_s() - t0) / (reps * 10);
+    const double dt = time_op(t, gpu, &op);
     printf("  gemv %s %lldx%lld (M=1), resident, graph of 10: %.1f us/op, "
            "%.0f GB/s of weights\n",
            kiln_dtype_name(types[i]), (long long)N, (long long)K, dt * 1e6,
            wbytes / dt / 1e9);
-    kiln_program_release(p);
+    bw_memory_free(gpu, m);
   }
-  kiln_device_detach(gpu, m);
-  kiln_memory_release(m);
-out:
+  /* The decode shapes of Llama-3.2-1B and -3.1-8B (bf16, M = 1) against
+   * cuBLAS on the same weights (GEMM op with bf16 x: cublasGemmEx). */
+  static const int64_t shapes[][2] = {
+      {512, 2048},  {2048, 2048},  {8192, 2048}, {2048, 8192},
+      {1024, 4096}, {4096, 4096}, {14336, 4096}, {4096, 14336}};
+  for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+    const int64_t sN = shapes[i][0], sK = shapes[i][1];
+    const int64_t ws[2] = {sN, sK}, xs[2] = {1, sK}, ys[2] = {1, sN};
+    const uint64_t wbytes = (uint64_t)sN * sK * 2;
+    const uint64_t xoff = (wbytes + 4095) & ~(uint64_t)4095, yoff = xoff + sK * 4;
+    kiln_memory *m = bw_memory(t, gpu, (yoff + sN * 4 + 65535) / 65536);
+    if (!m) break;
+    uint16_t *wp = (uint16_t *)kiln_memory_base(m);
+    for (uint64_t e = 0; e < wbytes / 2; e++) wp[e] = kiln_f32_to_bf16((float)(e % 29) / 29.0f - 0.5f);
+    kiln_op op = op_of(KILN_OP_GEMV);
+    op.a = kiln_tensor_make(m, 0, KILN_DTYPE_BF16, 2, ws);
+    op.b = kiln_tensor_make(m, xoff, KILN_DTYPE_F32, 2, xs);
+    op.c = kiln_tensor_make(m, yoff, KILN_DTYPE_F32, 2, ys);
+    const double dk = time_op(t, gpu, &op);
+    kiln_op bl = op_of(KILN_OP_GEMM);
+    bl.flags = KILN_OP_TRANS_B;
+    bl.a = kiln_tensor_make(m, xoff, KILN_DTYPE_BF16, 2, xs);
+    bl.b = op.a;
+    bl.c = op.c;
+    const double db = time_op(t, gpu, &bl);
+    printf("  gemv bf16 %5lldx%-5lld M=1: kiln %6.1f us %5.0f GB/s | cuBLAS "
+           "%6.1f us %5.0f GB/s\n",
+           (long long)sN, (long long)sK, dk * 1e6, wbytes / dk / 1e9, db * 1e6,
+           wbytes / db / 1e9);
+    bw_memory_free(gpu, m);
+  }
+  /* f32 4096 x 4096 (the zero-copy benchmark's decode step) likewise. */
+  {
+    const int64_t sN = 4096, sK = 4096;
+    const int64_t ws[2] = {sN, sK}, xs[2] = {1, sK}, ys[2] = {1, sN};
+    const uint64_t wbytes = (uint64_t)sN * sK * 4, xoff = wbytes, yoff = xoff + sK * 4;
+    kiln_memory *m = bw_memory(t, gpu, (yoff + sN * 4 + 65535) / 65536);
+    if (m) {
+      float *wp = (float *)kiln_memory_base(m);
+      for (uint64_t e = 0; e < wbytes / 4; e++) wp[e] = (float)(e % 29) / 29.0f - 0.5f;
+      kiln_op op = op_of(KILN_OP_GEMV);
+      op.a = kiln_tensor_make(m, 0, KILN_DTYPE_F32, 2, ws);
+      op.b = kiln_tensor_make(m, xoff, KILN_DTYPE_F32, 2, xs);
+      op.c = kiln_tensor_make(m, yoff, KILN_DTYPE_F32, 2, ys);
+      const double dk = time_op(t, gpu, &op);
+      kiln_op bl = op_of(KILN_OP_GEMM);
+      bl.flags = KILN_OP_TRANS_B;
+      bl.a = op.b;
+      bl.b = op.a;
+      bl.c = op.c;
+      const double db = time_op(t, gpu, &bl);
+      printf("  gemv f32  %5lldx%-5lld M=1: GEMV op %6.1f us %5.0f GB/s | cuBLAS "
+             "%6.1f us %5.0f GB/s\n",
+             (long long)sN, (long long)sK, dk * 1e6, wbytes / dk / 1e9,
+             db * 1e6, wbytes / db / 1e9);
+      bw_memory_free(gpu, m);
+    }
+  }
   kiln_device_release(gpu);
 }
 
@@ -977,6 +1195,7 @@ static void test_resident_range_across_grown_registrations(kiln_test *t) {
 KILN_TEST_MAIN(test_no_gpu_fallback, test_mapped_pointer_identity,
                test_every_op_mapped, test_every_op_resident,
                test_graph_replay_mapped, test_graph_replay_resident,
+               test_fused_program_mapped, test_fused_program_resident,
                test_device_errors_then_valid_op,
                test_resident_range_across_grown_registrations, test_gemv_bandwidth,
                test_attention_speed, test_matmul_speed)

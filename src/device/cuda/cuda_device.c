@@ -349,6 +349,7 @@ static void cuda_destroy(kiln_device *d) {
     if (cd->blas_handle) cd->blas->cublasDestroy(cd->blas_handle);
     if (cd->blas_workspace) cu->cuMemFree(cd->blas_workspace);
     if (cd->scratch) cu->cuMemFree(cd->scratch);
+    if (cd->aux) cu->cuMemFree(cd->aux);
     if (cd->xconv) cu->cuMemFree(cd->xconv);
     if (cd->err_claim) cu->cuMemFree(cd->err_claim);
     if (cd->err_record) cu->cuMemFreeHost(cd->err_record);
@@ -369,6 +370,7 @@ static const kiln_device_vtable kCudaVtable = {
     .upload = cuda_upload,
     .download = cuda_download,
     .launch = kiln_cuda_launch,
+    .launch_seq = kiln_cuda_launch_seq,
     .sync = cuda_sync,
     .graph_begin = cuda_graph_begin,
     .graph_end = cuda_graph_end,
@@ -406,6 +408,12 @@ static kiln_status load_kernels(kiln_cuda_device *cd) {
     for (int m = 0; m < KC_GEMV_MT_MAX; m++) {
       snprintf(name, sizeof name, "kiln_gemv_%s_%d", kTypes[t], m + 1);
       GET(cd->gemv[t][m], name);
+    }
+  static const char *const kGemv1[4] = {"", "_pair", "_norm", "_norm_pair"};
+  for (int t = 0; t < 3; t++)
+    for (int v = 0; v < 4; v++) {
+      snprintf(name, sizeof name, "kiln_gemv1_%s%s", kTypes[t], kGemv1[v]);
+      GET(cd->gemv1[t][v], name);
     }
   for (int m = 0; m < KC_GEMV_MT_MAX; m++) {
     snprintf(name, sizeof name, "kiln_gemv_q8_0_%d", m + 1);
@@ -488,6 +496,10 @@ kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
   const char *prof = getenv("KILN_CUDA_PROFILE");
   cd->profile = prof && *prof ? atoi(prof) : 0;
   cd->base.no_graphs = cd->profile;
+  /* Attached memories are registered (page-locked): copy-back is DMA. */
+  cd->base.dma_downloads = true;
+  const char *fuse = getenv("KILN_CUDA_FUSE");
+  cd->fuse = !(fuse && strcmp(fuse, "0") == 0);
   kiln_status st = KILN_OK;
   TRY_CU(cu->cuDeviceGet(&cd->dev, ordinal), "cuDeviceGet");
   char gpu[128] = "?";
@@ -537,6 +549,9 @@ kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
   TRY_CU(cu->cuMemHostGetDevicePointer(&cd->err_record_dev, cd->err_record, 0),
          "cuMemHostGetDevicePointer");
   TRY_CU(cu->cuMemAlloc(&cd->scratch, KILN_CUDA_SCRATCH_BYTES), "cuMemAlloc");
+  TRY_CU(cu->cuMemAlloc(&cd->aux, KILN_CUDA_AUX_BYTES), "cuMemAlloc");
+  TRY_CU(cu->cuMemsetD32Async(cd->aux, 0, KILN_CUDA_AUX_BYTES / 4, cd->stream),
+         "cuMemsetD32Async");
   char blas[200] = "";
   TRACE("  cuBLAS");
   setup_cublas(cd, blas, sizeof blas);

@@ -15,7 +15,7 @@
   X(SOFTMAX, "kiln_softmax") X(ROPE, "kiln_rope")                         \
   X(ARGMAX, "kiln_argmax") X(COPY, "kiln_copy") X(GATHER, "kiln_gather")  \
   X(GEMV_ANY, "kiln_gemv_any") X(TILED, "kiln_tiled")                     \
-  X(ATTN_COMBINE, "kiln_attn_combine")
+  X(ATTN_COMBINE, "kiln_attn_combine") X(ARGMAX_WIDE, "kiln_argmax_wide")
 enum {
 #define X(id, name) KC_FN_##id,
   KILN_CUDA_KERNELS(X)
@@ -30,6 +30,11 @@ enum { KC_GEMV_MT_MAX = 8, KC_ATTN_DPL_COUNT = 4 };  /* DPL 1, 2, 4, 8 */
 #define KILN_CUDA_SCRATCH_BYTES ((uint64_t)8 << 20)
 /* cuBLAS workspace: set explicitly so that GEMMs never allocate, which
  * makes them capturable into CUDA graphs (cuBLAS' advice for Hopper). */
+/* Layout of `aux`. */
+#define KILN_CUDA_AUX_GEMV_COUNTER 0
+#define KILN_CUDA_AUX_ARGMAX_COUNTER 64
+#define KILN_CUDA_AUX_ARGMAX_PARTIALS 1024
+#define KILN_CUDA_AUX_BYTES ((uint64_t)8192)
 #define KILN_CUDA_CUBLAS_WORKSPACE ((uint64_t)32 << 20)
 
 typedef struct kiln_cuda_device {
@@ -43,6 +48,9 @@ typedef struct kiln_cuda_device {
   CUfunction fn[KC_FN_COUNT];
   CUfunction gemv[3][KC_GEMV_MT_MAX];        /* f32, f16, bf16 */
   CUfunction gemv_q8[KC_GEMV_MT_MAX];
+  /* One-row GEMV by dtype and variant: plain, pair, norm, norm + pair
+   * (kernels_abi.h, kc_gemv1_params). */
+  CUfunction gemv1[3][4];
   CUfunction attn[3][KC_ATTN_DPL_COUNT];     /* k/v f32, f16, bf16 */
   int sm_count;
   int cc_major, cc_minor;
@@ -54,6 +62,12 @@ typedef struct kiln_cuda_device {
   kc_error *err_record;             /* host pointer */
   CUdeviceptr err_record_dev;
   CUdeviceptr scratch;
+  /* Zeroed device ints that kernels use to find the last block of a
+   * launch (each resets its own), then ARGMAX partials. */
+  CUdeviceptr aux;
+  /* Fuse the ops of a program that one kernel can do (KILN_CUDA_FUSE=0
+   * turns it off, for comparisons). */
+  bool fuse;
   /* cuBLAS, when present (otherwise GEMM uses kiln_tiled). */
   const kiln_cublas_api *blas;
   cublasHandle_t blas_handle;
@@ -88,5 +102,8 @@ kiln_status kiln_cuda_make_current(kiln_cuda_device *cd);
 
 /* The vtable's launch (cuda_launch.c). */
 kiln_status kiln_cuda_launch(kiln_device *d, const kiln_dop *op);
+/* The vtable's launch_seq: a program's ops, fused where one kernel can do
+ * several (cuda_launch.c). */
+kiln_status kiln_cuda_launch_seq(kiln_device *d, const kiln_dop *ops, size_t n);
 
 #endif /* KILN_DEVICE_CUDA_CUDA_INTERNAL_H_ */

@@ -6,6 +6,7 @@
  * graph replays correctly when those values change. */
 #include <limits.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "device/cuda/cuda_internal.h"
 
@@ -40,19 +41,25 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-static kiln_status launch(kiln_cuda_device *cd, int fn_id, CUfunction f,
-                          int64_t gx, int64_t gy, int64_t gz, int block,
-                          void *params) {
+static kiln_status launch_smem(kiln_cuda_device *cd, int fn_id, CUfunction f,
+                               int64_t gx, int64_t gy, int64_t gz, int block,
+                               unsigned smem, void *params) {
   void *args[1] = {params};
   CUresult r = cd->cu->cuLaunchKernel(f, (unsigned)gx, (unsigned)gy,
-                                      (unsigned)gz, (unsigned)block, 1, 1, 0,
-                                      cd->stream, params ? args : NULL, NULL);
+                                      (unsigned)gz, (unsigned)block, 1, 1,
+                                      smem, cd->stream, params ? args : NULL,
+                                      NULL);
   if (r) {
     char what[64];
     snprintf(what, sizeof what, "cuLaunchKernel (kernel %d)", fn_id);
     return kiln_cuda_status(KILN_CODE_INTERNAL, r, what);
   }
   return KILN_OK;
+}
+static kiln_status launch(kiln_cuda_device *cd, int fn_id, CUfunction f,
+                          int64_t gx, int64_t gy, int64_t gz, int block,
+                          void *params) {
+  return launch_smem(cd, fn_id, f, gx, gy, gz, block, 0, params);
 }
 
 /* A grid for rows x cols work done by (column-chunk, row) blocks with
@@ -159,6 +166,18 @@ static kiln_status launch_argmax(kiln_cuda_device *cd, const kiln_dop *op) {
   p.rows = lead_rows(&op->a);
   p.cols = last_dim(&op->a);
   if (p.rows <= 0 || p.cols <= 0) return KILN_OK;
+  if (p.rows == 1 && p.cols >= 16384) {   /* greedy decoding: many blocks */
+    kc_argmax_wide_params w = {0};
+    w.a = p.a;
+    w.b = p.b;
+    w.cols = p.cols;
+    w.partials = cd->aux + KILN_CUDA_AUX_ARGMAX_PARTIALS;
+    w.counter = cd->aux + KILN_CUDA_AUX_ARGMAX_COUNTER;
+    const int64_t blocks =
+        min64(min64(2 * cd->sm_count, KC_ARGMAX_BLOCKS), cdiv(p.cols, 1024));
+    return launch(cd, KC_FN_ARGMAX_WIDE, cd->fn[KC_FN_ARGMAX_WIDE], blocks, 1,
+                  1, 256, &w);
+  }
   /* Few long rows (greedy decoding over a vocabulary): 1024 threads each. */
   const int threads = p.rows <= 8 && p.cols >= 16384 ? 1024 : row_block(p.cols);
   return launch(cd, KC_FN_ARGMAX, cd->fn[KC_FN_ARGMAX],
@@ -293,6 +312,176 @@ static int dtype_slot(kiln_dtype t) {
                                  : t == KILN_DTYPE_BF16 ? 2 : -1;
 }
 
+/* ---- one-row GEMV and the fusions around it ------------------------------ */
+
+/* What one kiln_gemv1_* launch does: up to KC_GEMV1_SEGS GEMVs sharing x,
+ * optionally after the RMSNORM that makes x (norm) and before the SWIGLU
+ * that combines the first two (swiglu). */
+typedef struct gemv1_group {
+  const kiln_dop *norm;
+  const kiln_dop *gemv[KC_GEMV1_SEGS];
+  int nseg;
+  const kiln_dop *swiglu;
+} gemv1_group;
+
+static kiln_status launch_gemv1(kiln_cuda_device *cd, const gemv1_group *g) {
+  const kiln_dop *g0 = g->gemv[0];
+  kc_gemv1_params p = {0};
+  p.x = g0->b.addr;
+  p.K = last_dim(&g0->a);
+  p.nseg = g->nseg;
+  for (int i = 0; i < g->nseg; i++) {
+    const kiln_dop *op = g->gemv[i];
+    p.seg[i] = (kc_gemv_seg){.w = op->a.addr, .y = op->c.addr,
+                             .N = op->a.shape[0], .ws = op->a.stride[0],
+                             .alpha = op->alpha, .beta = op->beta};
+    p.rows += p.seg[i].N;
+  }
+  bool xvec = p.x % 16 == 0;
+  if (g->norm) {
+    p.a = g->norm->a.addr;
+    p.g = g->norm->b.addr;
+    p.eps = g->norm->eps;
+    p.counter = cd->aux + KILN_CUDA_AUX_GEMV_COUNTER;
+    xvec = p.a % 16 == 0 && p.g % 16 == 0;
+  }
+  if (g->swiglu) {
+    p.act = g->swiglu->c.addr;
+    p.rows = p.seg[0].N;
+  }
+  p.xvec = xvec;
+  if (p.rows <= 0) return KILN_OK;
+  /* A warp per row; with the RMSNORM prologue, at most as many blocks as
+   * the GPU holds at once (each normalises x once, then loops over rows). */
+  const int64_t blocks = cdiv(p.rows, 8);
+  const int64_t grid =
+      g->norm ? min64(blocks, 3 * (int64_t)cd->sm_count) : min64(blocks, INT_MAX);
+  const int variant = (g->norm ? 2 : 0) + (g->swiglu ? 1 : 0);
+  return launch_smem(cd, KC_FN_GEMV_ANY,
+                     cd->gemv1[dtype_slot(g0->a.dtype)][variant], grid, 1, 1,
+                     256, g->norm ? (unsigned)(p.K * 4) : 0, &p);
+}
+
+/* Byte range [*lo, *hi) an operand can touch (strides are never negative
+ * here). */
+static void extent(const kiln_dtensor *t, uint64_t *lo, uint64_t *hi) {
+  uint64_t span = 1;
+  for (uint32_t i = 0; i < t->rank; i++) {
+    if (t->shape[i] <= 0) {
+      *lo = *hi = t->addr;
+      return;
+    }
+    span += (uint64_t)(t->shape[i] - 1) * (uint64_t)t->stride[i];
+  }
+  const uint64_t bytes = t->dtype == KILN_DTYPE_Q8_0 ? (span / 32 + 1) * 34
+                         : (t->dtype == KILN_DTYPE_F16 || t->dtype == KILN_DTYPE_BF16)
+                             ? span * 2 : span * 4;
+  *lo = t->addr;
+  *hi = t->addr + bytes;
+}
+static bool overlap(const kiln_dtensor *a, const kiln_dtensor *b) {
+  uint64_t al, ah, bl, bh;
+  extent(a, &al, &ah);
+  extent(b, &bl, &bh);
+  return al < bh && bl < ah;
+}
+
+/* x normalised into shared memory: at most 48 KiB, the default limit. */
+#define KILN_CUDA_NORM_FUSE_MAX_K 12288
+
+/* A contiguous f32 vector of n elements (shape [n] or [1, n]). */
+static bool f32_row(const kiln_dtensor *t, int64_t n) {
+  if (t->dtype != KILN_DTYPE_F32 || last_dim(t) != n || lead_rows(t) != 1)
+    return false;
+  return t->stride[t->rank - 1] == 1;
+}
+
+/* A GEMV the one-row kernel runs: M = 1, f32/f16/bf16 weights with
+ * contiguous rows, f32 x and y. */
+static bool gemv1_ok(const kiln_dop *op) {
+  if (op->kind != KILN_OP_GEMV || dtype_slot(op->a.dtype) < 0) return false;
+  const int64_t K = last_dim(&op->a);
+  return op->a.rank == 2 && op->a.stride[1] == 1 && f32_row(&op->b, K) &&
+         f32_row(&op->c, op->a.shape[0]);
+}
+
+/* The longest run at ops[0..n) that one gemv1 launch can do, in *g; 0 if
+ * fewer than two ops. Fused ops must not feed each other: every output is
+ * disjoint from every input of the group (except SWIGLU writing over its
+ * own gate input and RMSNORM over its own input, which the kernel
+ * orders) and from every other output. */
+static size_t match_gemv1(const kiln_dop *ops, size_t n, gemv1_group *g) {
+  memset(g, 0, sizeof *g);
+  size_t i = 0;
+  if (ops[0].kind == KILN_OP_RMSNORM) {
+    const kiln_dop *nm = &ops[0];
+    const int64_t K = last_dim(&nm->a);
+    if (n < 2 || K > KILN_CUDA_NORM_FUSE_MAX_K || !f32_row(&nm->a, K) ||
+        !f32_row(&nm->b, K) ||
+        !f32_row(&nm->c, K) || !gemv1_ok(&ops[1]) || ops[1].b.addr != nm->c.addr ||
+        last_dim(&ops[1].a) != K)
+      return 0;
+    if (overlap(&nm->c, &nm->b) ||
+        (overlap(&nm->c, &nm->a) && nm->c.addr != nm->a.addr))
+      return 0;
+    g->norm = nm;
+    i = 1;
+  }
+  for (; i < n && g->nseg < KC_GEMV1_SEGS; i++) {
+    const kiln_dop *op = &ops[i];
+    if (!gemv1_ok(op)) break;
+    if (g->nseg) {
+      const kiln_dop *g0 = g->gemv[0];
+      if (op->b.addr != g0->b.addr || op->a.dtype != g0->a.dtype ||
+          last_dim(&op->a) != last_dim(&g0->a))
+        break;
+    }
+    g->gemv[g->nseg++] = op;
+  }
+  if (!g->nseg) return 0;
+  if (i < n && ops[i].kind == KILN_OP_SWIGLU && g->nseg == 2) {
+    const kiln_dop *sw = &ops[i], *gt = g->gemv[0], *up = g->gemv[1];
+    const int64_t N = gt->a.shape[0];
+    if (up->a.shape[0] == N && f32_row(&sw->a, N) && f32_row(&sw->b, N) &&
+        f32_row(&sw->c, N) && sw->a.addr == gt->c.addr &&
+        sw->b.addr == up->c.addr &&
+        (sw->c.addr == sw->a.addr ||
+         (!overlap(&sw->c, &gt->c) && !overlap(&sw->c, &up->c)))) {
+      g->swiglu = sw;
+      i++;
+    }
+  }
+  if (i < 2) return 0;
+  /* Inputs and outputs of the group. */
+  const kiln_dtensor *in[2 * KC_GEMV1_SEGS + 2], *out[KC_GEMV1_SEGS + 2];
+  int nin = 0, nout = 0;
+  for (int s = 0; s < g->nseg; s++) {
+    in[nin++] = &g->gemv[s]->a;
+    out[nout++] = &g->gemv[s]->c;
+  }
+  in[nin++] = &g->gemv[0]->b;
+  if (g->norm) {
+    in[nin++] = &g->norm->a;
+    in[nin++] = &g->norm->b;
+    out[nout++] = &g->norm->c;
+  }
+  if (g->swiglu && g->swiglu->c.addr != g->swiglu->a.addr)
+    out[nout++] = &g->swiglu->c;
+  for (int o = 0; o < nout; o++) {
+    for (int k = 0; k < nin; k++) {
+      if (in[k] == &g->gemv[0]->b && g->norm && out[o] == &g->norm->c)
+        continue;   /* x is the norm's output by construction */
+      if (g->norm && out[o] == &g->norm->c && in[k] == &g->norm->a &&
+          g->norm->c.addr == g->norm->a.addr)
+        continue;   /* in-place RMSNORM: stored after every read */
+      if (overlap(out[o], in[k])) return 0;
+    }
+    for (int k = o + 1; k < nout; k++)
+      if (overlap(out[o], out[k])) return 0;
+  }
+  return i;
+}
+
 static kiln_status launch_gemv(kiln_cuda_device *cd, const kiln_dop *op) {
   const kiln_dtensor *w = &op->a, *x = &op->b, *y = &op->c;
   kc_gemv_params p = {0};
@@ -417,7 +606,6 @@ static kiln_status launch_attention(kiln_cuda_device *cd, const kiln_dop *op) {
   int64_t chunk = cdiv(max64(S, 1), splits);
   splits = cdiv(max64(S, 1), chunk);
   p.splits = (int32_t)splits;
-  p.chunk = (int32_t)chunk;   /* at capacity; the kernel re-splits the keys in use */
   KILN_RETURN_IF_ERROR(launch(cd, 100 + kslot, cd->attn[kslot][dpl], splits,
                               Hq, T, 128, &p));
   if (splits == 1) return KILN_OK;
@@ -452,6 +640,49 @@ kiln_status kiln_cuda_launch(kiln_device *d, const kiln_dop *op) {
             (long long)op->c.shape[0], (long long)op->c.shape[1],
             (unsigned long long)op->c.addr);
   return s;
+}
+
+/* Runs fn(cd, arg) timed on its own when profiling (stream synced around
+ * it; graphs are off then), counting `count` ops of `kind`. */
+static kiln_status timed(kiln_cuda_device *cd, kiln_op_kind kind, size_t count,
+                         kiln_status (*fn)(kiln_cuda_device *, const void *),
+                         const void *arg) {
+  if (!cd->profile || cd->capturing) return fn(cd, arg);
+  cd->cu->cuStreamSynchronize(cd->stream);
+  double t0 = kiln_cuda_now_s();
+  kiln_status s = fn(cd, arg);
+  cd->cu->cuStreamSynchronize(cd->stream);
+  double dt = kiln_cuda_now_s() - t0;
+  if ((unsigned)kind < KILN_OP_KIND_COUNT) {
+    cd->prof.launch_s[kind] += dt;
+    cd->prof.launches[kind] += count;
+  }
+  return s;
+}
+
+static kiln_status run_group(kiln_cuda_device *cd, const void *g) {
+  return launch_gemv1(cd, g);
+}
+
+kiln_status kiln_cuda_launch_seq(kiln_device *d, const kiln_dop *ops, size_t n) {
+  kiln_cuda_device *cd = kiln_cuda_of(d);
+  KILN_RETURN_IF_ERROR(kiln_cuda_make_current(cd));
+  for (size_t i = 0; i < n;) {
+    gemv1_group g;
+    size_t used = cd->fuse ? match_gemv1(ops + i, n - i, &g) : 0;
+    if (used) {
+      if (cd->profile > 1)
+        fprintf(stderr, "  fused: %s%d GEMV%s\n", g.norm ? "RMSNORM + " : "",
+                g.nseg, g.swiglu ? " + SWIGLU" : "");
+      KILN_RETURN_IF_ERROR(timed(cd, KILN_OP_GEMV, used, run_group, &g));
+      d->stats.fused_ops += used - 1;
+      i += used;
+    } else {
+      KILN_RETURN_IF_ERROR(kiln_cuda_launch(d, &ops[i]));
+      i++;
+    }
+  }
+  return KILN_OK;
 }
 
 static kiln_status launch_op(kiln_cuda_device *cd, const kiln_dop *op) {

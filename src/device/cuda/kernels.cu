@@ -319,6 +319,69 @@ KC_GLOBAL void kiln_argmax(kc_argmax_params p) {
   }
 }
 
+// One row over many blocks (greedy decoding over a 128k vocabulary): each
+// block's best to partials, then the last block to finish merges them.
+// amax_merge keeps the first index among equal values whatever the order.
+__device__ __forceinline__ void amax_block(float &bv, int64_t &bi, float *sv,
+                                           int64_t *si) {
+  for (int o = 16; o > 0; o >>= 1) {
+    float v2 = __shfl_xor_sync(0xffffffffu, bv, o);
+    int64_t i2 = __shfl_xor_sync(0xffffffffu, bi, o);
+    amax_merge(bv, bi, v2, i2);
+  }
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) {
+    sv[threadIdx.x >> 5] = bv;
+    si[threadIdx.x >> 5] = bi;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0)
+    for (int w = 1; w < (int)(blockDim.x + 31) >> 5; w++)
+      amax_merge(bv, bi, sv[w], si[w]);
+}
+
+KC_GLOBAL void __launch_bounds__(256) kiln_argmax_wide(kc_argmax_wide_params p) {
+  __shared__ float sv[32];
+  __shared__ int64_t si[32];
+  __shared__ int last;
+  float bv = 0.0f;
+  int64_t bi = -1;
+  const int64_t step = (int64_t)gridDim.x * blockDim.x;
+  int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  for (; j + 3 * step < p.cols; j += 4 * step) {
+    float v0 = load_f(p.a.addr, p.a.dtype, j);
+    float v1 = load_f(p.a.addr, p.a.dtype, j + step);
+    float v2 = load_f(p.a.addr, p.a.dtype, j + 2 * step);
+    float v3 = load_f(p.a.addr, p.a.dtype, j + 3 * step);
+    amax_merge(bv, bi, v0, j);
+    amax_merge(bv, bi, v1, j + step);
+    amax_merge(bv, bi, v2, j + 2 * step);
+    amax_merge(bv, bi, v3, j + 3 * step);
+  }
+  for (; j < p.cols; j += step) amax_merge(bv, bi, load_f(p.a.addr, p.a.dtype, j), j);
+  amax_block(bv, bi, sv, si);
+  volatile float *pv = (volatile float *)p.partials;
+  volatile int64_t *pi = (volatile int64_t *)(p.partials + 8 * KC_ARGMAX_BLOCKS);
+  if (threadIdx.x == 0) {
+    pv[blockIdx.x] = bv;
+    pi[blockIdx.x] = bi;
+    __threadfence();
+    last = atomicAdd((int *)p.counter, 1) == (int)gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  bv = 0.0f;
+  bi = -1;
+  for (int k = threadIdx.x; k < (int)gridDim.x; k += blockDim.x)
+    amax_merge(bv, bi, pv[k], pi[k]);
+  amax_block(bv, bi, sv, si);
+  if (threadIdx.x == 0) {
+    ((int32_t *)p.b.addr)[flat_off(p.b, 0)] = (int32_t)(bi < 0 ? 0 : bi);
+    *(volatile int *)p.counter = 0;
+  }
+}
+
 // ---- COPY / convert ----------------------------------------------------------
 
 KC_GLOBAL void kiln_copy(kc_copy_params p) {
@@ -581,6 +644,155 @@ KC_GEMV_Q8(5)
 KC_GEMV_Q8(6)
 KC_GEMV_Q8(7)
 KC_GEMV_Q8(8)
+
+// ---- one-row GEMV and its fusions (kc_gemv1_params) --------------------------
+//
+// gemv_vec's loop for M = 1 (a warp per row, U 16-byte vectors of it in
+// flight per lane, evict-first), over the rows of up to four matrices
+// that share x, so that q, k and v (or gate and up) are one launch:
+// a matrix with few rows alone cannot keep the GPU's memory busy, and
+// every launch pays a ramp and a tail. With the RMSNORM prologue each
+// block first normalises x into shared memory (the formula of
+// kiln_rmsnorm), then loops over rows; with pair, a warp computes row n
+// of gate and of up together and applies SWIGLU to the two.
+
+template <int DT, bool SMEM>
+__device__ __forceinline__ void gemv1_use(const kc_gemv1_params &p,
+                                          const float *x, uint4 wv, int64_t v,
+                                          int h, float &acc) {
+  constexpr int V = wvec<DT>::N;
+  float wf[V];
+  wvec<DT>::unpack(wv, wf);
+  if ((SMEM || p.xvec) && h == 0 && (v + 1) * V <= p.K) {
+#pragma unroll
+    for (int q = 0; q < V / 4; q++) {
+      const float4 *x4 = (const float4 *)(x + v * V) + q;
+      const float4 xv = SMEM ? *x4 : __ldg(x4);
+      acc += wf[4 * q] * xv.x + wf[4 * q + 1] * xv.y + wf[4 * q + 2] * xv.z +
+             wf[4 * q + 3] * xv.w;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; i++) {
+      const int64_t j = v * V + i - h;
+      if (j >= 0 && j < p.K) acc += wf[i] * (SMEM ? x[j] : __ldg(x + j));
+    }
+  }
+}
+
+template <int DT, int PRO, bool PAIR>
+__device__ __forceinline__ void gemv1(const kc_gemv1_params &p) {
+  constexpr int V = wvec<DT>::N;
+  constexpr int NR = PAIR ? 2 : 1;   // rows one warp works on at once
+  constexpr int U = 4;               // vectors in flight per lane and row
+  constexpr int esize = DT == KC_F32 ? 4 : 2;
+  constexpr bool SMEM = PRO == KC_PRO_RMSNORM;
+  extern __shared__ float4 xs4[];    // K floats with the prologue
+  __shared__ float red[32];
+  __shared__ int last;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const float *x = (const float *)p.x;
+  if (SMEM) {   // as kiln_rmsnorm: a * (1 / sqrt(mean(a^2) + eps)) * g
+    const float *a = (const float *)p.a, *g = (const float *)p.g;
+    float *xs = (float *)xs4;
+    float ss = 0.0f;
+    for (int64_t j = threadIdx.x; j < p.K; j += blockDim.x) ss += a[j] * a[j];
+    ss = block_sum(ss, red);
+    const float inv = 1.0f / sqrtf(ss / (float)p.K + p.eps);
+    for (int64_t j = threadIdx.x; j < p.K; j += blockDim.x)
+      xs[j] = a[j] * inv * g[j];
+    __syncthreads();
+    x = xs;
+  }
+  for (int64_t n = (int64_t)blockIdx.x * 8 + warp; n < p.rows;
+       n += (int64_t)gridDim.x * 8) {
+    int s = 0;
+    int64_t nl = n;
+    if (!PAIR)
+      while (s + 1 < p.nseg && nl >= p.seg[s].N) nl -= p.seg[s++].N;
+    // Rows need not start on 16 bytes: read from the boundary below and
+    // skip the h elements before the row (as gemv_vec).
+    const uint4 *w[NR];
+    int h[NR];
+    int64_t nv[NR], nvmax = 0;
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+      const kc_gemv_seg &sg = p.seg[PAIR ? r : s];
+      const uint64_t row = sg.w + (uint64_t)(nl * sg.ws) * esize;
+      const int hb = (int)(row & 15);
+      h[r] = hb / esize;
+      w[r] = (const uint4 *)(row - hb);
+      nv[r] = (p.K + h[r] + V - 1) / V;
+      nvmax = nv[r] > nvmax ? nv[r] : nvmax;
+    }
+    float acc[NR];
+#pragma unroll
+    for (int r = 0; r < NR; r++) acc[r] = 0.0f;
+    for (int64_t v0 = lane; v0 < nvmax; v0 += 32 * U) {
+      uint4 wv[NR][U];
+#pragma unroll
+      for (int r = 0; r < NR; r++)
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+          const int64_t v = v0 + 32 * u;
+          wv[r][u] = v < nv[r] ? __ldcs(w[r] + v) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+      for (int r = 0; r < NR; r++)
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+          const int64_t v = v0 + 32 * u;
+          if (v < nv[r]) gemv1_use<DT, SMEM>(p, x, wv[r][u], v, h[r], acc[r]);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < NR; r++) acc[r] = warp_sum(acc[r]);
+    if (lane != 0) continue;
+    if (PAIR) {
+      float *y0 = (float *)p.seg[0].y + n, *y1 = (float *)p.seg[1].y + n;
+      float gt = p.seg[0].alpha * acc[0], up = p.seg[1].alpha * acc[NR - 1];
+      if (p.seg[0].beta != 0.0f) gt += p.seg[0].beta * *y0;
+      if (p.seg[1].beta != 0.0f) up += p.seg[1].beta * *y1;
+      *y1 = up;
+      if (p.act != p.seg[0].y) *y0 = gt;
+      ((float *)p.act)[n] = silu(gt) * up;
+    } else {
+      float *y = (float *)p.seg[s].y + nl;
+      float v = p.seg[s].alpha * acc[0];
+      if (p.seg[s].beta != 0.0f) v += p.seg[s].beta * *y;
+      *y = v;
+    }
+  }
+  if (SMEM) {
+    // The RMSNORM op's output, stored by the last block to finish: every
+    // other block is done reading a, which it may overwrite (in place).
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      __threadfence();
+      last = atomicAdd((int *)p.counter, 1) == (int)gridDim.x - 1;
+    }
+    __syncthreads();
+    if (last) {
+      for (int64_t j = threadIdx.x; j < p.K; j += blockDim.x)
+        ((float *)p.x)[j] = x[j];
+      if (threadIdx.x == 0) *(volatile int *)p.counter = 0;
+    }
+  }
+}
+
+// Registers capped for 4 blocks (32 warps) per SM, 3 with the fusions.
+#define KC_GEMV1_KERNEL(NAME, DT, PRO, PAIR, MINB)                      \
+  KC_GLOBAL void __launch_bounds__(256, MINB) NAME(kc_gemv1_params p) { \
+    gemv1<DT, PRO, PAIR>(p);                                            \
+  }
+#define KC_GEMV1(TAG, DT)                                                 \
+  KC_GEMV1_KERNEL(kiln_gemv1_##TAG, DT, KC_PRO_NONE, false, 4)            \
+  KC_GEMV1_KERNEL(kiln_gemv1_##TAG##_pair, DT, KC_PRO_NONE, true, 3)      \
+  KC_GEMV1_KERNEL(kiln_gemv1_##TAG##_norm, DT, KC_PRO_RMSNORM, false, 3)  \
+  KC_GEMV1_KERNEL(kiln_gemv1_##TAG##_norm_pair, DT, KC_PRO_RMSNORM, true, 3)
+KC_GEMV1(f32, KC_F32)
+KC_GEMV1(f16, KC_F16)
+KC_GEMV1(bf16, KC_BF16)
 
 // ---- tiled matrix product (GEMV prefill, GEMM without cuBLAS) ---------------
 //

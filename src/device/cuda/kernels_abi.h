@@ -122,6 +122,47 @@ typedef struct kc_gemv_params {
   int32_t xvec;   /* x rows 16-byte aligned: float4 loads of x allowed */
 } kc_gemv_params;
 
+/* The one-row GEMV (decode), which can also run a group of ops the cuda
+ * backend fused (cuda_launch.c says when):
+ * - up to KC_GEMV1_SEGS weight matrices sharing x (q, k and v; gate and
+ *   up): y_s[n] = alpha_s * w_s[n, :] . x + beta_s * y_s[n];
+ * - pro = KC_PRO_RMSNORM (kernels *_norm): x is rmsnorm(a) * g, which each
+ *   block computes into shared memory (K floats of dynamic shared
+ *   memory); the last block to finish also stores it at x (the RMSNORM
+ *   op's output);
+ * - pair (kernels *_pair): segments 0 and 1 (gate, up) have the same rows
+ *   and the warp that computes row n of both also stores
+ *   act[n] = silu(y_0[n]) * y_1[n] (the SWIGLU op), and y_0[n] unless act
+ *   is y_0.
+ * Rows of all segments are numbered one after another (pair: rows of
+ * segment 0). counter: a device int that is 0 between launches. */
+enum { KC_GEMV1_SEGS = 4 };
+enum { KC_PRO_NONE = 0, KC_PRO_RMSNORM = 1 };
+typedef struct kc_gemv_seg {
+  uint64_t w, y;
+  int64_t N, ws;     /* rows, row stride (elements) */
+  float alpha, beta;
+} kc_gemv_seg;
+typedef struct kc_gemv1_params {
+  kc_gemv_seg seg[KC_GEMV1_SEGS];
+  uint64_t x, a, g, act, counter;
+  int64_t rows, K;
+  float eps;
+  int32_t nseg;
+  int32_t xvec;    /* x 16-byte aligned: float4 loads of it */
+  int32_t pad_;
+} kc_gemv1_params;
+
+/* ARGMAX of one long row over many blocks: each block's best goes to
+ * partials (float value, int64 index at partials + 8 * KC_ARGMAX_BLOCKS),
+ * and the last block to finish merges them. */
+enum { KC_ARGMAX_BLOCKS = 256 };
+typedef struct kc_argmax_wide_params {
+  kc_tensor a, b;
+  uint64_t partials, counter;
+  int64_t cols;
+} kc_argmax_wide_params;
+
 /* C[M,N] = alpha * sum_k L(m,k) R(n,k) + beta * C, with any element
  * strides for L and R (R may be Q8_0 when rs1 == 1). */
 typedef struct kc_tiled_params {
@@ -141,9 +182,7 @@ typedef struct kc_attn_params {
   uint64_t scratch;      /* f32 [T, Hq, splits, D + 2] */
   int64_t pos;
   float scale;
-  int32_t splits;
-  int32_t chunk;
-  int32_t pad_;
+  int32_t splits;   /* the keys in use are shared among them at run time */
 } kc_attn_params;
 
 #endif /* KILN_DEVICE_CUDA_KERNELS_ABI_H_ */

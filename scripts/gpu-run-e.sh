@@ -1,0 +1,33 @@
+#!/bin/sh
+# GPU run for kernel work: cuda op tests (fused programs, GEMV shapes vs
+# cuBLAS), test_llm on cuda, bench_llm 1B and 8B with fusion on and off
+# (KILN_CUDA_FUSE=0), the zero-copy benchmark. Logs to $OUT.
+. scripts/gpu-env.sh
+DATA=${KILN_LLM_DATA:-/tmp/kiln-llm-data}
+mkdir -p "$DATA"
+t0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+stamp start > "$OUT/times.log"
+timeout 150 build/tests/test_device_cuda > "$OUT/test_device_cuda.log" 2>&1; echo "rc=$?" >> "$OUT/test_device_cuda.log"
+stamp test_device_cuda >> "$OUT/times.log"
+timeout 120 build/tests/test_llm cuda > "$OUT/test_llm.log" 2>&1; echo "rc=$?" >> "$OUT/test_llm.log"
+stamp test_llm >> "$OUT/times.log"
+for s in ${SHAPES:-1b 8b}; do
+  [ -f "$DATA/llama-$s/config.json" ] || timeout 300 python3 tools/make_random_llama.py --shape "$s" --out "$DATA/llama-$s" > "$OUT/make-$s.log" 2>&1
+  stamp "made $s" >> "$OUT/times.log"
+  for cfg in ${CFGS:-fuse nofuse fuse nofuse}; do
+    case $cfg in
+      fuse) envs="KILN_CUDA_FUSE=1" ;;
+      nofuse) envs="KILN_CUDA_FUSE=0" ;;
+    esac
+    env $envs timeout 200 build/bench/bench_llm --model "$DATA/llama-$s" --device cuda --reps ${REPS:-1} --kv f32 \
+      --out "$OUT/kiln-$s-$cfg.json" >> "$OUT/bench-$s-$cfg.log" 2>&1
+    echo "rc=$?" >> "$OUT/bench-$s-$cfg.log"
+    stamp "bench $s $cfg" >> "$OUT/times.log"
+  done
+done
+timeout 200 build/bench/bench_zero_copy --device cuda > "$OUT/zero_copy.log" 2>&1; echo "rc=$?" >> "$OUT/zero_copy.log"
+cp build/bench/zero_copy.json "$OUT/" 2>/dev/null
+stamp zero_copy >> "$OUT/times.log"
+cd "$OUT" && tar czf logs.tgz *.log *.json 2>/dev/null
+true
