@@ -716,7 +716,7 @@ static void fused_program(kiln_test *t, fx *f, kiln_dtype wt, bool mis) {
   kiln_tensor logits = output(f, KILN_DTYPE_F32, 2, 1, V, 0, 0, false);
   kiln_tensor next = output(f, KILN_DTYPE_I32, 1, 1, 0, 0, 0, false);
   kiln_tensor y2 = output(f, KILN_DTYPE_F32, 2, 1, H, 0, 0, false);
-  kiln_op ops[20];
+  kiln_op ops[24];
   int n = 0;
   kiln_op op = op_of(KILN_OP_RMSNORM);          /* norm + q, k, v: 3 fused */
   op.a = x, op.b = g1, op.c = xb, op.eps = 1e-5f;
@@ -759,13 +759,40 @@ static void fused_program(kiln_test *t, fx *f, kiln_dtype wt, bool mis) {
   op = op_of(KILN_OP_ARGMAX);
   op.a = logits, op.b = next;
   ops[n++] = op;
+  /* ROPE of q and k packed [1, Hq + Hkv + Hkv, D] in place, k and v
+   * appended to a cache row at pos (one launch: 1 fused), attention over
+   * the cache in splits (merged by their last block). */
+  const int64_t Hq = 4, Hkv = 2, D = 64, S = 300;
+  kiln_tensor qkv = output(f, KILN_DTYPE_F32, 3, 1, Hq + 2 * Hkv, D, 0, true);
+  kiln_tensor cache = output(f, KILN_DTYPE_BF16, 3, S, 2 * Hkv, D, 0, true);
+  kiln_tensor inv = input(f, KILN_DTYPE_F32, 1, D / 2, 0, 0, 0);
+  for (int64_t i = 0; i < D / 2; i++)
+    ((float *)at(f->in, inv.offset))[i] = powf(10000.0f, -2.0f * (float)i / (float)D);
+  kiln_tensor pos = index_tensor(f, 211, NULL);
+  kiln_tensor att = output(f, KILN_DTYPE_F32, 3, 1, Hq, D, 0, false);
+  op = op_of(KILN_OP_ROPE);
+  op.a = op.b = qkv, op.b.shape[1] = op.a.shape[1] = Hq + Hkv;
+  op.c = inv, op.index = pos;
+  ops[n++] = op;
+  op = op_of(KILN_OP_COPY);
+  op.a = qkv;
+  op.a.offset += (uint64_t)Hq * D * 4;
+  op.a.shape[1] = 2 * Hkv;
+  op.b = cache, op.index = pos;
+  ops[n++] = op;
+  op = op_of(KILN_OP_ATTENTION);
+  op.a = qkv, op.a.shape[1] = Hq;
+  op.b = cache, op.b.shape[1] = Hkv;
+  op.c = cache, op.c.shape[1] = Hkv, op.c.offset += (uint64_t)Hkv * D * 2;
+  op.d = att, op.index = pos, op.alpha = 0.125f;
+  ops[n++] = op;
   op = op_of(KILN_OP_RMSNORM);                  /* writes its input: none */
   op.a = xb, op.b = g1, op.c = y2, op.eps = 1e-5f;
   ops[n++] = op;
   op = op_of(KILN_OP_GEMV);
   op.a = wts[7], op.b = y2, op.c = xb;
   ops[n++] = op;
-  const uint64_t want_fused = 9;
+  const uint64_t want_fused = 10;
 
   kiln_program *pc = NULL, *pg = NULL;
   KILN_EXPECT_OK(t, kiln_program_create(f->cpu, &pc));
@@ -788,7 +815,8 @@ static void fused_program(kiln_test *t, fx *f, kiln_dtype wt, bool mis) {
       const kiln_tensor *t;
     } outs[] = {{"q", &q},   {"k", &k},     {"v", &v},     {"hb", &hb},
                 {"hb2", &hb2}, {"hb3", &hb3}, {"x", &x},   {"logits", &logits},
-                {"y2", &y2}, {"xb", &xb}};
+                {"y2", &y2}, {"xb", &xb}, {"qkv", &qkv}, {"cache", &cache},
+                {"attention", &att}};
     for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) {
       char what[96];
       snprintf(what, sizeof what, "fused program %s%s rep %d: %s",

@@ -15,7 +15,8 @@
   X(SOFTMAX, "kiln_softmax") X(ROPE, "kiln_rope")                         \
   X(ARGMAX, "kiln_argmax") X(COPY, "kiln_copy") X(GATHER, "kiln_gather")  \
   X(GEMV_ANY, "kiln_gemv_any") X(TILED, "kiln_tiled")                     \
-  X(ATTN_COMBINE, "kiln_attn_combine") X(ARGMAX_WIDE, "kiln_argmax_wide")
+  X(ATTN_COMBINE, "kiln_attn_combine") X(ARGMAX_WIDE, "kiln_argmax_wide")  \
+  X(ROPE_COPY, "kiln_rope_copy")
 enum {
 #define X(id, name) KC_FN_##id,
   KILN_CUDA_KERNELS(X)
@@ -34,7 +35,9 @@ enum { KC_GEMV_MT_MAX = 8, KC_ATTN_DPL_COUNT = 4 };  /* DPL 1, 2, 4, 8 */
 #define KILN_CUDA_AUX_GEMV_COUNTER 0
 #define KILN_CUDA_AUX_ARGMAX_COUNTER 64
 #define KILN_CUDA_AUX_ARGMAX_PARTIALS 1024
-#define KILN_CUDA_AUX_BYTES ((uint64_t)8192)
+#define KILN_CUDA_AUX_ATTN_COUNTERS 8192    /* one int per (query, head) */
+#define KILN_CUDA_AUX_ATTN_SLOTS 8192
+#define KILN_CUDA_AUX_BYTES ((uint64_t)65536)
 #define KILN_CUDA_CUBLAS_WORKSPACE ((uint64_t)32 << 20)
 
 typedef struct kiln_cuda_device {

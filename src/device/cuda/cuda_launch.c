@@ -606,9 +606,13 @@ static kiln_status launch_attention(kiln_cuda_device *cd, const kiln_dop *op) {
   int64_t chunk = cdiv(max64(S, 1), splits);
   splits = cdiv(max64(S, 1), chunk);
   p.splits = (int32_t)splits;
+  /* The last block of each (query, head) merges its splits when there is
+   * a counter for every pair; otherwise a second kernel does. */
+  if (splits > 1 && nq <= KILN_CUDA_AUX_ATTN_SLOTS)
+    p.counters = cd->aux + KILN_CUDA_AUX_ATTN_COUNTERS;
   KILN_RETURN_IF_ERROR(launch(cd, 100 + kslot, cd->attn[kslot][dpl], splits,
                               Hq, T, 128, &p));
-  if (splits == 1) return KILN_OK;
+  if (splits == 1 || p.counters) return KILN_OK;
   return launch(cd, KC_FN_ATTN_COMBINE, cd->fn[KC_FN_ATTN_COMBINE], Hq, T, 1,
                 128, &p);
 }
@@ -642,6 +646,62 @@ kiln_status kiln_cuda_launch(kiln_device *d, const kiln_dop *op) {
   return s;
 }
 
+/* ---- ROPE + KV append --------------------------------------------------------- */
+
+/* ops[0] a ROPE in place on one query ([1, Hr, D] f32) and ops[1] the COPY
+ * of heads hs.. of that same tensor into a cache row at an index, which
+ * one kiln_rope_copy launch does: *p filled, true. The cache must not
+ * overlap what the ROPE reads (its tensor, inv_freq, index). */
+static bool match_rope_copy(kiln_cuda_device *cd, const kiln_dop *ops,
+                            size_t n, kc_rope_copy_params *p) {
+  if (n < 2 || ops[0].kind != KILN_OP_ROPE || ops[1].kind != KILN_OP_COPY)
+    return false;
+  const kiln_dop *r = &ops[0], *c = &ops[1];
+  if (r->a.rank != 3 || r->a.addr != r->b.addr || r->a.dtype != KILN_DTYPE_F32 ||
+      r->b.dtype != KILN_DTYPE_F32 || r->a.shape[0] != 1 ||
+      memcmp(r->a.shape, r->b.shape, sizeof r->a.shape) ||
+      memcmp(r->a.stride, r->b.stride, sizeof r->a.stride) || r->a.shape[2] < 2)
+    return false;
+  if (c->a.rank != 3 || c->b.rank != 3 || !c->index.addr ||
+      c->a.dtype != KILN_DTYPE_F32 || c->a.shape[0] != 1 ||
+      c->a.shape[2] != r->a.shape[2] || c->b.shape[1] != c->a.shape[1] ||
+      c->b.shape[2] != c->a.shape[2] || c->a.stride[1] != r->a.stride[1] ||
+      c->a.stride[2] != r->a.stride[2] || c->a.addr < r->a.addr ||
+      r->a.stride[1] <= 0)
+    return false;
+  const uint64_t head_bytes = (uint64_t)r->a.stride[1] * 4;
+  if ((c->a.addr - r->a.addr) % head_bytes) return false;
+  const int64_t hs = (int64_t)((c->a.addr - r->a.addr) / head_bytes);
+  if (hs > r->a.shape[1] || hs + c->a.shape[1] > 65535) return false;
+  if (overlap(&c->b, &r->a) || overlap(&c->b, &r->c) || overlap(&c->b, &c->a) ||
+      (r->index.addr && overlap(&c->b, &r->index)) || overlap(&c->b, &c->index))
+    return false;
+  memset(p, 0, sizeof *p);
+  p->rope.a = kt(&r->a);
+  p->rope.b = kt(&r->b);
+  p->rope.inv_freq = r->c.addr;
+  p->rope.index = r->index.addr;
+  p->rope.pos = r->pos;
+  p->rope.T = 1;
+  p->rope.H = r->a.shape[1];
+  p->rope.D = r->a.shape[2];
+  p->copy.a = kt(&c->a);
+  p->copy.b = kt(&c->b);
+  p->copy.index = c->index.addr;
+  p->copy.err = err_ref(cd);
+  p->copy.rows = c->a.shape[1];
+  p->copy.cols = c->a.shape[2];
+  p->hs = hs;
+  return true;
+}
+
+static kiln_status launch_rope_copy(kiln_cuda_device *cd, const void *arg) {
+  kc_rope_copy_params p = *(const kc_rope_copy_params *)arg;
+  const int64_t heads = max64(p.rope.H, p.hs + p.copy.a.shape[1]);
+  return launch(cd, KC_FN_ROPE_COPY, cd->fn[KC_FN_ROPE_COPY], heads, 1, 1, 64,
+                &p);
+}
+
 /* Runs fn(cd, arg) timed on its own when profiling (stream synced around
  * it; graphs are off then), counting `count` ops of `kind`. */
 static kiln_status timed(kiln_cuda_device *cd, kiln_op_kind kind, size_t count,
@@ -668,6 +728,13 @@ kiln_status kiln_cuda_launch_seq(kiln_device *d, const kiln_dop *ops, size_t n) 
   kiln_cuda_device *cd = kiln_cuda_of(d);
   KILN_RETURN_IF_ERROR(kiln_cuda_make_current(cd));
   for (size_t i = 0; i < n;) {
+    kc_rope_copy_params rc;
+    if (cd->fuse && match_rope_copy(cd, ops + i, n - i, &rc)) {
+      KILN_RETURN_IF_ERROR(timed(cd, KILN_OP_ROPE, 2, launch_rope_copy, &rc));
+      d->stats.fused_ops += 1;
+      i += 2;
+      continue;
+    }
     gemv1_group g;
     size_t used = cd->fuse ? match_gemv1(ops + i, n - i, &g) : 0;
     if (used) {

@@ -266,6 +266,45 @@ KC_GLOBAL void kiln_rope(kc_rope_params p) {
   }
 }
 
+// ROPE + KV append (kc_rope_copy_params): block = head of the rope
+// tensor's numbering. Each value stored into the cache is the one the
+// ROPE stores into the activations, converted as kiln_copy would.
+KC_GLOBAL void kiln_rope_copy(kc_rope_copy_params p) {
+  const kc_rope_params &r = p.rope;
+  const kc_copy_params &c = p.copy;
+  const int64_t head = blockIdx.x, half = r.D / 2;
+  const int64_t first = read_index(c.index), cap = c.b.shape[0];
+  const bool row_ok = first >= 0 && first <= cap - 1;
+  if (!row_ok && head == 0 && threadIdx.x == 0)
+    report(c.err, KC_ERR_COPY_ROW, 0, first, cap, 1);
+  const int64_t ch = head - p.hs;
+  const bool to_cache = row_ok && ch >= 0 && ch < c.a.shape[1];
+  const int64_t bo = first * c.b.stride[0] + ch * c.b.stride[1];
+  const int64_t bs = c.b.stride[2];
+  if (head < r.H) {
+    const float pos = (float)(r.index ? read_index(r.index) : r.pos);
+    const float *inv_freq = (const float *)r.inv_freq;
+    const int64_t ao = head * r.a.stride[1], as = r.a.stride[2];
+    for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
+      float sn, cs;
+      sincosf(pos * inv_freq[i], &sn, &cs);
+      const float x0 = load_f(r.a.addr, r.a.dtype, ao + i * as);
+      const float x1 = load_f(r.a.addr, r.a.dtype, ao + (i + half) * as);
+      const float y0 = x0 * cs - x1 * sn, y1 = x1 * cs + x0 * sn;
+      store_f(r.b.addr, r.b.dtype, ao + i * as, y0);
+      store_f(r.b.addr, r.b.dtype, ao + (i + half) * as, y1);
+      if (to_cache) {
+        store_f(c.b.addr, c.b.dtype, bo + i * bs, y0);
+        store_f(c.b.addr, c.b.dtype, bo + (i + half) * bs, y1);
+      }
+    }
+  } else if (to_cache) {
+    const int64_t co = ch * c.a.stride[1], cs = c.a.stride[2];
+    for (int64_t d = threadIdx.x; d < r.D; d += blockDim.x)
+      store_f(c.b.addr, c.b.dtype, bo + d * bs, load_f(c.a.addr, c.a.dtype, co + d * cs));
+  }
+}
+
 // ---- ARGMAX ------------------------------------------------------------------
 
 // (value, index) with the first index winning ties; index -1 is "none".
@@ -880,6 +919,8 @@ __device__ __forceinline__ bool attn_pos_ok(const kc_attn_params &p,
   return *pos0 >= 0 && *pos0 <= S - T;
 }
 
+__device__ void attn_combine_one(const kc_attn_params &p, int64_t h, int64_t t);
+
 template <int KT, int DPL>
 __device__ __forceinline__ void attn_impl(const kc_attn_params &p) {
   __shared__ float sm[8], sl[8];
@@ -966,31 +1007,52 @@ __device__ __forceinline__ void attn_impl(const kc_attn_params &p) {
     part[0] = mx;
     part[1] = L;
   }
+  if (p.splits > 1 && p.counters) {   // the last of the splits merges
+    __shared__ int last;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      __threadfence();
+      int *c = (int *)p.counters + t * Hq + h;
+      last = atomicAdd(c, 1) == p.splits - 1;
+      if (last) *c = 0;
+    }
+    __syncthreads();
+    if (last) {
+      __threadfence();
+      attn_combine_one(p, h, t);
+    }
+  }
 }
 
-// grid (Hq, T): merges the splits' partial results.
-KC_GLOBAL void kiln_attn_combine(kc_attn_params p) {
-  int64_t pos0;
-  if (!attn_pos_ok(p, &pos0)) return;   // kiln_attn_* reported it
+// Merges the splits' partial results of query t, head h (the block's
+// threads share D). Partials come from other blocks: read past L1.
+__device__ void attn_combine_one(const kc_attn_params &p, int64_t h, int64_t t) {
   const int64_t Hq = p.q.shape[1], D = p.q.shape[2];
-  const int64_t h = blockIdx.x, t = blockIdx.y;
   const float *part = (const float *)p.scratch + (t * Hq + h) * p.splits * (D + 2);
   float mx = -INFINITY;
-  for (int s = 0; s < p.splits; s++) mx = fmaxf(mx, part[s * (D + 2)]);
+  for (int s = 0; s < p.splits; s++) mx = fmaxf(mx, __ldcg(part + s * (D + 2)));
   float L = 0.0f;
   for (int s = 0; s < p.splits; s++) {
-    const float ms = part[s * (D + 2)];
-    if (ms != -INFINITY) L += part[s * (D + 2) + 1] * expf(ms - mx);
+    const float ms = __ldcg(part + s * (D + 2));
+    if (ms != -INFINITY) L += __ldcg(part + s * (D + 2) + 1) * expf(ms - mx);
   }
   float *o = (float *)p.o.addr + t * p.o.stride[0] + h * p.o.stride[1];
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
     float a = 0.0f;
     for (int s = 0; s < p.splits; s++) {
-      const float ms = part[s * (D + 2)];
-      if (ms != -INFINITY) a += part[s * (D + 2) + 2 + d] * expf(ms - mx);
+      const float ms = __ldcg(part + s * (D + 2));
+      if (ms != -INFINITY) a += __ldcg(part + s * (D + 2) + 2 + d) * expf(ms - mx);
     }
     o[d] = a / L;
   }
+}
+
+// grid (Hq, T): merges the splits' partial results (when there are more
+// (query, head) pairs than counters).
+KC_GLOBAL void kiln_attn_combine(kc_attn_params p) {
+  int64_t pos0;
+  if (!attn_pos_ok(p, &pos0)) return;   // kiln_attn_* reported it
+  attn_combine_one(p, blockIdx.x, blockIdx.y);
 }
 
 #define KC_ATTN(TAG, KT, DPL)                                                 \

@@ -105,6 +105,16 @@ typedef struct kc_copy_params {
   int64_t rows, cols;
 } kc_copy_params;
 
+/* ROPE in place on one query's heads [1, Hr, D] and the COPY after it that
+ * appends heads [hs, hs + Hc) of the same tensor (k, then v) to a cache
+ * row at copy.index: one launch (cuda_launch.c fuses them), a block per
+ * head. */
+typedef struct kc_rope_copy_params {
+  kc_rope_params rope;
+  kc_copy_params copy;
+  int64_t hs;
+} kc_rope_copy_params;
+
 typedef struct kc_gather_params {
   kc_tensor table, ids, out;
   kc_err_ref err;
@@ -174,12 +184,15 @@ typedef struct kc_tiled_params {
 } kc_tiled_params;
 
 /* Attention: grid (splits, Hq, T). With splits > 1 each block writes a
- * partial (m, l, acc[D]) to scratch and kiln_attn_combine finishes. */
+ * partial (m, l, acc[D]) to scratch, and the last block of each (query,
+ * head) merges them, counting in counters (an int per (t, h), 0 between
+ * launches); without counters kiln_attn_combine merges them. */
 typedef struct kc_attn_params {
   kc_tensor q, k, v, o;
   uint64_t index;
   kc_err_ref err;
   uint64_t scratch;      /* f32 [T, Hq, splits, D + 2] */
+  uint64_t counters;     /* int [T, Hq], or 0 */
   int64_t pos;
   float scale;
   int32_t splits;   /* the keys in use are shared among them at run time */
