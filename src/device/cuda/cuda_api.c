@@ -162,6 +162,7 @@ static void blas_load(void) {
       S(cublasGetVersion, "cublasGetVersion_v2"),
       S(cublasGetStatusString, "cublasGetStatusString"),
       S(cublasGemmEx, "cublasGemmEx"),
+      S(cublasSgemv, "cublasSgemv_v2"),
 #undef S
   };
   for (size_t i = 0; i < sizeof syms / sizeof *syms; i++) {

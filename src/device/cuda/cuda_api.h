@@ -96,7 +96,8 @@ typedef struct kiln_cuda_api {
   int driver_version;
 } kiln_cuda_api;
 
-/* cuBLAS (libcublas, which loads its libcublasLt). Only what GEMM needs. */
+/* cuBLAS (libcublas, which loads its libcublasLt). Only what GEMM and the
+ * f32 one-row GEMV need. */
 typedef struct cublasContext *cublasHandle_t;
 typedef int cublasStatus_t;           /* 0: CUBLAS_STATUS_SUCCESS */
 enum {
@@ -124,6 +125,10 @@ typedef struct kiln_cublas_api {
                                  const void *B, int btype, int ldb,
                                  const void *beta, void *C, int ctype,
                                  int ldc, int compute, int algo);
+  cublasStatus_t (*cublasSgemv)(cublasHandle_t h, int trans, int m, int n,
+                                const float *alpha, const float *A, int lda,
+                                const float *x, int incx, const float *beta,
+                                float *y, int incy);
   char path[256];                     /* where it was found */
 } kiln_cublas_api;
 

@@ -500,6 +500,8 @@ kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
   cd->base.dma_downloads = true;
   const char *fuse = getenv("KILN_CUDA_FUSE");
   cd->fuse = !(fuse && strcmp(fuse, "0") == 0);
+  const char *sg = getenv("KILN_CUDA_SGEMV");
+  cd->sgemv = sg && strcmp(sg, "cublas") == 0;
   kiln_status st = KILN_OK;
   TRY_CU(cu->cuDeviceGet(&cd->dev, ordinal), "cuDeviceGet");
   char gpu[128] = "?";

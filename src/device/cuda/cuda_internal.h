@@ -71,6 +71,8 @@ typedef struct kiln_cuda_device {
   /* Fuse the ops of a program that one kernel can do (KILN_CUDA_FUSE=0
    * turns it off, for comparisons). */
   bool fuse;
+  /* KILN_CUDA_SGEMV=cublas: one-row f32 GEMVs by cublasSgemv. */
+  bool sgemv;
   /* cuBLAS, when present (otherwise GEMM uses kiln_tiled). */
   const kiln_cublas_api *blas;
   cublasHandle_t blas_handle;

@@ -498,6 +498,19 @@ static kiln_status launch_gemv(kiln_cuda_device *cd, const kiln_dop *op) {
   p.beta = op->beta;
   p.wdtype = w->dtype;
   if (p.M <= 0 || p.N <= 0) return KILN_OK;
+  /* f32 weights, one row (KILN_CUDA_SGEMV=cublas): cublasSgemv, the call
+   * a native program makes. Row-major w[N, K] is column-major [K, N]. */
+  if (p.M == 1 && cd->sgemv && w->dtype == KILN_DTYPE_F32 && cd->blas &&
+      fits_int(p.N) && fits_int(p.K) && fits_int(p.ws) && p.ws >= p.K) {
+    cublasStatus_t bs = cd->blas->cublasSgemv(
+        cd->blas_handle, KILN_CUBLAS_OP_T, (int)p.K, (int)p.N, &p.alpha,
+        (const float *)(uintptr_t)p.w, (int)p.ws,
+        (const float *)(uintptr_t)p.x, 1, &p.beta, (float *)(uintptr_t)p.y, 1);
+    if (bs)
+      return kiln_make_status(KILN_CODE_INTERNAL, "cublasSgemv: %s",
+                              cd->blas->cublasGetStatusString(bs));
+    return KILN_OK;
+  }
   const int64_t blocks = cdiv(p.N, 8);   /* 8 warps of 256 threads */
   if (p.M <= KC_GEMV_MT_MAX) {
     const int slot = dtype_slot(w->dtype);
