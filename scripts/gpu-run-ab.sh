@@ -7,6 +7,7 @@
 DATA=${KILN_LLM_DATA:-/tmp/kiln-llm-data}
 mkdir -p "$DATA"
 timeout 150 build/tests/test_device_cuda > "$OUT/test_device_cuda.log" 2>&1; echo "rc=$?" >> "$OUT/test_device_cuda.log"
+[ -x build/tests/test_device_cuda_old ] && timeout 150 build/tests/test_device_cuda_old 2>&1 | grep "cold" > "$OUT/gemv_cold_old.log"
 timeout 120 build/tests/test_llm cuda > "$OUT/test_llm.log" 2>&1; echo "rc=$?" >> "$OUT/test_llm.log"
 timeout 200 build/tests/test_gpu_guest > "$OUT/test_gpu_guest.log" 2>&1; echo "rc=$?" >> "$OUT/test_gpu_guest.log"
 for s in ${SHAPES:-1b 8b}; do
