@@ -76,13 +76,13 @@ def main():
     dec = d.get("decode", [])
     labels, p50, p99, colors = [], [], [], []
     for r in dec:
-        labels.append("kiln\n" + r["mode"])
+        labels.append("kiln\n" + r["mode"].replace("_", "\n"))
         p50.append(r["p50_us"])
         p99.append(r["p99_us"])
         colors.append(MODE_STYLE.get(r["mode"], ("gray", ""))[0])
     for r in native.get("decode", []):
-        labels.append("native\n" + r["mode"].replace("w_device_xy_memcpy_",
-                                                     "memcpy "))
+        m = r["mode"].replace("w_device_xy_memcpy_", "memcpy\n")
+        labels.append("native\n" + m.replace("_", "\n"))
         p50.append(r["p50_us"])
         p99.append(r["p99_us"])
         colors.append("black")
@@ -91,7 +91,8 @@ def main():
         a.bar(xs, p50, color=colors, alpha=0.8, label="p50")
         a.scatter(xs, p99, color="gray", marker="_", s=300, label="p99")
         a.set_xticks(list(xs))
-        a.set_xticklabels(labels, fontsize=8)
+        a.set_xticklabels(labels, fontsize=6)
+        a.set_yscale("log")
         w_mib = dec[0]["w_bytes"] / 2**20 if dec else 0
         steps = dec[0]["steps"] if dec else 0
         a.set_title(f"decode step y = W x (W {w_mib:.0f} MiB f32, "
