@@ -525,6 +525,17 @@ static kiln_status upload_dirty(kiln_device *d, kiln_resident *r, uint64_t lo,
   if (p1 > r->npages) p1 = r->npages;
   uint8_t *base = base_of(r->att);
   while (p < p1) {
+    /* Clean stretches a word of the bitmaps at a time: an op's operand
+     * can span thousands of pages (weights, a KV cache), and this runs
+     * for every operand of every op at every submit. */
+    const uint64_t any = (atomic_load(&r->dirty[p / 64]) |
+                          atomic_load(&r->hot[p / 64])) >> (p % 64);
+    if (!any) {
+      p = (p / 64 + 1) * 64;
+      continue;
+    }
+    p += (uint64_t)__builtin_ctzll(any);
+    if (p >= p1) break;
     if (page_hot(r, p)) {   /* writable for good: up once per submit */
       if (r->sent_gen != d->submit_gen) {
         memset(r->sent, 0, (r->npages + 63) / 64 * sizeof(uint64_t));

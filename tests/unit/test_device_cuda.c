@@ -1218,6 +1218,79 @@ out:
   kiln_device_release(gpu);
 }
 
+/* The decode step of bench_zero_copy from C, timed in parts (printed):
+ * the host writes x (16 KiB, RESIDENT, a hot page after two steps),
+ * submits y = W x (W 4096 x 4096 f32, RESIDENT) and syncs (y comes back);
+ * then the same with a NOP. p50 of the submit call, the sync call and the
+ * step, to set against the native program's step. */
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+static void test_decode_step_parts(kiln_test *t) {
+  kiln_device *gpu = open_gpu();
+  if (!gpu) {
+    KILN_TEST_SKIP(t, "%s", g_skip);
+    return;
+  }
+  if (kiln_device_kind_of(gpu) != KILN_DEVICE_CUDA) {
+    KILN_TEST_SKIP(t, "not a GPU: %s", kiln_device_describe(gpu));
+    kiln_device_release(gpu);
+    return;
+  }
+  const int64_t n = 4096, steps = 400;
+  const uint64_t wbytes = (uint64_t)n * n * 4, xoff = wbytes, yoff = xoff + 65536;
+  kiln_memory *m = bw_memory(t, gpu, (yoff + 65536) / 65536);
+  if (!m) goto out;
+  float *w = (float *)kiln_memory_base(m);
+  for (uint64_t e = 0; e < wbytes / 4; e++) w[e] = (float)(e % 17) * 0.0625f - 0.5f;
+  const int64_t ws[2] = {n, n}, xs[2] = {1, n}, ys[2] = {1, n};
+  kiln_op ops[2];
+  ops[0] = op_of(KILN_OP_GEMV);
+  ops[0].a = kiln_tensor_make(m, 0, KILN_DTYPE_F32, 2, ws);
+  ops[0].b = kiln_tensor_make(m, xoff, KILN_DTYPE_F32, 2, xs);
+  ops[0].c = kiln_tensor_make(m, yoff, KILN_DTYPE_F32, 2, ys);
+  ops[1] = op_of(KILN_OP_NOP);
+  static const char *names[2] = {"GEMV 4096x4096 f32", "NOP"};
+  double *sub = malloc(steps * sizeof *sub), *syn = malloc(steps * sizeof *syn),
+         *all = malloc(steps * sizeof *all);
+  for (int k = 0; k < 2 && sub && syn && all; k++) {
+    volatile float sink = 0;
+    for (int64_t st = 0; st < steps + 10; st++) {
+      double t0 = now_s();
+      float *x = (float *)(kiln_memory_base(m) + xoff);
+      for (int64_t i = 0; i < n; i++) x[i] = (float)((i + st) % 5) * 0.25f;
+      double t1 = now_s();
+      KILN_EXPECT_OK(t, kiln_device_submit(gpu, &ops[k], NULL));
+      double t2 = now_s();
+      KILN_EXPECT_OK(t, kiln_device_sync(gpu, NULL));
+      double t3 = now_s();
+      const float *y = (const float *)(kiln_memory_base(m) + yoff);
+      float sum = 0;
+      for (int64_t i = 0; i < n; i++) sum += y[i];
+      sink = sum;
+      double t4 = now_s();
+      if (st >= 10) {
+        sub[st - 10] = (t2 - t1) * 1e6;
+        syn[st - 10] = (t3 - t2) * 1e6;
+        all[st - 10] = (t4 - t0) * 1e6;
+      }
+    }
+    (void)sink;
+    qsort(sub, steps, sizeof *sub, cmp_double);
+    qsort(syn, steps, sizeof *syn, cmp_double);
+    qsort(all, steps, sizeof *all, cmp_double);
+    printf("  decode step from C, %s: submit %.1f us, sync %.1f us, step %.1f us (p50)\n",
+           names[k], sub[steps / 2], syn[steps / 2], all[steps / 2]);
+  }
+  free(sub);
+  free(syn);
+  free(all);
+  bw_memory_free(gpu, m);
+out:
+  kiln_device_release(gpu);
+}
+
 /* A memory that grew after attach has two host registrations; a RESIDENT
  * range across the boundary must still go up and come back (the driver
  * refuses one copy spanning two registrations, so kiln splits it). */
@@ -1256,4 +1329,4 @@ KILN_TEST_MAIN(test_no_gpu_fallback, test_mapped_pointer_identity,
                test_fused_program_mapped, test_fused_program_resident,
                test_device_errors_then_valid_op,
                test_resident_range_across_grown_registrations, test_gemv_bandwidth,
-               test_attention_speed, test_matmul_speed)
+               test_attention_speed, test_matmul_speed, test_decode_step_parts)
