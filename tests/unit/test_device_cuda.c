@@ -60,6 +60,22 @@ static kiln_device *open_gpu(void) {
   return d;
 }
 
+/* The cuda device for a speed test, or NULL after a visible skip (no GPU,
+ * or KILN_TEST_CUDA_SPEC standing a cpu device in). */
+static kiln_device *cuda_or_skip(kiln_test *t) {
+  kiln_device *gpu = open_gpu();
+  if (!gpu) {
+    KILN_TEST_SKIP(t, "%s", g_skip);
+    return NULL;
+  }
+  if (kiln_device_kind_of(gpu) != KILN_DEVICE_CUDA) {
+    KILN_TEST_SKIP(t, "not a GPU: %s", kiln_device_describe(gpu));
+    kiln_device_release(gpu);
+    return NULL;
+  }
+  return gpu;
+}
+
 static kiln_memory *new_memory(kiln_test *t, uint64_t pages, const char *name) {
   kiln_memory_options mo = {.initial_pages = pages, .name = name};
   kiln_memory *m = NULL;
@@ -684,6 +700,20 @@ static void test_graph_replay_resident(kiln_test *t) {
 
 /* ---- fused programs ------------------------------------------------------------ */
 
+/* GEMV gate and up of x into hb and hb2, then SWIGLU(hb, hb2) into out:
+ * three ops at ops[0..3). */
+static int gate_up_swiglu(kiln_op *ops, kiln_tensor wg, kiln_tensor wu,
+                          kiln_tensor x, kiln_tensor hb, kiln_tensor hb2,
+                          kiln_tensor out) {
+  ops[0] = op_of(KILN_OP_GEMV);
+  ops[0].a = wg, ops[0].b = x, ops[0].c = hb;
+  ops[1] = ops[0];
+  ops[1].a = wu, ops[1].c = hb2;
+  ops[2] = op_of(KILN_OP_SWIGLU);
+  ops[2].a = hb, ops[2].b = hb2, ops[2].c = out;
+  return 3;
+}
+
 /* The ops of a decode step that the cuda backend runs fused (RMSNORM into
  * the GEMVs after it; q, k, v sharing x; gate and up with their SWIGLU, in
  * place and not; an in-place RMSNORM before the LM head) and one pattern
@@ -731,25 +761,12 @@ static void fused_program(kiln_test *t, fx *f, kiln_dtype wt, bool mis) {
   op = op_of(KILN_OP_RMSNORM);                  /* norm + gate, up, swiglu: 3 */
   op.a = x, op.b = g2, op.c = xb, op.eps = 1e-5f;
   ops[n++] = op;
-  op = op_of(KILN_OP_GEMV);
-  op.a = wts[3], op.b = xb, op.c = hb;
-  ops[n++] = op;
-  op.a = wts[4], op.c = hb2;
-  ops[n++] = op;
-  op = op_of(KILN_OP_SWIGLU);
-  op.a = hb, op.b = hb2, op.c = hb;
-  ops[n++] = op;
+  n += gate_up_swiglu(ops + n, wts[3], wts[4], xb, hb, hb2, hb);
   op = op_of(KILN_OP_GEMV);                     /* down, residual: alone */
   op.a = wts[5], op.b = hb, op.c = x, op.beta = 1.0f;
   ops[n++] = op;
-  op = op_of(KILN_OP_GEMV);                     /* gate, up, swiglu to hb3: 2 */
-  op.a = wts[3], op.b = xb, op.c = hb;
-  ops[n++] = op;
-  op.a = wts[4], op.c = hb2;
-  ops[n++] = op;
-  op = op_of(KILN_OP_SWIGLU);
-  op.a = hb, op.b = hb2, op.c = hb3;
-  ops[n++] = op;
+  /* gate, up, swiglu to hb3: 2 */
+  n += gate_up_swiglu(ops + n, wts[3], wts[4], xb, hb, hb2, hb3);
   op = op_of(KILN_OP_RMSNORM);                  /* in-place norm + head: 1 */
   op.a = x, op.b = g1, op.c = x, op.eps = 1e-5f;
   ops[n++] = op;
@@ -973,16 +990,8 @@ static void bw_memory_free(kiln_device *gpu, kiln_memory *m) {
 }
 
 static void test_gemv_bandwidth(kiln_test *t) {
-  kiln_device *gpu = open_gpu();
-  if (!gpu) {
-    KILN_TEST_SKIP(t, "%s", g_skip);
-    return;
-  }
-  if (kiln_device_kind_of(gpu) != KILN_DEVICE_CUDA) {
-    KILN_TEST_SKIP(t, "not a GPU: %s", kiln_device_describe(gpu));
-    kiln_device_release(gpu);
-    return;
-  }
+  kiln_device *gpu = cuda_or_skip(t);
+  if (!gpu) return;
   /* A fresh memory per case: host stores to the same pages in two cases
    * would make them "hot" (writable for good, sent before every submit
    * that reads them; docs/gpu.md), and the test would time uploads. */
@@ -1103,35 +1112,16 @@ static double time_ops(kiln_test *t, kiln_device *gpu, const kiln_op *ops, int n
 static double time_op(kiln_test *t, kiln_device *gpu, const kiln_op *op) {
   KILN_EXPECT_OK(t, kiln_device_submit(gpu, op, NULL));
   KILN_EXPECT_OK(t, kiln_device_sync(gpu, NULL));
-  kiln_program *p = NULL;
-  KILN_EXPECT_OK(t, kiln_program_create(gpu, &p));
-  if (!p) return 0;
-  for (int r = 0; r < 10; r++) KILN_EXPECT_OK(t, kiln_program_add(p, op));
-  KILN_EXPECT_OK(t, kiln_device_submit_program(gpu, p, NULL));
-  KILN_EXPECT_OK(t, kiln_device_sync(gpu, NULL));
-  const int reps = 20;
-  double t0 = now_s();
-  for (int r = 0; r < reps; r++)
-    KILN_EXPECT_OK(t, kiln_device_submit_program(gpu, p, NULL));
-  KILN_EXPECT_OK(t, kiln_device_sync(gpu, NULL));
-  double dt = (now_s() - t0) / (reps * 10);
-  kiln_program_release(p);
-  return dt;
+  kiln_op ops[10];
+  for (int r = 0; r < 10; r++) ops[r] = *op;
+  return time_ops(t, gpu, ops, 10);
 }
 
 /* Attention over a bf16 cache (printed): decode at the end of a 4096-row
  * cache, and a 256-query prefill chunk. */
 static void test_attention_speed(kiln_test *t) {
-  kiln_device *gpu = open_gpu();
-  if (!gpu) {
-    KILN_TEST_SKIP(t, "%s", g_skip);
-    return;
-  }
-  if (kiln_device_kind_of(gpu) != KILN_DEVICE_CUDA) {
-    KILN_TEST_SKIP(t, "not a GPU: %s", kiln_device_describe(gpu));
-    kiln_device_release(gpu);
-    return;
-  }
+  kiln_device *gpu = cuda_or_skip(t);
+  if (!gpu) return;
   const int64_t S = 4096, Hq = 32, Hkv = 8, D = 128, Tp = 256;
   kiln_memory *m = new_memory(t, 512, "attn"); /* 32 MiB */
   if (!m) goto out;
@@ -1170,16 +1160,8 @@ out:
 /* Prefill GEMV (M = 256 rows of x against a bf16 / f32 weight) and GEMM
  * 4096 through cuBLAS (printed). */
 static void test_matmul_speed(kiln_test *t) {
-  kiln_device *gpu = open_gpu();
-  if (!gpu) {
-    KILN_TEST_SKIP(t, "%s", g_skip);
-    return;
-  }
-  if (kiln_device_kind_of(gpu) != KILN_DEVICE_CUDA) {
-    KILN_TEST_SKIP(t, "not a GPU: %s", kiln_device_describe(gpu));
-    kiln_device_release(gpu);
-    return;
-  }
+  kiln_device *gpu = cuda_or_skip(t);
+  if (!gpu) return;
   const int64_t N = 4096, K = 4096, M = 256;
   kiln_memory *m = new_memory(t, 2048, "mm"); /* 128 MiB */
   if (!m) goto out;
@@ -1228,16 +1210,8 @@ static int cmp_double(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 static void test_decode_step_parts(kiln_test *t) {
-  kiln_device *gpu = open_gpu();
-  if (!gpu) {
-    KILN_TEST_SKIP(t, "%s", g_skip);
-    return;
-  }
-  if (kiln_device_kind_of(gpu) != KILN_DEVICE_CUDA) {
-    KILN_TEST_SKIP(t, "not a GPU: %s", kiln_device_describe(gpu));
-    kiln_device_release(gpu);
-    return;
-  }
+  kiln_device *gpu = cuda_or_skip(t);
+  if (!gpu) return;
   const int64_t n = 4096, steps = 400;
   const uint64_t wbytes = (uint64_t)n * n * 4, xoff = wbytes, yoff = xoff + 65536;
   kiln_memory *m = bw_memory(t, gpu, (yoff + 65536) / 65536);
