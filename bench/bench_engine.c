@@ -538,7 +538,7 @@ static void bench_instantiate_and_hits(bench_report *r, bench_stats *first_big,
             "ms", bench_stats_scale(first_big[4], 1e-6), NULL);
   bench_add(r, "instantiate.big.new_process_engine", "new process: engine's first load", "ms",
             bench_stats_scale(first_big[2], 1e-6),
-            "once per engine: runs cc --version, wasm2c --version");
+            "once per engine: the toolchain identity, remembered in the cache folder");
   bench_add(r, "instantiate.big.new_process_total", "new process: all of the above", "ms",
             bench_stats_scale(first_big[0], 1e-6), "what `kiln run` pays before _start");
   for (int i = 0; i < n; i++) {

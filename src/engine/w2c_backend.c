@@ -5,6 +5,7 @@
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <link.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -168,22 +169,116 @@ static kiln_status tool_version(const char *tool, const char *dir,
   return KILN_OK;
 }
 
+/* A tool's file identity, "path dev inode size mtime", the path found on
+ * $PATH when it has no slash and with symlinks resolved (/usr/bin/cc ->
+ * gcc-12): what changes when the tool is replaced or upgraded. */
+static bool tool_file(const char *tool, char *out, size_t cap) {
+  char found[PATH_MAX] = "";
+  if (strchr(tool, '/')) {
+    snprintf(found, sizeof found, "%s", tool);
+  } else {
+    const char *path = getenv("PATH");
+    while (path && *path && !found[0]) {
+      const char *end = strchr(path, ':');
+      size_t n = end ? (size_t)(end - path) : strlen(path);
+      char cand[PATH_MAX];
+      if (n && n < sizeof cand - strlen(tool) - 2) {
+        snprintf(cand, sizeof cand, "%.*s/%s", (int)n, path, tool);
+        if (access(cand, X_OK) == 0) snprintf(found, sizeof found, "%s", cand);
+      }
+      path = end ? end + 1 : NULL;
+    }
+  }
+  char real[PATH_MAX];
+  struct stat st;
+  if (!found[0] || !realpath(found, real) || stat(real, &st) != 0) return false;
+  int n = snprintf(out, cap, "%s %llu %llu %lld %lld.%09ld", real,
+                   (unsigned long long)st.st_dev, (unsigned long long)st.st_ino,
+                   (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+                   st.st_mtim.tv_nsec);
+  return n > 0 && (size_t)n < cap;
+}
+
+/* The toolchain identity: kiln's version, code-generation settings and
+ * embedded runtime files, and `cc --version` and `wasm2c --version`.
+ * Running the two tools costs a new process 3-4 ms, so the result is
+ * remembered in the cache folder (toolchain/<hash>), under a hash of
+ * everything but the tools' output plus the tools' file identities
+ * (tool_file): a replaced or upgraded tool gets a new memo. A compiler
+ * behind a wrapper script that stays the same is not seen changing; its
+ * code is still correct for this machine, only from an older compiler. */
 static kiln_status engine_toolchain(kiln_engine *e, const char *work_dir) {
   if (e->toolchain[0]) return KILN_OK;
-  kiln_sha256_ctx *h;
+  kiln_sha256_ctx *h, *mh;
   KILN_RETURN_IF_ERROR(kiln_sha256_begin(&h));
+  kiln_status s = kiln_sha256_begin(&mh);
+  if (s) {
+    kiln_sha256 unused;
+    kiln_sha256_end(h, &unused);
+    return s;
+  }
   char head[128];
   int n = snprintf(head, sizeof head, "kiln %s abi %d opt %d mm %d", KILN_VERSION,
                    KILN_W2C_ABI_VERSION, e->opt_level, (int)e->multi_memory);
   kiln_sha256_update(h, head, (size_t)n);
-  for (const struct kiln_embedded_file *f = kiln_embedded_files; f->name; f++)
+  kiln_sha256_update(mh, head, (size_t)n);
+  for (const struct kiln_embedded_file *f = kiln_embedded_files; f->name; f++) {
     kiln_sha256_update(h, f->data, f->size);
-  kiln_status s = tool_version(e->cc, work_dir, h);
+    kiln_sha256_update(mh, f->data, f->size);
+  }
+  char cc_file[PATH_MAX + 128], w2c_file[PATH_MAX + 128];
+  const bool known = tool_file(e->cc, cc_file, sizeof cc_file) &&
+                     tool_file(KILN_WASM2C, w2c_file, sizeof w2c_file);
+  char memo[PATH_MAX] = "";
+  if (known) {
+    kiln_sha256_update(mh, cc_file, strlen(cc_file) + 1);
+    kiln_sha256_update(mh, w2c_file, strlen(w2c_file) + 1);
+  }
+  kiln_sha256 mk;
+  kiln_sha256_end(mh, &mk);
+  if (known) {
+    char mk_hex[65];
+    kiln_sha256_hex(&mk, mk_hex);
+    snprintf(memo, sizeof memo, "%s/toolchain/%s", work_dir, mk_hex);
+    char *text = NULL;
+    size_t len = 0;
+    kiln_status r = read_file(memo, 256, &text, &len);
+    bool hit = !r && len == 64;
+    for (size_t i = 0; hit && i < 64; i++)
+      hit = (text[i] >= '0' && text[i] <= '9') || (text[i] >= 'a' && text[i] <= 'f');
+    if (hit) {
+      memcpy(e->toolchain, text, 64);
+      e->toolchain[64] = 0;
+    }
+    free(text);
+    kiln_status_free(r);
+    if (hit) {
+      kiln_sha256 unused;
+      kiln_sha256_end(h, &unused);
+      return KILN_OK;
+    }
+  }
+  s = tool_version(e->cc, work_dir, h);
   if (!s) s = tool_version(KILN_WASM2C, work_dir, h);
   kiln_sha256 out;
   kiln_sha256_end(h, &out);
   if (s) return s;
   kiln_sha256_hex(&out, e->toolchain);
+  if (memo[0]) {   /* remembered through a rename: readers see all or none */
+    char dir[PATH_MAX], tmp[PATH_MAX + 32];
+    snprintf(dir, sizeof dir, "%s/toolchain", work_dir);
+    snprintf(tmp, sizeof tmp, "%s/.memo-XXXXXX", dir);
+    kiln_status w = kiln_mkdirs(dir);
+    int fd = w ? -1 : mkostemp(tmp, O_CLOEXEC);
+    if (fd >= 0) {
+      close(fd);
+      w = write_file(tmp, e->toolchain, 64);
+      if (!w && rename(tmp, memo) != 0)
+        w = kiln_status_from_errno(errno, "renaming '%s'", tmp);
+      if (w) unlink(tmp);
+    }
+    kiln_status_free(w);   /* a memo not written costs the next start 3 ms */
+  }
   return KILN_OK;
 }
 

@@ -242,7 +242,73 @@ static void test_engines_sharing_a_folder_agree_on_keys(kiln_test *t) {
   remove_dir(dir);
 }
 
+/* The compiler's identity is learnt once per cache folder, not per
+ * process: a second engine on the folder does not run `cc --version`
+ * (a wrapper script counts its calls), and replacing the compiler (a new
+ * version string, so a new file) changes the key. */
+static const char *count_calls(const char *dir) {
+  static char path[600];
+  snprintf(path, sizeof path, "%s/calls", dir);
+  return path;
+}
+static int version_calls(const char *dir) {
+  FILE *f = fopen(count_calls(dir), "r");
+  if (!f) return 0;
+  int n = 0, c;
+  while ((c = fgetc(f)) != EOF) n += c == '\n';
+  fclose(f);
+  return n;
+}
+static bool write_cc(const char *path, const char *dir, int version) {
+  char text[1200];
+  snprintf(text, sizeof text,
+           "#!/bin/sh\n"
+           "if [ \"$1\" = --version ]; then echo call >> '%s'; "
+           "echo 'wrapped cc %d'; exit 0; fi\n"
+           "exec cc \"$@\"\n",
+           count_calls(dir), version);
+  return write_text(path, text) && chmod(path, 0755) == 0;
+}
+static bool key_with_cc(kiln_test *t, const char *dir, const char *cc,
+                        char *key, size_t cap) {
+  static const uint8_t kEmpty[] = {0x00, 0x61, 0x73, 0x6d,
+                                   0x01, 0x00, 0x00, 0x00};
+  kiln_engine_options o;
+  kiln_engine_options_init(&o);
+  o.cache_dir = dir;
+  o.opt_level = 0;
+  o.cc = cc;
+  kiln_engine *e = NULL;
+  kiln_module *m = NULL;
+  KILN_EXPECT_OK(t, kiln_engine_create(&o, &e));
+  if (e) KILN_EXPECT_OK(t, kiln_module_load(e, kEmpty, sizeof kEmpty, "empty", &m));
+  if (m) snprintf(key, cap, "%s", kiln_module_cache_key(m));
+  kiln_module_release(m);
+  kiln_engine_release(e);
+  return m != NULL;
+}
+static void test_compiler_identity_is_remembered_per_folder(kiln_test *t) {
+  char *dir = make_dir(t);
+  if (!dir) return;
+  char cc[600], k1[80] = "", k2[80] = "", k3[80] = "";
+  snprintf(cc, sizeof cc, "%s/cc-wrapper", dir);
+  KILN_EXPECT(t, write_cc(cc, dir, 1));
+  KILN_EXPECT(t, key_with_cc(t, dir, cc, k1, sizeof k1));
+  KILN_EXPECTF(t, version_calls(dir) == 1, "%d --version calls", version_calls(dir));
+  KILN_EXPECT(t, key_with_cc(t, dir, cc, k2, sizeof k2));
+  KILN_EXPECTF(t, version_calls(dir) == 1, "%d --version calls after a second engine",
+               version_calls(dir));
+  KILN_EXPECTF(t, !strcmp(k1, k2), "keys %s, %s", k1, k2);
+  KILN_EXPECT(t, write_cc(cc, dir, 22));   /* a new compiler: new size */
+  KILN_EXPECT(t, key_with_cc(t, dir, cc, k3, sizeof k3));
+  KILN_EXPECTF(t, version_calls(dir) == 2, "%d --version calls after the change",
+               version_calls(dir));
+  KILN_EXPECTF(t, strcmp(k1, k3), "same key %s after the compiler changed", k1);
+  remove_dir(dir);
+}
+
 KILN_TEST_MAIN(test_lookup_tells_artifact_from_rejection,
                test_lookup_reads_entries_without_a_file_line,
                test_rejected_module_is_refused_from_the_cache,
-               test_engines_sharing_a_folder_agree_on_keys)
+               test_engines_sharing_a_folder_agree_on_keys,
+               test_compiler_identity_is_remembered_per_folder)
