@@ -523,6 +523,68 @@ static void test_small_resident_range_is_sent_eagerly(kiln_test *t) {
   kiln_memory_release(m.m);
 }
 
+/* Host writes to scattered pages of a long RESIDENT range (at and around
+ * the 64-page words of the dirty bitmap, which the scan before an op skips
+ * a word at a time): exactly the written pages go up, for an op over the
+ * whole range and for one over a part that starts and ends inside words. */
+static void test_scattered_host_writes_in_a_long_range(kiln_test *t) {
+  kiln_device *d = open_cpu(t, 2, true);
+  if (!d) return;
+  const uint64_t ps = (uint64_t)sysconf(_SC_PAGESIZE), npages = 300;
+  const int64_t n = (int64_t)(npages * ps / 4);
+  tmem m = tmem_new(t, d, (2 * npages * ps + 65535) / 65536 + 1);
+  uint64_t a = tmem_alloc(&m, npages * ps, ps), b = tmem_alloc(&m, npages * ps, ps);
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, a, npages * ps, KILN_PLACEMENT_RESIDENT));
+  float *x = tf32(&m, a);
+  for (int64_t i = 0; i < n; i++) x[i] = (float)(i % 1000);
+  kiln_op op = {.kind = KILN_OP_SCALE, .alpha = 2.0f};
+  op.a = kiln_tensor_make(m.m, a, KILN_DTYPE_F32, 1, &n);
+  op.b = kiln_tensor_make(m.m, b, KILN_DTYPE_F32, 1, &n);
+  kiln_transfer_report up, down;
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, &up));   /* all of it, once */
+  KILN_EXPECT_OK(t, kiln_device_sync(d, &down));
+  KILN_EXPECT(t, up.bytes_to_device == npages * ps);
+  static const uint64_t pages[] = {0, 62, 63, 64, 65, 127, 128, 200, 299};
+  const uint64_t per_page = ps / 4;
+  for (size_t k = 0; k < sizeof pages / sizeof pages[0]; k++)
+    x[pages[k] * per_page + 7] = -1.0f - (float)k;
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, &up));
+  KILN_EXPECT_OK(t, kiln_device_sync(d, &down));
+  KILN_EXPECTF(t, up.bytes_to_device == 9 * ps, "up %llu bytes, want 9 pages",
+               (unsigned long long)up.bytes_to_device);
+  int bad = 0;
+  for (int64_t i = 0; i < n; i++) bad += tf32(&m, b)[i] != 2.0f * x[i];
+  KILN_EXPECTF(t, bad == 0, "%d wrong after scattered writes", bad);
+
+  /* An op over pages 70..249 (inside words at both ends): of the pages
+   * written next (69, 70, 130, 249, 250) the three inside go up. */
+  const int64_t part = (int64_t)(180 * per_page);
+  kiln_op op2 = op;
+  op2.a = kiln_tensor_make(m.m, a + 70 * ps, KILN_DTYPE_F32, 1, &part);
+  op2.b = kiln_tensor_make(m.m, b + 70 * ps, KILN_DTYPE_F32, 1, &part);
+  static const uint64_t more[] = {69, 70, 130, 249, 250};
+  for (size_t k = 0; k < sizeof more / sizeof more[0]; k++)
+    x[more[k] * per_page + 3] = 100.0f + (float)k;
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op2, &up));
+  KILN_EXPECT_OK(t, kiln_device_sync(d, &down));
+  KILN_EXPECTF(t, up.bytes_to_device == 3 * ps, "up %llu bytes, want 3 pages",
+               (unsigned long long)up.bytes_to_device);
+  bad = 0;
+  for (int64_t i = 70 * (int64_t)per_page; i < 250 * (int64_t)per_page; i++)
+    bad += tf32(&m, b)[i] != 2.0f * x[i];
+  KILN_EXPECTF(t, bad == 0, "%d wrong in the part", bad);
+  /* The two outside pages are still dirty: the whole-range op takes them. */
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, &up));
+  KILN_EXPECT_OK(t, kiln_device_sync(d, &down));
+  KILN_EXPECTF(t, up.bytes_to_device == 2 * ps, "up %llu bytes, want 2 pages",
+               (unsigned long long)up.bytes_to_device);
+  bad = 0;
+  for (int64_t i = 0; i < n; i++) bad += tf32(&m, b)[i] != 2.0f * x[i];
+  KILN_EXPECTF(t, bad == 0, "%d wrong at the end", bad);
+  kiln_device_release(d);
+  kiln_memory_release(m.m);
+}
+
 /* A system call that writes into a write-protected RESIDENT page gets
  * EFAULT from the kernel; kiln_memory_prepare_write (what WASI's fd_read
  * does first) makes it fault in user space instead, so the read lands and
@@ -597,6 +659,7 @@ static void test_program_follows_placement_changes(kiln_test *t) {
 }
 
 KILN_TEST_MAIN(test_resident_weight_reused_and_host_writes_tracked,
+               test_scattered_host_writes_in_a_long_range,
                test_kv_append_moves_exactly_the_rows,
                test_strided_output_keeps_host_bytes_in_gaps,
                test_grow_while_attached,
