@@ -25,6 +25,24 @@ typedef struct kiln_test {
   char skip_reason[256];
 } kiln_test;
 
+/* A whole file, NUL-terminated, or NULL; *len (when given) its size. */
+static inline char *kiln_test_read_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
+  if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+    free(b);
+    b = NULL;
+  }
+  fclose(f);
+  if (b) b[n] = 0;
+  if (b && len) *len = (size_t)n;
+  return b;
+}
+
 static inline void kiln_test_fail_(kiln_test *t, const char *file, int line,
                                    const char *what) {
   fprintf(stderr, "  %s:%d: %s: %s\n", file, line, t->name, what);

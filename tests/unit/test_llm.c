@@ -35,30 +35,13 @@ typedef struct ref {
   int vocab;
 } ref;
 
-static char *slurp(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *b = malloc((size_t)n + 1);
-  if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-    free(b);
-    b = NULL;
-  }
-  fclose(f);
-  if (b) b[n] = 0;
-  if (len) *len = (size_t)n;
-  return b;
-}
-
 static bool load_ref(kiln_test *t, const char *dir, const char *json_name,
                      ref *r) {
   memset(r, 0, sizeof *r);
   char path[512];
   snprintf(path, sizeof path, "%s/%s", dir, json_name);
   size_t len;
-  char *text = slurp(path, &len);
+  char *text = kiln_test_read_file(path, &len);
   KILN_EXPECTF(t, text, "cannot read %s", path);
   if (!text) return false;
   km_json_doc *doc = NULL;
@@ -92,7 +75,7 @@ static bool load_ref(kiln_test *t, const char *dir, const char *json_name,
     r->vocab = (int)cols;
     snprintf(path, sizeof path, "%s/%s", dir, lf);
     size_t n = 0;
-    r->logits = (float *)slurp(path, &n);
+    r->logits = (float *)kiln_test_read_file(path, &n);
     ok = r->logits && n == (size_t)(rows * cols * 4);
     KILN_EXPECTF(t, ok, "%s: %zu bytes, want %lld", path, n,
                  (long long)(rows * cols * 4));

@@ -17,23 +17,11 @@
 #include "model/llama_config.h"
 #include "model/safetensors.h"
 
+/* tests/data/<rel>, whole. */
 static char *slurp(const char *rel, size_t *len) {
   char path[1024];
   snprintf(path, sizeof path, "%s/tests/data/%s", KILN_SOURCE_DIR, rel);
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *p = malloc((size_t)n + 1);
-  if (p && fread(p, 1, (size_t)n, f) != (size_t)n) {
-    free(p);
-    p = NULL;
-  }
-  if (p) p[n] = 0;
-  fclose(f);
-  *len = (size_t)n;
-  return p;
+  return kiln_test_read_file(path, len);
 }
 
 /* ---- JSON ---------------------------------------------------------------- */
