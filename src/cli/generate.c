@@ -208,8 +208,8 @@ static void on_progress(void *user, const char *file, uint64_t done,
             total / 1048576.0, now_s() - p->t0);
 }
 
-static void on_compile(void *user, const char *module, const char *stage,
-                       int done, int total) {
+void kiln_cli_compile_progress(void *user, const char *module,
+                               const char *stage, int done, int total) {
   (void)user;
   if (!strcmp(stage, "done"))
     fprintf(stderr, "\r\033[K");
@@ -354,7 +354,7 @@ int cmd_generate(int argc, char **argv) {
     kiln_engine_options_init(&eo);
     eo.cache_dir = cache_dir;
     eo.cache_disabled = no_cache;
-    if (isatty(2)) eo.progress = on_compile;
+    if (isatty(2)) eo.progress = kiln_cli_compile_progress;
     s = kiln_engine_create(&eo, &eng);
     const struct kiln_blob *wasm = kiln_llm_guest_get(0);
     if (!s) {

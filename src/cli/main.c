@@ -200,24 +200,25 @@ static int parse_options(int argc, char **argv, options *o, bool is_run) {
   return 0;
 }
 
-static void show_progress(void *user, const char *module, const char *stage,
-                          int done, int total) {
-  (void)user;
-  if (!strcmp(stage, "done"))
-    fprintf(stderr, "\r\033[K");
-  else
-    fprintf(stderr, "\r\033[Kkiln: compiling %s (%s, step %d/%d)...", module,
-            stage, done + 1, total);
-}
-
 static kiln_status make_engine(const options *o, kiln_engine **e) {
   kiln_engine_options eo;
   kiln_engine_options_init(&eo);
   eo.cache_dir = o->cache_dir;
   eo.cache_disabled = o->no_cache;
   eo.opt_level = o->opt_level;
-  if (isatty(2)) eo.progress = show_progress;
+  if (isatty(2)) eo.progress = kiln_cli_compile_progress;
   return kiln_engine_create(&eo, e);
+}
+
+/* An engine and o->module loaded by it, or the exit status of the failure
+ * (reported). */
+static int load_module(const options *o, kiln_engine **e, kiln_module **m) {
+  kiln_status s = make_engine(o, e);
+  if (!s) s = kiln_module_load_file(*e, o->module, m);
+  if (!s) return 0;
+  kiln_engine_release(*e);
+  *e = NULL;
+  return fail(NULL, s);
 }
 
 static bool parse_val(const char *s, kiln_valtype t, kiln_val *out) {
@@ -464,12 +465,7 @@ static int cmd_compile(int argc, char **argv) {
   if (rc) return rc;
   kiln_engine *e = NULL;
   kiln_module *m = NULL;
-  kiln_status s = make_engine(&o, &e);
-  if (!s) s = kiln_module_load_file(e, o.module, &m);
-  if (s) {
-    kiln_engine_release(e);
-    return fail(NULL, s);
-  }
+  if ((rc = load_module(&o, &e, &m))) return rc;
   printf("%s: %s %s\n", o.module,
          kiln_module_was_cached(m) ? "already in cache" : "compiled",
          kiln_module_cache_key(m));
@@ -528,12 +524,7 @@ static int cmd_inspect(int argc, char **argv) {
   if (rc) return rc;
   kiln_engine *e = NULL;
   kiln_module *m = NULL;
-  kiln_status s = make_engine(&o, &e);
-  if (!s) s = kiln_module_load_file(e, o.module, &m);
-  if (s) {
-    kiln_engine_release(e);
-    return fail(NULL, s);
-  }
+  if ((rc = load_module(&o, &e, &m))) return rc;
   printf("module %s\n", o.module);
   printf("imports (%zu):\n", kiln_module_import_count(m));
   for (size_t i = 0; i < kiln_module_import_count(m); i++) {
