@@ -28,6 +28,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "base/reserve.h"
 #include "device/device_core.h"
 #include "engine/trap.h"
 
@@ -56,14 +57,8 @@ kiln_status kiln_intervals_add(kiln_interval_set *s, uint64_t lo,
     last++;
   }
   if (first == last) {
-    if (s->n == s->cap) {
-      size_t cap = s->cap ? s->cap * 2 : 8;
-      kiln_interval *v = realloc(s->v, cap * sizeof *v);
-      if (!v)
-        return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
-      s->v = v;
-      s->cap = cap;
-    }
+    if (!kiln_reserve((void **)&s->v, &s->cap, s->n + 1, sizeof *s->v, 8))
+      return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
     memmove(s->v + first + 1, s->v + first, (s->n - first) * sizeof *s->v);
     s->n++;
   } else if (last - first > 1) {
@@ -192,14 +187,9 @@ static kiln_status register_up_to(kiln_device_attachment *att,
   kiln_device *d = att->dev;
   uint64_t n = bytes - att->registered;
   if (d->vt->register_host) {
-    if (att->nregs == att->capregs) {
-      size_t cap = att->capregs ? att->capregs * 2 : 4;
-      kiln_host_reg *r = realloc(att->regs, cap * sizeof *r);
-      if (!r)
-        return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
-      att->regs = r;
-      att->capregs = cap;
-    }
+    if (!kiln_reserve((void **)&att->regs, &att->capregs, att->nregs + 1,
+                      sizeof *att->regs, 4))
+      return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
     KILN_RETURN_IF_ERROR(d->vt->register_host(
         d, base_of(att) + att->registered, n, false));
     att->regs[att->nregs++] = (kiln_host_reg){att->registered, n};

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/reserve.h"
 #include "device/device_core.h"
 
 /* ---- Names and dtypes ---------------------------------------------------- */
@@ -857,14 +858,8 @@ static void drop_graph(kiln_program *p) {
 kiln_status kiln_program_add(kiln_program *p, const kiln_op *op) {
   kiln_vop v;
   KILN_RETURN_IF_ERROR(kiln_device_check_op(p->d, op, &v));
-  if (p->n == p->cap) {
-    size_t cap = p->cap ? p->cap * 2 : 16;
-    kiln_op *ops = realloc(p->ops, cap * sizeof *ops);
-    if (!ops)
-      return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
-    p->ops = ops;
-    p->cap = cap;
-  }
+  if (!kiln_reserve((void **)&p->ops, &p->cap, p->n + 1, sizeof *p->ops, 16))
+    return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
   p->ops[p->n++] = *op;
   op_memories(op, kiln_memory_retain);
   drop_graph(p);

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/reserve.h"
 #include "dispatch/wait.h"
 #include "kiln/dispatch.h"
 #include "dispatch/dispatch_internal.h"
@@ -719,13 +720,8 @@ size_t kiln_cmdbuf_command_count(const kiln_cmdbuf *cb) { return cb->n; }
 
 static kiln_status push_cmd(kiln_cmdbuf *cb, const cmd *c) {
   KILN_RETURN_IF_ERROR(check_idle(cb));
-  if (cb->n == cb->cap) {
-    size_t cap = cb->cap ? cb->cap * 2 : 16;
-    cmd *v = realloc(cb->cmds, cap * sizeof *v);
-    if (!v) return oom();
-    cb->cmds = v;
-    cb->cap = cap;
-  }
+  if (!kiln_reserve((void **)&cb->cmds, &cb->cap, cb->n + 1, sizeof *cb->cmds, 16))
+    return oom();
   cb->cmds[cb->n++] = *c;
   /* A recorded buffer that already ran is recorded further: forget its
    * old outcome. */
@@ -797,13 +793,9 @@ kiln_status kiln_cmdbuf_dispatch(kiln_cmdbuf *cb,
   if (d->push_count) memcpy(args.push, d->push, d->push_count * 4);
 
   /* The argument block lives in the device memory; keep track of it. */
-  if (cb->nblocks == cb->capblocks) {
-    size_t cap = cb->capblocks ? cb->capblocks * 2 : 16;
-    uint64_t *v = realloc(cb->blocks, cap * sizeof *v);
-    if (!v) return oom();
-    cb->blocks = v;
-    cb->capblocks = cap;
-  }
+  if (!kiln_reserve((void **)&cb->blocks, &cb->capblocks, cb->nblocks + 1,
+                    sizeof *cb->blocks, 16))
+    return oom();
   uint64_t off;
   KILN_RETURN_IF_ERROR(kiln_dmem_alloc(p->dmem, sizeof args, 16, &off));
   void *dst = kiln_memory_range_or_null(p->memory, off, sizeof args);

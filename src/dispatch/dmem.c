@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/reserve.h"
 #include "kiln/dispatch.h"
 
 typedef struct block {
@@ -54,13 +55,8 @@ static size_t lower_bound(const block_list *l, uint64_t off) {
 }
 
 static kiln_status list_insert(block_list *l, size_t at, block b) {
-  if (l->n == l->cap) {
-    size_t cap = l->cap ? l->cap * 2 : 64;
-    block *v = realloc(l->v, cap * sizeof *v);
-    if (!v) return oom();
-    l->v = v;
-    l->cap = cap;
-  }
+  if (!kiln_reserve((void **)&l->v, &l->cap, l->n + 1, sizeof *l->v, 64))
+    return oom();
   memmove(l->v + at + 1, l->v + at, (l->n - at) * sizeof *l->v);
   l->v[at] = b;
   l->n++;
@@ -68,14 +64,8 @@ static kiln_status list_insert(block_list *l, size_t at, block b) {
 }
 
 static kiln_status list_reserve(block_list *l, size_t n) {
-  if (l->cap >= n) return KILN_OK;
-  size_t cap = l->cap ? l->cap : 64;
-  while (cap < n) cap *= 2;
-  block *v = realloc(l->v, cap * sizeof *v);
-  if (!v) return oom();
-  l->v = v;
-  l->cap = cap;
-  return KILN_OK;
+  return kiln_reserve((void **)&l->v, &l->cap, n, sizeof *l->v, 64) ? KILN_OK
+                                                                    : oom();
 }
 
 static void list_remove(block_list *l, size_t at) {
