@@ -467,15 +467,8 @@ static kiln_status row_view(check_ctx *c, int which, int64_t *rows,
   return KILN_OK;
 }
 
-static bool same_shape(const kiln_dtensor *x, const kiln_dtensor *y) {
-  if (x->rank != y->rank) return false;
-  for (uint32_t k = 0; k < x->rank; k++)
-    if (x->shape[k] != y->shape[k]) return false;
-  return true;
-}
-
 static kiln_status need_same_shape(check_ctx *c, int x, int y) {
-  if (!same_shape(dop_tensor(&c->v->dop, x), dop_tensor(&c->v->dop, y)))
+  if (!kiln_dtensor_same_shape(dop_tensor(&c->v->dop, x), dop_tensor(&c->v->dop, y)))
     return fail(c, KILN_CODE_INVALID_ARGUMENT,
                 "operands %s and %s must have the same shape",
                 operand_names[x], operand_names[y]);
@@ -588,7 +581,7 @@ static kiln_status check_kind(check_ctx *c) {
       TRY(row_view(c, KILN_OPND_A, &rows, &cols));
       TRY(row_view(c, KILN_OPND_B, NULL, NULL));
       TRY(row_view(c, KILN_OPND_C, NULL, NULL));
-      if (!same_shape(a, b) && !(b->rank == 1 && b->shape[0] == cols))
+      if (!kiln_dtensor_same_shape(a, b) && !(b->rank == 1 && b->shape[0] == cols))
         return fail(c, KILN_CODE_INVALID_ARGUMENT,
                     "b must have a's shape or be one row [%lld]",
                     (long long)cols);

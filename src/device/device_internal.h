@@ -40,6 +40,15 @@ typedef struct kiln_dop {
   int64_t rows, cols;          /* of operand a, for row-wise ops */
 } kiln_dop;
 
+/* Same rank and dimensions (strides aside). */
+static inline bool kiln_dtensor_same_shape(const kiln_dtensor *x,
+                                           const kiln_dtensor *y) {
+  if (x->rank != y->rank) return false;
+  for (uint32_t k = 0; k < x->rank; k++)
+    if (x->shape[k] != y->shape[k]) return false;
+  return true;
+}
+
 typedef struct kiln_device_vtable {
   void (*destroy)(kiln_device *d);                        /* stays first */
   /* Makes host range [p, p + n) addressable by the device at address p

@@ -239,13 +239,6 @@ static kiln_status gemv(const kiln_dop *op, int64_t n0, int64_t n1) {
 
 /* ---- Row-wise ops ---------------------------------------------------------- */
 
-static bool same_shape(const kiln_dtensor *x, const kiln_dtensor *y) {
-  if (x->rank != y->rank) return false;
-  for (uint32_t k = 0; k < x->rank; k++)
-    if (x->shape[k] != y->shape[k]) return false;
-  return true;
-}
-
 static float gelu(float x) {
   const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
   return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
@@ -258,7 +251,7 @@ static kiln_status rowwise(const kiln_dop *op, int64_t r0, int64_t r1) {
   int64_t C = op->cols, lda = row_stride(a), ldb = row_stride(b),
           ldc = row_stride(c);
   if ((op->kind == KILN_OP_ADD || op->kind == KILN_OP_MUL) &&
-      !same_shape(a, b))
+      !kiln_dtensor_same_shape(a, b))
     ldb = 0; /* one row of b for every row of a */
   for (int64_t r = r0; r < r1; r++) {
     const float *x = f32p(a->addr) + r * lda;
