@@ -199,86 +199,94 @@ static bool tool_file(const char *tool, char *out, size_t cap) {
   return n > 0 && (size_t)n < cap;
 }
 
-/* The toolchain identity: kiln's version, code-generation settings and
- * embedded runtime files, and `cc --version` and `wasm2c --version`.
- * Running the two tools costs a new process 3-4 ms, so the result is
- * remembered in the cache folder (toolchain/<hash>), under a hash of
- * everything but the tools' output plus the tools' file identities
- * (tool_file): a replaced or upgraded tool gets a new memo. A compiler
- * behind a wrapper script that stays the same is not seen changing; its
- * code is still correct for this machine, only from an older compiler. */
-static kiln_status engine_toolchain(kiln_engine *e, const char *work_dir) {
-  if (e->toolchain[0]) return KILN_OK;
-  kiln_sha256_ctx *h, *mh;
+/* kiln's own part of the toolchain identity: version, code-generation
+ * settings and the runtime files compiled into every module. */
+static kiln_status kiln_part(const kiln_engine *e, char out[65]) {
+  kiln_sha256_ctx *h;
   KILN_RETURN_IF_ERROR(kiln_sha256_begin(&h));
-  kiln_status s = kiln_sha256_begin(&mh);
-  if (s) {
-    kiln_sha256 unused;
-    kiln_sha256_end(h, &unused);
-    return s;
-  }
   char head[128];
   int n = snprintf(head, sizeof head, "kiln %s abi %d opt %d mm %d", KILN_VERSION,
                    KILN_W2C_ABI_VERSION, e->opt_level, (int)e->multi_memory);
   kiln_sha256_update(h, head, (size_t)n);
-  kiln_sha256_update(mh, head, (size_t)n);
-  for (const struct kiln_embedded_file *f = kiln_embedded_files; f->name; f++) {
+  for (const struct kiln_embedded_file *f = kiln_embedded_files; f->name; f++)
     kiln_sha256_update(h, f->data, f->size);
-    kiln_sha256_update(mh, f->data, f->size);
+  kiln_sha256 d;
+  kiln_sha256_end(h, &d);
+  kiln_sha256_hex(&d, out);
+  return KILN_OK;
+}
+
+/* The identity remembered at memo, when it holds one. */
+static bool memo_read(const char *memo, char id[65]) {
+  char *text = NULL;
+  size_t len = 0;
+  kiln_status r = read_file(memo, 256, &text, &len);
+  bool ok = !r && len == 64;
+  for (size_t i = 0; ok && i < 64; i++)
+    ok = (text[i] >= '0' && text[i] <= '9') || (text[i] >= 'a' && text[i] <= 'f');
+  if (ok) {
+    memcpy(id, text, 64);
+    id[64] = 0;
   }
+  free(text);
+  kiln_status_free(r);
+  return ok;
+}
+
+/* Remembers id at memo (in dir) through a rename, so that readers see all
+ * of it or nothing. Failing costs the next start 3 ms, nothing more. */
+static void memo_write(const char *dir, const char *memo, const char *id) {
+  char tmp[PATH_MAX + 32];
+  snprintf(tmp, sizeof tmp, "%s/.memo-XXXXXX", dir);
+  kiln_status w = kiln_mkdirs(dir);
+  int fd = w ? -1 : mkostemp(tmp, O_CLOEXEC);
+  if (fd >= 0) {
+    close(fd);
+    w = write_file(tmp, id, 64);
+    if (!w && rename(tmp, memo) != 0)
+      w = kiln_status_from_errno(errno, "renaming '%s'", tmp);
+    if (w) unlink(tmp);
+  }
+  kiln_status_free(w);
+}
+
+/* The toolchain identity: kiln's part (kiln_part) with `cc --version` and
+ * `wasm2c --version`. Running the two tools costs a new process 3-4 ms,
+ * so the result is remembered in the cache folder (toolchain/<hash>),
+ * under a hash of kiln's part and the tools' file identities (tool_file):
+ * a replaced or upgraded tool gets a new memo. A compiler behind a wrapper
+ * script that stays the same is not seen changing; its code is still
+ * correct for this machine, only from an older compiler. */
+static kiln_status engine_toolchain(kiln_engine *e, const char *work_dir) {
+  if (e->toolchain[0]) return KILN_OK;
+  char base[65];
+  KILN_RETURN_IF_ERROR(kiln_part(e, base));
   char cc_file[PATH_MAX + 128], w2c_file[PATH_MAX + 128];
-  const bool known = tool_file(e->cc, cc_file, sizeof cc_file) &&
-                     tool_file(KILN_WASM2C, w2c_file, sizeof w2c_file);
-  char memo[PATH_MAX] = "";
-  if (known) {
-    kiln_sha256_update(mh, cc_file, strlen(cc_file) + 1);
-    kiln_sha256_update(mh, w2c_file, strlen(w2c_file) + 1);
-  }
-  kiln_sha256 mk;
-  kiln_sha256_end(mh, &mk);
-  if (known) {
+  char dir[PATH_MAX], memo[PATH_MAX + 80] = "";
+  kiln_sha256_ctx *h;
+  if (tool_file(e->cc, cc_file, sizeof cc_file) &&
+      tool_file(KILN_WASM2C, w2c_file, sizeof w2c_file)) {
+    KILN_RETURN_IF_ERROR(kiln_sha256_begin(&h));
+    kiln_sha256_update(h, base, 64);
+    kiln_sha256_update(h, cc_file, strlen(cc_file) + 1);
+    kiln_sha256_update(h, w2c_file, strlen(w2c_file) + 1);
+    kiln_sha256 mk;
+    kiln_sha256_end(h, &mk);
     char mk_hex[65];
     kiln_sha256_hex(&mk, mk_hex);
-    snprintf(memo, sizeof memo, "%s/toolchain/%s", work_dir, mk_hex);
-    char *text = NULL;
-    size_t len = 0;
-    kiln_status r = read_file(memo, 256, &text, &len);
-    bool hit = !r && len == 64;
-    for (size_t i = 0; hit && i < 64; i++)
-      hit = (text[i] >= '0' && text[i] <= '9') || (text[i] >= 'a' && text[i] <= 'f');
-    if (hit) {
-      memcpy(e->toolchain, text, 64);
-      e->toolchain[64] = 0;
-    }
-    free(text);
-    kiln_status_free(r);
-    if (hit) {
-      kiln_sha256 unused;
-      kiln_sha256_end(h, &unused);
-      return KILN_OK;
-    }
+    snprintf(dir, sizeof dir, "%s/toolchain", work_dir);
+    snprintf(memo, sizeof memo, "%s/%s", dir, mk_hex);
+    if (memo_read(memo, e->toolchain)) return KILN_OK;
   }
-  s = tool_version(e->cc, work_dir, h);
+  KILN_RETURN_IF_ERROR(kiln_sha256_begin(&h));
+  kiln_sha256_update(h, base, 64);
+  kiln_status s = tool_version(e->cc, work_dir, h);
   if (!s) s = tool_version(KILN_WASM2C, work_dir, h);
   kiln_sha256 out;
   kiln_sha256_end(h, &out);
   if (s) return s;
   kiln_sha256_hex(&out, e->toolchain);
-  if (memo[0]) {   /* remembered through a rename: readers see all or none */
-    char dir[PATH_MAX], tmp[PATH_MAX + 32];
-    snprintf(dir, sizeof dir, "%s/toolchain", work_dir);
-    snprintf(tmp, sizeof tmp, "%s/.memo-XXXXXX", dir);
-    kiln_status w = kiln_mkdirs(dir);
-    int fd = w ? -1 : mkostemp(tmp, O_CLOEXEC);
-    if (fd >= 0) {
-      close(fd);
-      w = write_file(tmp, e->toolchain, 64);
-      if (!w && rename(tmp, memo) != 0)
-        w = kiln_status_from_errno(errno, "renaming '%s'", tmp);
-      if (w) unlink(tmp);
-    }
-    kiln_status_free(w);   /* a memo not written costs the next start 3 ms */
-  }
+  if (memo[0]) memo_write(dir, memo, e->toolchain);
   return KILN_OK;
 }
 
