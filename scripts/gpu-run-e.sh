@@ -1,7 +1,9 @@
 #!/bin/sh
 # GPU run for kernel work: cuda op tests (fused programs, GEMV shapes vs
-# cuBLAS), test_llm on cuda, bench_llm 1B and 8B with fusion on and off
-# (KILN_CUDA_FUSE=0), the zero-copy benchmark. Logs to $OUT.
+# cuBLAS), test_llm on cuda, bench_llm 1B and 8B under the configurations
+# in CFGS, interleaved (fuse / nofuse: KILN_CUDA_FUSE; stream / nostream:
+# KILN_CUDA_STREAM; nopdl: KILN_CUDA_PDL=0), the zero-copy benchmark. The
+# benchmarks run only if the cuda tests pass. Logs to $OUT.
 . scripts/gpu-env.sh
 DATA=${KILN_LLM_DATA:-/tmp/kiln-llm-data}
 mkdir -p "$DATA"
@@ -12,6 +14,10 @@ timeout 150 build/tests/test_device_cuda > "$OUT/test_device_cuda.log" 2>&1; ech
 stamp test_device_cuda >> "$OUT/times.log"
 timeout 120 build/tests/test_llm cuda > "$OUT/test_llm.log" 2>&1; echo "rc=$?" >> "$OUT/test_llm.log"
 stamp test_llm >> "$OUT/times.log"
+if ! grep -q '^rc=0' "$OUT/test_device_cuda.log" || ! grep -q '^rc=0' "$OUT/test_llm.log"; then
+  stamp "tests failed: no benchmarks" >> "$OUT/times.log"
+  exit 0
+fi
 for s in ${SHAPES:-1b 8b}; do
   [ -f "$DATA/llama-$s/config.json" ] || timeout 300 python3 tools/make_random_llama.py --shape "$s" --out "$DATA/llama-$s" > "$OUT/make-$s.log" 2>&1
   stamp "made $s" >> "$OUT/times.log"
@@ -19,6 +25,9 @@ for s in ${SHAPES:-1b 8b}; do
     case $cfg in
       fuse) envs="KILN_CUDA_FUSE=1" ;;
       nofuse) envs="KILN_CUDA_FUSE=0" ;;
+      stream) envs="KILN_CUDA_STREAM=1" ;;
+      nostream) envs="KILN_CUDA_STREAM=0" ;;
+      nopdl) envs="KILN_CUDA_PDL=0" ;;
     esac
     env $envs timeout 200 build/bench/bench_llm --model "$DATA/llama-$s" --device cuda --reps ${REPS:-1} --kv f32 \
       --out "$OUT/kiln-$s-$cfg.json" >> "$OUT/bench-$s-$cfg.log" 2>&1

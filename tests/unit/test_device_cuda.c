@@ -724,12 +724,14 @@ static void fused_program(kiln_test *t, fx *f, kiln_dtype wt, bool mis) {
   const int64_t H = 204, Q = 204, KV = 68, I = 700, V = 16500;
   f->in_top = f->out_top = 0;   /* each call lays out its own tensors */
   const int64_t sh = mis ? 3 : 0;
-  /* A weight [N, K] whose rows are K + 8 apart and start sh elements in. */
+  /* A weight [N, K] whose rows are K + 12 apart (16-byte multiples: the
+   * streamed GEMV on RESIDENT weights) and start sh elements in (the
+   * one-row kernel's unaligned reads). */
   kiln_tensor wts[8];
   const int64_t wn[8] = {Q, KV, KV, I, I, H, V, H};
   const int64_t wk[8] = {H, H, H, H, H, I, H, H};
   for (int i = 0; i < 8; i++) {
-    wts[i] = input(f, wt, 2, wn[i], wk[i] + 8, 0, 0);
+    wts[i] = input(f, wt, 2, wn[i], wk[i] + 12, 0, 0);
     wts[i].offset += (uint64_t)sh * kiln_dtype_size(wt);
     wts[i].shape[1] = wk[i];
   }
@@ -849,11 +851,22 @@ static void fused_program(kiln_test *t, fx *f, kiln_dtype wt, bool mis) {
     KILN_EXPECTF(t, got == best, "fused program argmax: %d, want %d", got, best);
   }
   kiln_device_get_stats(f->gpu, &after);
-  if (kiln_device_kind_of(f->gpu) == KILN_DEVICE_CUDA)
+  if (kiln_device_kind_of(f->gpu) == KILN_DEVICE_CUDA) {
     KILN_EXPECTF(t, after.fused_ops - before.fused_ops == want_fused,
                  "fused %llu ops, want %llu",
                  (unsigned long long)(after.fused_ops - before.fused_ops),
                  (unsigned long long)want_fused);
+    /* RESIDENT aligned weights: the six one-row GEMV launches stream, and
+     * all but the program's first request their weights early. */
+    const bool streams = f->placement == KILN_PLACEMENT_RESIDENT && !mis;
+    const uint64_t streamed = after.streamed_gemvs - before.streamed_gemvs;
+    const uint64_t early = after.early_gemvs - before.early_gemvs;
+    KILN_EXPECTF(t, streamed == (streams ? 6u : 0u) && early == (streams ? 5u : 0u),
+                 "%s%s: %llu streamed GEMVs (%llu early), want %d (%d)",
+                 kiln_dtype_name(wt), mis ? " misaligned" : "",
+                 (unsigned long long)streamed, (unsigned long long)early,
+                 streams ? 6 : 0, streams ? 5 : 0);
+  }
   kiln_program_release(pc);
   kiln_program_release(pg);
 }
@@ -875,6 +888,115 @@ static void test_fused_program_mapped(kiln_test *t) {
 }
 static void test_fused_program_resident(kiln_test *t) {
   fused_programs(t, KILN_PLACEMENT_RESIDENT);
+}
+
+/* ---- streamed GEMVs ------------------------------------------------------------ */
+
+/* One-row GEMVs that the cuda backend streams (RESIDENT weights, rows on 16
+ * bytes), back to back in a program so that each is a programmatic
+ * dependent of the launch before it: K over several stages with a tail, a
+ * K shorter than a vector, rows not a multiple of 8, the fused RMSNORM +
+ * q, k, v and gate, up + SWIGLU over several chunks, a residual, and two
+ * hazards: a GEMV whose weights the GEMV before it writes (they must not
+ * be requested early) and a GEMV writing the RMSNORM input of the group
+ * after it. Against the cpu backend, recorded and replayed. */
+static void test_streamed_gemv_program(kiln_test *t) {
+  fx f;
+  if (!fx_open(t, &f, KILN_PLACEMENT_RESIDENT)) {
+    if (f.gpu) fx_close(&f);
+    return;
+  }
+  const kiln_dtype bf = KILN_DTYPE_BF16, f32 = KILN_DTYPE_F32;
+  const int64_t K = 2600, R2 = 10, K2 = 264, N1 = R2 * K2, Q = 33, KV = 17;
+  const int64_t I = 37, IP = 40;
+  kiln_tensor w1 = input(&f, bf, 2, N1, K, 0, 0);
+  kiln_tensor x0 = input(&f, f32, 2, 1, K, 0, 0);
+  kiln_tensor x2 = input(&f, f32, 2, 1, K2, 0, 0);
+  kiln_tensor g = input(&f, f32, 1, K, 0, 0, 0);
+  kiln_tensor wq = input(&f, bf, 2, Q, K, 0, 0);
+  kiln_tensor wk = input(&f, bf, 2, KV, K, 0, 0);
+  kiln_tensor wv = input(&f, f32, 2, KV, K, 0, 0);
+  kiln_tensor wg = input(&f, bf, 2, I, K, 0, 0);
+  kiln_tensor wu = input(&f, bf, 2, I, K, 0, 0);
+  kiln_tensor wd = input(&f, bf, 2, K, IP, 0, 0);   /* [K, I], rows IP apart */
+  wd.shape[1] = I;
+  kiln_tensor y1 = output(&f, f32, 2, 1, N1, 0, 0, false);
+  kiln_tensor w2 = y1;                               /* y1 as [R2, K2] */
+  w2.rank = 2, w2.shape[0] = R2, w2.shape[1] = K2;
+  w2.stride[0] = K2, w2.stride[1] = 1;
+  kiln_tensor y2 = output(&f, f32, 2, 1, R2, 0, 0, false);
+  kiln_tensor x3 = output(&f, f32, 2, 1, K, 0, 0, true);
+  kiln_tensor xb = output(&f, f32, 2, 1, K, 0, 0, false);
+  kiln_tensor q = output(&f, f32, 2, 1, Q, 0, 0, false);
+  kiln_tensor k = output(&f, f32, 2, 1, KV, 0, 0, false);
+  kiln_tensor v = output(&f, f32, 2, 1, KV, 0, 0, false);
+  kiln_tensor hb = output(&f, f32, 2, 1, I, 0, 0, false);
+  kiln_tensor hb2 = output(&f, f32, 2, 1, I, 0, 0, false);
+  kiln_tensor y3 = output(&f, f32, 2, 1, N1, 0, 0, false);
+  kiln_op ops[16];
+  int n = 0;
+  kiln_op op = op_of(KILN_OP_GEMV);
+  op.a = w1, op.b = x0, op.c = y1;                   /* 3 chunks + tail */
+  ops[n++] = op;
+  op.a = w2, op.b = x2, op.c = y2, op.alpha = 2.0f;  /* weights just written */
+  ops[n++] = op;
+  op = op_of(KILN_OP_RMSNORM);
+  op.a = x3, op.b = g, op.c = xb, op.eps = 1e-5f;
+  ops[n++] = op;
+  op = op_of(KILN_OP_GEMV);                          /* norm + q, k, v */
+  op.b = xb;
+  op.a = wq, op.c = q;
+  ops[n++] = op;
+  op.a = wk, op.c = k;
+  ops[n++] = op;
+  op.a = wv, op.c = v;                               /* f32: not grouped */
+  ops[n++] = op;
+  n += gate_up_swiglu(ops + n, wg, wu, xb, hb, hb2, hb);
+  op = op_of(KILN_OP_GEMV);                          /* K = 37: one tail */
+  op.a = wd, op.b = hb, op.c = x3, op.beta = 1.0f;   /* residual into x3 */
+  ops[n++] = op;
+  op = op_of(KILN_OP_GEMV);
+  op.a = w1, op.b = x3, op.c = y3, op.alpha = 0.5f;
+  ops[n++] = op;
+  kiln_program *pc = NULL, *pg = NULL;
+  KILN_EXPECT_OK(t, kiln_program_create(f.cpu, &pc));
+  KILN_EXPECT_OK(t, kiln_program_create(f.gpu, &pg));
+  for (int i = 0; i < n && pc && pg; i++) {
+    kiln_op gop = gpu_twin(&f, &ops[i]);
+    KILN_EXPECT_OK(t, kiln_program_add(pc, &ops[i]));
+    KILN_EXPECT_OK(t, kiln_program_add(pg, &gop));
+  }
+  kiln_device_stats before, after;
+  kiln_device_get_stats(f.gpu, &before);
+  for (int rep = 0; rep < 3 && pc && pg; rep++) {
+    KILN_EXPECT_OK(t, kiln_device_submit_program(f.cpu, pc, NULL));
+    KILN_EXPECT_OK(t, kiln_device_sync(f.cpu, NULL));
+    KILN_EXPECT_OK(t, kiln_device_submit_program(f.gpu, pg, NULL));
+    KILN_EXPECT_OK(t, kiln_device_sync(f.gpu, NULL));
+    const struct {
+      const char *name;
+      const kiln_tensor *t;
+    } outs[] = {{"y1", &y1}, {"y2", &y2}, {"xb", &xb}, {"q", &q},
+                {"k", &k},   {"v", &v},   {"hb", &hb}, {"hb2", &hb2},
+                {"x3", &x3}, {"y3", &y3}};
+    for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) {
+      char what[96];
+      snprintf(what, sizeof what, "streamed program rep %d: %s", rep,
+               outs[i].name);
+      expect_close(t, &f, what, outs[i].t, 1e-3);
+    }
+  }
+  /* Launches: w1, w2 (not early: w1's GEMV writes them), norm + q, k (v is
+   * f32), v, gate + up, down, w1 again: 7 streamed, 5 early. */
+  kiln_device_get_stats(f.gpu, &after);
+  const uint64_t streamed = after.streamed_gemvs - before.streamed_gemvs;
+  const uint64_t early = after.early_gemvs - before.early_gemvs;
+  KILN_EXPECTF(t, streamed == 7 && early == 5,
+               "%llu streamed GEMVs (%llu early), want 7 (5)",
+               (unsigned long long)streamed, (unsigned long long)early);
+  kiln_program_release(pc);
+  kiln_program_release(pg);
+  fx_close(&f);
 }
 
 /* ---- device-side failures ----------------------------------------------------- */
@@ -1301,6 +1423,7 @@ KILN_TEST_MAIN(test_no_gpu_fallback, test_mapped_pointer_identity,
                test_every_op_mapped, test_every_op_resident,
                test_graph_replay_mapped, test_graph_replay_resident,
                test_fused_program_mapped, test_fused_program_resident,
+               test_streamed_gemv_program,
                test_device_errors_then_valid_op,
                test_resident_range_across_grown_registrations, test_gemv_bandwidth,
                test_attention_speed, test_matmul_speed, test_decode_step_parts)

@@ -415,6 +415,16 @@ static kiln_status load_kernels(kiln_cuda_device *cd) {
       snprintf(name, sizeof name, "kiln_gemv1_%s%s", kTypes[t], kGemv1[v]);
       GET(cd->gemv1[t][v], name);
     }
+  for (int t = 0; t < 3; t++)
+    for (int v = 0; v < 4; v++) {
+      snprintf(name, sizeof name, "kiln_gemvs_%s%s", kTypes[t], kGemv1[v]);
+      GET(cd->gemvs[t][v], name);
+      /* The stage ring and x (kernels_abi.h): above the 48 KiB default. */
+      r = cd->cu->cuFuncSetAttribute(
+          cd->gemvs[t][v], KILN_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+          KC_STREAM_STAGES * KC_STREAM_STAGE + KC_STREAM_MAX_K * 4);
+      if (r) return kiln_cuda_status(KILN_CODE_UNAVAILABLE, r, name);
+    }
   for (int m = 0; m < KC_GEMV_MT_MAX; m++) {
     snprintf(name, sizeof name, "kiln_gemv_q8_0_%d", m + 1);
     GET(cd->gemv_q8[m], name);
@@ -502,6 +512,10 @@ kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
   cd->fuse = !(fuse && strcmp(fuse, "0") == 0);
   const char *sg = getenv("KILN_CUDA_SGEMV");
   cd->sgemv = sg && strcmp(sg, "cublas") == 0;
+  const char *stream = getenv("KILN_CUDA_STREAM");
+  cd->stream_gemv = !(stream && strcmp(stream, "0") == 0);
+  const char *pdl = getenv("KILN_CUDA_PDL");
+  cd->pdl = !(pdl && strcmp(pdl, "0") == 0);
   kiln_status st = KILN_OK;
   TRY_CU(cu->cuDeviceGet(&cd->dev, ordinal), "cuDeviceGet");
   char gpu[128] = "?";

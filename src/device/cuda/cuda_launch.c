@@ -41,20 +41,39 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-static kiln_status launch_smem(kiln_cuda_device *cd, int fn_id, CUfunction f,
-                               int64_t gx, int64_t gy, int64_t gz, int block,
-                               unsigned smem, void *params) {
+/* pdl: as a programmatic dependent of the kernel before it in the stream
+ * (the kernel then orders itself with griddepcontrol.wait). */
+static kiln_status launch_pdl(kiln_cuda_device *cd, int fn_id, CUfunction f,
+                              int64_t gx, int64_t gy, int64_t gz, int block,
+                              unsigned smem, void *params, bool pdl) {
   void *args[1] = {params};
-  CUresult r = cd->cu->cuLaunchKernel(f, (unsigned)gx, (unsigned)gy,
-                                      (unsigned)gz, (unsigned)block, 1, 1,
-                                      smem, cd->stream, params ? args : NULL,
-                                      NULL);
+  CUresult r;
+  if (pdl) {
+    kiln_cu_launch_attribute attr = {
+        .id = KILN_CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION};
+    attr.value.programmatic_stream_serialization_allowed = 1;
+    kiln_cu_launch_config cfg = {
+        .grid_x = (unsigned)gx, .grid_y = (unsigned)gy, .grid_z = (unsigned)gz,
+        .block_x = (unsigned)block, .block_y = 1, .block_z = 1,
+        .shared_bytes = smem, .stream = cd->stream, .attrs = &attr,
+        .num_attrs = 1};
+    r = cd->cu->cuLaunchKernelEx(&cfg, f, params ? args : NULL, NULL);
+  } else {
+    r = cd->cu->cuLaunchKernel(f, (unsigned)gx, (unsigned)gy, (unsigned)gz,
+                               (unsigned)block, 1, 1, smem, cd->stream,
+                               params ? args : NULL, NULL);
+  }
   if (r) {
     char what[64];
     snprintf(what, sizeof what, "cuLaunchKernel (kernel %d)", fn_id);
     return kiln_cuda_status(KILN_CODE_INTERNAL, r, what);
   }
   return KILN_OK;
+}
+static kiln_status launch_smem(kiln_cuda_device *cd, int fn_id, CUfunction f,
+                               int64_t gx, int64_t gy, int64_t gz, int block,
+                               unsigned smem, void *params) {
+  return launch_pdl(cd, fn_id, f, gx, gy, gz, block, smem, params, false);
 }
 static kiln_status launch(kiln_cuda_device *cd, int fn_id, CUfunction f,
                           int64_t gx, int64_t gy, int64_t gz, int block,
@@ -254,6 +273,7 @@ static kiln_status blas_gemm(kiln_cuda_device *cd, int trans_left,
       !fits_int(M) || !fits_int(N) || !fits_int(K) ||
       c->dtype != KILN_DTYPE_F32)
     return KILN_OK;
+  cd->blas_calls++;
   cublasStatus_t bs = cd->blas->cublasGemmEx(
       cd->blas_handle, trans_right ? KILN_CUBLAS_OP_T : KILN_CUBLAS_OP_N,
       trans_left ? KILN_CUBLAS_OP_T : KILN_CUBLAS_OP_N, (int)N, (int)M, (int)K,
@@ -324,6 +344,43 @@ typedef struct gemv1_group {
   const kiln_dop *swiglu;
 } gemv1_group;
 
+static void extent(const kiln_dtensor *t, uint64_t *lo, uint64_t *hi);
+static bool gemv1_ok(const kiln_dop *op);
+
+/* The streamed kernel can run g: weights in device memory, every row on
+ * 16 bytes, K within the shared-memory budget. */
+static bool stream_ok(const kiln_cuda_device *cd, const gemv1_group *g) {
+  const kiln_dtensor *w0 = &g->gemv[0]->a;
+  if (!cd->stream_gemv || last_dim(w0) > KC_STREAM_MAX_K) return false;
+  const int64_t es = w0->dtype == KILN_DTYPE_F32 ? 4 : 2;
+  for (int i = 0; i < g->nseg; i++) {
+    const kiln_dtensor *w = &g->gemv[i]->a;
+    if (!w->dev || w->addr % 16 != 0 || (w->stride[0] * es) % 16 != 0)
+      return false;
+  }
+  return true;
+}
+
+/* No operand of the launch before this one (cd->seq_prev) overlaps the
+ * weights of g: they may be read before that launch has finished. */
+static bool weights_untouched(const kiln_cuda_device *cd, const gemv1_group *g) {
+  for (int i = 0; i < g->nseg; i++) {
+    uint64_t wl, wh;
+    extent(&g->gemv[i]->a, &wl, &wh);
+    for (size_t j = 0; j < cd->seq_prev_n; j++) {
+      const kiln_dop *op = &cd->seq_prev[j];
+      const kiln_dtensor *ts[5] = {&op->a, &op->b, &op->c, &op->d, &op->index};
+      for (int k = 0; k < 5; k++) {
+        if (!ts[k]->addr) continue;
+        uint64_t lo, hi;
+        extent(ts[k], &lo, &hi);
+        if (lo < wh && wl < hi) return false;
+      }
+    }
+  }
+  return true;
+}
+
 static kiln_status launch_gemv1(kiln_cuda_device *cd, const gemv1_group *g) {
   const kiln_dop *g0 = g->gemv[0];
   kc_gemv1_params p = {0};
@@ -351,12 +408,27 @@ static kiln_status launch_gemv1(kiln_cuda_device *cd, const gemv1_group *g) {
   }
   p.xvec = xvec;
   if (p.rows <= 0) return KILN_OK;
+  const int variant = (g->norm ? 2 : 0) + (g->swiglu ? 1 : 0);
+  if (stream_ok(cd, g)) {
+    /* One block per SM (or per group of 8 rows, if fewer); as a
+     * programmatic dependent inside a program after a kiln kernel, with
+     * the weights requested early when that launch does not write them. */
+    const bool pdl = cd->pdl && cd->seq_prev && cd->seq_prev_kernel;
+    p.pre = pdl && weights_untouched(cd, g);
+    if (g->norm) p.xvec = p.a % 16 == 0 && p.g % 16 == 0;
+    cd->base.stats.streamed_gemvs++;
+    cd->base.stats.early_gemvs += p.pre != 0;
+    return launch_pdl(cd, KC_FN_GEMV_ANY,
+                      cd->gemvs[dtype_slot(g0->a.dtype)][variant],
+                      min64(cdiv(p.rows, 8), cd->sm_count), 1, 1, 256,
+                      (unsigned)(KC_STREAM_STAGES * KC_STREAM_STAGE + p.K * 4),
+                      &p, pdl);
+  }
   /* A warp per row; with the RMSNORM prologue, at most as many blocks as
    * the GPU holds at once (each normalises x once, then loops over rows). */
   const int64_t blocks = cdiv(p.rows, 8);
   const int64_t grid =
       g->norm ? min64(blocks, 3 * (int64_t)cd->sm_count) : min64(blocks, INT_MAX);
-  const int variant = (g->norm ? 2 : 0) + (g->swiglu ? 1 : 0);
   return launch_smem(cd, KC_FN_GEMV_ANY,
                      cd->gemv1[dtype_slot(g0->a.dtype)][variant], grid, 1, 1,
                      256, g->norm ? (unsigned)(p.K * 4) : 0, &p);
@@ -502,6 +574,7 @@ static kiln_status launch_gemv(kiln_cuda_device *cd, const kiln_dop *op) {
    * a native program makes. Row-major w[N, K] is column-major [K, N]. */
   if (p.M == 1 && cd->sgemv && w->dtype == KILN_DTYPE_F32 && cd->blas &&
       fits_int(p.N) && fits_int(p.K) && fits_int(p.ws) && p.ws >= p.K) {
+    cd->blas_calls++;
     cublasStatus_t bs = cd->blas->cublasSgemv(
         cd->blas_handle, KILN_CUBLAS_OP_T, (int)p.K, (int)p.N, &p.alpha,
         (const float *)(uintptr_t)p.w, (int)p.ws,
@@ -510,6 +583,10 @@ static kiln_status launch_gemv(kiln_cuda_device *cd, const kiln_dop *op) {
       return kiln_make_status(KILN_CODE_INTERNAL, "cublasSgemv: %s",
                               cd->blas->cublasGetStatusString(bs));
     return KILN_OK;
+  }
+  if (p.M == 1 && gemv1_ok(op)) {
+    const gemv1_group g = {.gemv = {op}, .nseg = 1};
+    if (stream_ok(cd, &g)) return launch_gemv1(cd, &g);
   }
   const int64_t blocks = cdiv(p.N, 8);   /* 8 warps of 256 threads */
   if (p.M <= KC_GEMV_MT_MAX) {
@@ -740,29 +817,33 @@ static kiln_status run_group(kiln_cuda_device *cd, const void *g) {
 kiln_status kiln_cuda_launch_seq(kiln_device *d, const kiln_dop *ops, size_t n) {
   kiln_cuda_device *cd = kiln_cuda_of(d);
   KILN_RETURN_IF_ERROR(kiln_cuda_make_current(cd));
-  for (size_t i = 0; i < n;) {
+  kiln_status s = KILN_OK;
+  cd->seq_prev = NULL;
+  for (size_t i = 0; i < n && !s;) {
+    const uint64_t blas_before = cd->blas_calls;
+    size_t used = 0;
     kc_rope_copy_params rc;
-    if (cd->fuse && match_rope_copy(cd, ops + i, n - i, &rc)) {
-      KILN_RETURN_IF_ERROR(timed(cd, KILN_OP_ROPE, 2, launch_rope_copy, &rc));
-      d->stats.fused_ops += 1;
-      i += 2;
-      continue;
-    }
     gemv1_group g;
-    size_t used = cd->fuse ? match_gemv1(ops + i, n - i, &g) : 0;
-    if (used) {
+    if (cd->fuse && match_rope_copy(cd, ops + i, n - i, &rc)) {
+      s = timed(cd, KILN_OP_ROPE, 2, launch_rope_copy, &rc);
+      used = 2;
+    } else if (cd->fuse && (used = match_gemv1(ops + i, n - i, &g)) != 0) {
       if (cd->profile > 1)
         fprintf(stderr, "  fused: %s%d GEMV%s\n", g.norm ? "RMSNORM + " : "",
                 g.nseg, g.swiglu ? " + SWIGLU" : "");
-      KILN_RETURN_IF_ERROR(timed(cd, KILN_OP_GEMV, used, run_group, &g));
-      d->stats.fused_ops += used - 1;
-      i += used;
+      s = timed(cd, KILN_OP_GEMV, used, run_group, &g);
     } else {
-      KILN_RETURN_IF_ERROR(kiln_cuda_launch(d, &ops[i]));
-      i++;
+      s = kiln_cuda_launch(d, &ops[i]);
+      used = 1;
     }
+    d->stats.fused_ops += used - 1;
+    cd->seq_prev = ops + i;
+    cd->seq_prev_n = used;
+    cd->seq_prev_kernel = cd->blas_calls == blas_before;
+    i += used;
   }
-  return KILN_OK;
+  cd->seq_prev = NULL;
+  return s;
 }
 
 static kiln_status launch_op(kiln_cuda_device *cd, const kiln_dop *op) {
