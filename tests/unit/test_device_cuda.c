@@ -900,9 +900,12 @@ static void test_fused_program_resident(kiln_test *t) {
  * hazards: a GEMV whose weights the GEMV before it writes (they must not
  * be requested early) and a GEMV writing the RMSNORM input of the group
  * after it. Against the cpu backend, recorded and replayed. */
-static void test_streamed_gemv_program(kiln_test *t) {
+static void streamed_gemv_program(kiln_test *t, const char *ring) {
+  if (ring) setenv("KILN_CUDA_STREAM_RING", ring, 1);
   fx f;
-  if (!fx_open(t, &f, KILN_PLACEMENT_RESIDENT)) {
+  const bool ok = fx_open(t, &f, KILN_PLACEMENT_RESIDENT);
+  unsetenv("KILN_CUDA_STREAM_RING");
+  if (!ok) {
     if (f.gpu) fx_close(&f);
     return;
   }
@@ -981,8 +984,8 @@ static void test_streamed_gemv_program(kiln_test *t) {
                 {"x3", &x3}, {"y3", &y3}};
     for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) {
       char what[96];
-      snprintf(what, sizeof what, "streamed program rep %d: %s", rep,
-               outs[i].name);
+      snprintf(what, sizeof what, "streamed program, ring %s, rep %d: %s",
+               ring ? ring : "default", rep, outs[i].name);
       expect_close(t, &f, what, outs[i].t, 1e-3);
     }
   }
@@ -992,11 +995,20 @@ static void test_streamed_gemv_program(kiln_test *t) {
   const uint64_t streamed = after.streamed_gemvs - before.streamed_gemvs;
   const uint64_t early = after.early_gemvs - before.early_gemvs;
   KILN_EXPECTF(t, streamed == 7 && early == 5,
-               "%llu streamed GEMVs (%llu early), want 7 (5)",
-               (unsigned long long)streamed, (unsigned long long)early);
+               "ring %s: %llu streamed GEMVs (%llu early), want 7 (5)",
+               ring ? ring : "default", (unsigned long long)streamed,
+               (unsigned long long)early);
   kiln_program_release(pc);
   kiln_program_release(pg);
   fx_close(&f);
+}
+/* The default ring (stages of whole rows: 4 rows of w1 per stage, two
+ * warps per row; gate and up 2 rows each) and a ring of 4 KiB stages,
+ * where K = 2600 rows are cut into chunks (2 of bf16, 3 for gate and up, 3
+ * of f32) that a warp per row carries its sum across. */
+static void test_streamed_gemv_program(kiln_test *t) {
+  streamed_gemv_program(t, NULL);
+  streamed_gemv_program(t, "3x4");
 }
 
 /* ---- device-side failures ----------------------------------------------------- */

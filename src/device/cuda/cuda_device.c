@@ -422,7 +422,7 @@ static kiln_status load_kernels(kiln_cuda_device *cd) {
       /* The stage ring and x (kernels_abi.h): above the 48 KiB default. */
       r = cd->cu->cuFuncSetAttribute(
           cd->gemvs[t][v], KILN_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-          KC_STREAM_STAGES * KC_STREAM_STAGE + KC_STREAM_MAX_K * 4);
+          KC_STREAM_SMEM_MAX);
       if (r) return kiln_cuda_status(KILN_CODE_UNAVAILABLE, r, name);
     }
   for (int m = 0; m < KC_GEMV_MT_MAX; m++) {
@@ -516,6 +516,18 @@ kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
   cd->stream_gemv = !(stream && strcmp(stream, "0") == 0);
   const char *pdl = getenv("KILN_CUDA_PDL");
   cd->pdl = !(pdl && strcmp(pdl, "0") == 0);
+  /* The streamed GEMV's ring: KILN_CUDA_STREAM_RING=<stages>x<KiB> (for
+   * tuning; out-of-range values keep the default 4 x 32 KiB). */
+  cd->stream_stages = 4;
+  cd->stream_stage_bytes = 32 << 10;
+  const char *ring = getenv("KILN_CUDA_STREAM_RING");
+  int rs = 0, rk = 0;
+  if (ring && sscanf(ring, "%dx%d", &rs, &rk) == 2 && rs >= 2 &&
+      rs <= KC_STREAM_MAX_STAGES && rk >= 4 && rk <= 64 &&
+      (int64_t)rs * rk * 1024 <= KC_STREAM_SMEM_MAX) {
+    cd->stream_stages = rs;
+    cd->stream_stage_bytes = rk << 10;
+  }
   kiln_status st = KILN_OK;
   TRY_CU(cu->cuDeviceGet(&cd->dev, ordinal), "cuDeviceGet");
   char gpu[128] = "?";

@@ -347,17 +347,45 @@ typedef struct gemv1_group {
 static void extent(const kiln_dtensor *t, uint64_t *lo, uint64_t *hi);
 static bool gemv1_ok(const kiln_dop *op);
 
-/* The streamed kernel can run g: weights in device memory, every row on
- * 16 bytes, K within the shared-memory budget. */
-static bool stream_ok(const kiln_cuda_device *cd, const gemv1_group *g) {
+/* The streamed kernel's tiling of g into *p (kernels_abi.h), or false
+ * when it cannot run g: weights not in device memory, a row not on 16
+ * bytes, or x and the ring over the shared-memory budget. A stage takes
+ * the most whole rows (1, 2, 4 or 8) that fit, else a chunk of one row. */
+static bool stream_plan(const kiln_cuda_device *cd, const gemv1_group *g,
+                        kc_gemv1_params *p) {
   const kiln_dtensor *w0 = &g->gemv[0]->a;
-  if (!cd->stream_gemv || last_dim(w0) > KC_STREAM_MAX_K) return false;
-  const int64_t es = w0->dtype == KILN_DTYPE_F32 ? 4 : 2;
+  const int64_t K = last_dim(w0), es = w0->dtype == KILN_DTYPE_F32 ? 4 : 2;
+  const int64_t stage = cd->stream_stage_bytes, NR = g->swiglu ? 2 : 1;
+  if (!cd->stream_gemv ||
+      (uint64_t)cd->stream_stages * stage + (uint64_t)K * 4 > KC_STREAM_SMEM_MAX)
+    return false;
+  bool packed = (K * es) % 16 == 0;
   for (int i = 0; i < g->nseg; i++) {
     const kiln_dtensor *w = &g->gemv[i]->a;
     if (!w->dev || w->addr % 16 != 0 || (w->stride[0] * es) % 16 != 0)
       return false;
+    packed = packed && w->stride[0] == K;
   }
+  const int64_t rowb = (K * es + 15) / 16 * 16;
+  if (NR * rowb <= stage) {
+    p->kc = K;
+    p->nr = 8;
+    while (NR * p->nr * rowb > stage) p->nr /= 2;
+    p->rsb = rowb;
+    p->contig = packed;
+  } else {
+    p->nr = 1;
+    p->kc = stage / NR / 16 * 16 / es;   /* whole vectors */
+    p->rsb = p->kc * es;
+    p->contig = 0;
+  }
+  p->wpr = 8 / p->nr;
+  p->nch = cdiv(K, p->kc);
+  p->stage_bytes = stage;
+  p->stages = cd->stream_stages;
+  p->tiles = 0;
+  for (int i = 0; i < (g->swiglu ? 1 : g->nseg); i++)
+    p->tiles += cdiv(g->gemv[i]->a.shape[0], p->nr);
   return true;
 }
 
@@ -409,10 +437,10 @@ static kiln_status launch_gemv1(kiln_cuda_device *cd, const gemv1_group *g) {
   p.xvec = xvec;
   if (p.rows <= 0) return KILN_OK;
   const int variant = (g->norm ? 2 : 0) + (g->swiglu ? 1 : 0);
-  if (stream_ok(cd, g)) {
-    /* One block per SM (or per group of 8 rows, if fewer); as a
-     * programmatic dependent inside a program after a kiln kernel, with
-     * the weights requested early when that launch does not write them. */
+  if (stream_plan(cd, g, &p)) {
+    /* One block per SM (or per tile, if fewer); as a programmatic
+     * dependent inside a program after a kiln kernel, with the weights
+     * requested early when that launch does not write them. */
     const bool pdl = cd->pdl && cd->seq_prev && cd->seq_prev_kernel;
     p.pre = pdl && weights_untouched(cd, g);
     if (g->norm) p.xvec = p.a % 16 == 0 && p.g % 16 == 0;
@@ -420,9 +448,8 @@ static kiln_status launch_gemv1(kiln_cuda_device *cd, const gemv1_group *g) {
     cd->base.stats.early_gemvs += p.pre != 0;
     return launch_pdl(cd, KC_FN_GEMV_ANY,
                       cd->gemvs[dtype_slot(g0->a.dtype)][variant],
-                      min64(cdiv(p.rows, 8), cd->sm_count), 1, 1, 256,
-                      (unsigned)(KC_STREAM_STAGES * KC_STREAM_STAGE + p.K * 4),
-                      &p, pdl);
+                      min64(p.tiles, cd->sm_count), 1, 1, 256,
+                      (unsigned)(p.stages * p.stage_bytes + p.K * 4), &p, pdl);
   }
   /* A warp per row; with the RMSNORM prologue, at most as many blocks as
    * the GPU holds at once (each normalises x once, then loops over rows). */
@@ -586,7 +613,8 @@ static kiln_status launch_gemv(kiln_cuda_device *cd, const kiln_dop *op) {
   }
   if (p.M == 1 && gemv1_ok(op)) {
     const gemv1_group g = {.gemv = {op}, .nseg = 1};
-    if (stream_ok(cd, &g)) return launch_gemv1(cd, &g);
+    kc_gemv1_params plan;
+    if (stream_plan(cd, &g, &plan)) return launch_gemv1(cd, &g);
   }
   const int64_t blocks = cdiv(p.N, 8);   /* 8 warps of 256 threads */
   if (p.M <= KC_GEMV_MT_MAX) {

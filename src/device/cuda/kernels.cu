@@ -859,16 +859,17 @@ KC_GEMV1(bf16, KC_BF16)
 // two such round trips per warp, and from cold HBM that falls well short
 // of the bandwidth (1.7 TB/s on 2048x2048 bf16). Here thread 0 of each
 // block asks the SM's bulk-copy engine (cp.async.bulk, Hopper's TMA
-// without a tensor map) for the block's weights, KC_STREAM_STAGES stages
-// of KC_STREAM_STAGE bytes ahead, each stage's arrival counted in bytes
-// on its mbarrier, and the eight warps compute from stages that have
-// landed while the next ones are on their way.
+// without a tensor map) for the block's weights a few stages ahead, in
+// large contiguous copies (a tile of whole rows where they fit), each
+// stage's arrival counted in bytes on its mbarrier, and the eight warps
+// compute from the stages that have landed while the next are on their way.
 //
-// One block per SM. Block b takes row groups [b G / grid, (b + 1) G /
-// grid) of the G groups of 8 rows (a warp per row; pair: row n of gate and
-// of up); a group is cut along K into chunks that fill a stage (8 rows x
-// NR matrices x KC elements), and (group, chunk) units go through the ring
-// in order. A warp keeps its row's partial sum across the chunks.
+// One block per SM (or per tile, if fewer). Block b takes tiles [b T /
+// grid, (b + 1) T / grid) of the T tiles of all segments, each cut along
+// K into nch chunks; (tile, chunk) units go through the ring in order. A
+// row has wpr warps, each keeping its partial sum across the chunks; at
+// the row's last chunk they are added (through shared memory when wpr > 1)
+// and stored.
 //
 // The kernel is launched as a programmatic dependent of the kernel before
 // it: with `pre`, it requests the first stages before griddepcontrol.wait,
@@ -916,57 +917,74 @@ __device__ __forceinline__ void pdl_trigger(void) {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 }
 
+// Tile t of the segments: its segment and first row.
+__device__ __forceinline__ void gemvs_tile(const kc_gemv1_params &p, int nseg,
+                                           int64_t t, int *s, int64_t *r0) {
+  int i = 0;
+  for (; i + 1 < nseg; i++) {
+    const int64_t ti = (p.seg[i].N + p.nr - 1) / p.nr;
+    if (t < ti) break;
+    t -= ti;
+  }
+  *s = i;
+  *r0 = t * p.nr;
+}
+
 template <int DT, bool NORM, bool PAIR>
 __device__ __forceinline__ void gemvs(const kc_gemv1_params &p) {
   constexpr int V = wvec<DT>::N;
   constexpr int NR = PAIR ? 2 : 1;
   constexpr int esize = DT == KC_F32 ? 4 : 2;
-  constexpr int64_t KC = KC_STREAM_STAGE / (8 * NR * esize);  // elements
-  constexpr int SLOT = (int)KC * esize;                        // bytes
   extern __shared__ float4 smem4[];
   uint8_t *ring = (uint8_t *)smem4;
-  float *xs = (float *)(ring + KC_STREAM_STAGES * KC_STREAM_STAGE);
-  __shared__ __align__(8) uint64_t bar[KC_STREAM_STAGES];
+  float *xs = (float *)(ring + p.stages * p.stage_bytes);
+  __shared__ __align__(8) uint64_t bar[KC_STREAM_MAX_STAGES];
+  __shared__ float part[2][8][NR];
   __shared__ float red[32];
   __shared__ int last;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t groups = (p.rows + 7) / 8;
-  const int64_t g0 = groups * blockIdx.x / gridDim.x;
-  const int64_t g1 = groups * (blockIdx.x + 1) / gridDim.x;
-  const int64_t nch = (p.K + KC - 1) / KC;
-  const int64_t units = (g1 - g0) * nch;
+  const int nseg = PAIR ? 1 : p.nseg;   // pair: tiles of gate's rows
+  const int64_t t0 = p.tiles * blockIdx.x / gridDim.x;
+  const int64_t t1 = p.tiles * (blockIdx.x + 1) / gridDim.x;
+  const int64_t units = (t1 - t0) * p.nch;
+  const int stages = p.stages;
 
-  // Unit u: chunk u % nch of group g0 + u / nch, into stage u % STAGES.
-  // Each row's bytes are rounded up to 16; the few past the row's end stay
-  // inside its 16-byte line and are never used.
+  // Unit u: chunk u % nch of tile t0 + u / nch, into stage u % stages. A
+  // row's bytes are rounded up to 16; the few past its end stay inside its
+  // 16-byte line and are never used.
   auto issue = [&](int64_t u) {
-    const int64_t g = g0 + u / nch, k0 = (u % nch) * KC;
-    const int64_t kn = p.K - k0 < KC ? p.K - k0 : KC;
-    const uint32_t bytes = (uint32_t)((kn * esize + 15) & ~(int64_t)15);
-    uint8_t *stage = ring + (u % KC_STREAM_STAGES) * KC_STREAM_STAGE;
-    uint64_t *b = &bar[u % KC_STREAM_STAGES];
-    const int nrow = p.rows - g * 8 < 8 ? (int)(p.rows - g * 8) : 8;
-    mbar_expect(b, bytes * (uint32_t)(nrow * NR));
-    for (int w = 0; w < nrow; w++) {
-      int64_t nl = g * 8 + w;
-      int s = 0;
-      if (!PAIR)
-        while (s + 1 < p.nseg && nl >= p.seg[s].N) nl -= p.seg[s++].N;
+    const int64_t t = t0 + u / p.nch, k0 = (u % p.nch) * p.kc;
+    const int64_t kn = p.K - k0 < p.kc ? p.K - k0 : p.kc;
+    int s;
+    int64_t r0;
+    gemvs_tile(p, nseg, t, &s, &r0);
+    const int64_t N = p.seg[s].N;
+    const int rows = N - r0 < p.nr ? (int)(N - r0) : p.nr;
+    const uint32_t rb = (uint32_t)((kn * esize + 15) & ~(int64_t)15);
+    const int st = (int)(u % stages);
+    uint8_t *stage = ring + st * p.stage_bytes;
+    mbar_expect(&bar[st], rb * (uint32_t)(rows * NR));
 #pragma unroll
-      for (int r = 0; r < NR; r++) {
-        const kc_gemv_seg &sg = p.seg[PAIR ? r : s];
-        bulk_copy(stage + (w * NR + r) * SLOT,
-                  sg.w + (uint64_t)(nl * sg.ws + k0) * esize, bytes, b);
+    for (int r = 0; r < NR; r++) {
+      const kc_gemv_seg &sg = p.seg[PAIR ? r : s];
+      uint8_t *dst = stage + r * p.nr * p.rsb;
+      const uint64_t src = sg.w + (uint64_t)(r0 * sg.ws + k0) * esize;
+      if (p.contig) {
+        bulk_copy(dst, src, rb * (uint32_t)rows, &bar[st]);
+      } else {
+        for (int i = 0; i < rows; i++)
+          bulk_copy(dst + i * p.rsb, src + (uint64_t)(i * sg.ws) * esize, rb,
+                    &bar[st]);
       }
     }
   };
 
   if (threadIdx.x == 0) {
-    for (int i = 0; i < KC_STREAM_STAGES; i++) mbar_init(&bar[i]);
+    for (int i = 0; i < stages; i++) mbar_init(&bar[i]);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
-  const int64_t first = units < KC_STREAM_STAGES ? units : KC_STREAM_STAGES;
+  const int64_t first = units < stages ? units : stages;
   if (p.pre && threadIdx.x == 0)
     for (int64_t u = 0; u < first; u++) issue(u);
   pdl_wait();
@@ -988,23 +1006,29 @@ __device__ __forceinline__ void gemvs(const kc_gemv1_params &p) {
     __syncthreads();
   }
 
+  const int wr = warp / p.wpr, sub = warp % p.wpr;   // row in tile, part
   float acc[NR];
 #pragma unroll
   for (int r = 0; r < NR; r++) acc[r] = 0.0f;
   for (int64_t u = 0; u < units; u++) {
-    const int st = (int)(u % KC_STREAM_STAGES);
-    mbar_wait(&bar[st], (uint32_t)((u / KC_STREAM_STAGES) & 1));
-    const int64_t g = g0 + u / nch, c = u % nch, k0 = c * KC;
-    const int64_t kn = p.K - k0 < KC ? p.K - k0 : KC;
-    const int64_t n = g * 8 + warp;
-    if (n < p.rows) {
+    const int st = (int)(u % stages);
+    mbar_wait(&bar[st], (uint32_t)((u / stages) & 1));
+    const int64_t t = t0 + u / p.nch, c = u % p.nch, k0 = c * p.kc;
+    const int64_t kn = p.K - k0 < p.kc ? p.K - k0 : p.kc;
+    int s;
+    int64_t r0;
+    gemvs_tile(p, nseg, t, &s, &r0);
+    const int64_t nl = r0 + wr;
+    const bool mine = nl < p.seg[s].N;
+    const bool row_end = c == p.nch - 1;
+    if (mine) {
       const int nv = (int)((kn + V - 1) / V);
       const float *xc = xs + k0;
 #pragma unroll
       for (int r = 0; r < NR; r++) {
-        const uint4 *wv = (const uint4 *)(ring + st * KC_STREAM_STAGE +
-                                          (warp * NR + r) * SLOT);
-        for (int v = lane; v < nv; v += 32) {
+        const uint4 *wv = (const uint4 *)(ring + st * p.stage_bytes +
+                                          (r * p.nr + wr) * p.rsb);
+        for (int v = sub * 32 + lane; v < nv; v += p.wpr * 32) {
           float wf[V];
           wvec<DT>::unpack(wv[v], wf);
           if ((v + 1) * V <= kn) {
@@ -1021,25 +1045,31 @@ __device__ __forceinline__ void gemvs(const kc_gemv1_params &p) {
           }
         }
       }
-      if (c == nch - 1) {
+      if (row_end) {
 #pragma unroll
-        for (int r = 0; r < NR; r++) acc[r] = warp_sum(acc[r]);
-        if (lane == 0) {
-          int64_t nl = n;
-          int s = 0;
-          if (!PAIR)
-            while (s + 1 < p.nseg && nl >= p.seg[s].N) nl -= p.seg[s++].N;
-          gemv1_store<PAIR>(p, s, n, nl, acc);
+        for (int r = 0; r < NR; r++) {
+          acc[r] = warp_sum(acc[r]);
+          if (lane == 0) part[u & 1][warp][r] = acc[r];
+          acc[r] = 0.0f;
         }
-#pragma unroll
-        for (int r = 0; r < NR; r++) acc[r] = 0.0f;
       }
     }
-    // Every warp is done with this stage: refill it.
+    // Every warp is done with this stage: refill it; the row's parts are
+    // in `part` (two sets, so that the next row's cannot overwrite them
+    // before they are read).
     __syncthreads();
-    if (threadIdx.x == 0 && u + KC_STREAM_STAGES < units) {
+    if (threadIdx.x == 0 && u + stages < units) {
       asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-      issue(u + KC_STREAM_STAGES);
+      issue(u + stages);
+    }
+    if (mine && row_end && sub == 0 && lane == 0) {
+      float sum[NR];
+#pragma unroll
+      for (int r = 0; r < NR; r++) {
+        sum[r] = 0.0f;
+        for (int i = 0; i < p.wpr; i++) sum[r] += part[u & 1][warp + i][r];
+      }
+      gemv1_store<PAIR>(p, s, nl, nl, sum);
     }
   }
   if (NORM) gemv1_norm_out(p, xs, &last);
