@@ -41,8 +41,10 @@ for s in ${SHAPES:-1b 8b}; do
     stamp "bench $s $cfg" >> "$OUT/times.log"
   done
 done
-timeout 200 build/bench/bench_zero_copy --device cuda > "$OUT/zero_copy.log" 2>&1; echo "rc=$?" >> "$OUT/zero_copy.log"
-cp build/bench/zero_copy.json "$OUT/" 2>/dev/null
-stamp zero_copy >> "$OUT/times.log"
+if [ "${ZC:-1}" = 1 ]; then   # ZC=0: no zero-copy benchmark
+  timeout 200 build/bench/bench_zero_copy --device cuda > "$OUT/zero_copy.log" 2>&1; echo "rc=$?" >> "$OUT/zero_copy.log"
+  cp build/bench/zero_copy.json "$OUT/" 2>/dev/null
+  stamp zero_copy >> "$OUT/times.log"
+fi
 cd "$OUT" && tar czf logs.tgz *.log *.json 2>/dev/null
 true
