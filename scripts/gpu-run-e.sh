@@ -2,7 +2,8 @@
 # GPU run for kernel work: cuda op tests (fused programs, GEMV shapes vs
 # cuBLAS), test_llm on cuda, bench_llm 1B and 8B under the configurations
 # in CFGS, interleaved (fuse / nofuse: KILN_CUDA_FUSE; stream / nostream:
-# KILN_CUDA_STREAM; nopdl: KILN_CUDA_PDL=0), the cold GEMV table under the
+# KILN_CUDA_STREAM; streamall: KILN_CUDA_STREAM_MIN_MB=0; nopdl:
+# KILN_CUDA_PDL=0), the cold GEMV table under the
 # streamed GEMV's rings in RINGS, the zero-copy benchmark. The
 # benchmarks run only if the cuda tests pass. Logs to $OUT.
 . scripts/gpu-env.sh
@@ -34,6 +35,7 @@ for s in ${SHAPES:-1b 8b}; do
       stream) envs="KILN_CUDA_STREAM=1" ;;
       nostream) envs="KILN_CUDA_STREAM=0" ;;
       nopdl) envs="KILN_CUDA_PDL=0" ;;
+      streamall) envs="KILN_CUDA_STREAM_MIN_MB=0" ;;
     esac
     env $envs timeout 200 build/bench/bench_llm --model "$DATA/llama-$s" --device cuda --reps ${REPS:-1} --kv f32 \
       --out "$OUT/kiln-$s-$cfg.json" >> "$OUT/bench-$s-$cfg.log" 2>&1

@@ -516,10 +516,15 @@ kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
   cd->stream_gemv = !(stream && strcmp(stream, "0") == 0);
   const char *pdl = getenv("KILN_CUDA_PDL");
   cd->pdl = !(pdl && strcmp(pdl, "0") == 0);
-  /* The streamed GEMV's ring: KILN_CUDA_STREAM_RING=<stages>x<KiB> (for
-   * tuning; out-of-range values keep the default 4 x 32 KiB). */
-  cd->stream_stages = 4;
+  /* The streamed GEMV's ring: as many stages of 32 KiB as fit beside x,
+   * up to 6 (measured on the H200: the more bytes in flight per SM, the
+   * closer a cold matrix gets to the bandwidth; docs/llm.md), or
+   * KILN_CUDA_STREAM_RING=<stages>x<KiB> for tuning. Used for groups with
+   * the RMSNORM prologue (whose latency the stream hides) and for matrices
+   * of at least KILN_CUDA_STREAM_MIN_MB (default 48) MB. */
+  cd->stream_stages = 6;
   cd->stream_stage_bytes = 32 << 10;
+  cd->stream_fixed = false;
   const char *ring = getenv("KILN_CUDA_STREAM_RING");
   int rs = 0, rk = 0;
   if (ring && sscanf(ring, "%dx%d", &rs, &rk) == 2 && rs >= 2 &&
@@ -527,7 +532,10 @@ kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
       (int64_t)rs * rk * 1024 <= KC_STREAM_SMEM_MAX) {
     cd->stream_stages = rs;
     cd->stream_stage_bytes = rk << 10;
+    cd->stream_fixed = true;
   }
+  const char *mn = getenv("KILN_CUDA_STREAM_MIN_MB");
+  cd->stream_min_bytes = (uint64_t)(mn && *mn ? atoi(mn) : 48) << 20;
   kiln_status st = KILN_OK;
   TRY_CU(cu->cuDeviceGet(&cd->dev, ordinal), "cuDeviceGet");
   char gpu[128] = "?";

@@ -80,8 +80,10 @@ typedef struct kiln_cuda_device {
    * dependents of the kernel before them inside a program
    * (KILN_CUDA_PDL=0: in plain stream order). */
   bool stream_gemv, pdl;
-  int stream_stages;                /* the streamed GEMV's ring */
+  int stream_stages;                /* the streamed GEMV's ring (at most) */
   int64_t stream_stage_bytes;
+  bool stream_fixed;                /* ring set by KILN_CUDA_STREAM_RING */
+  uint64_t stream_min_bytes;        /* weights below this: gemv1 (no norm) */
   /* While launch_seq runs: the ops of the launch before the current one
    * (NULL at a program's start and outside launch_seq), and whether that
    * launch queued only kiln kernels (no cuBLAS call). */

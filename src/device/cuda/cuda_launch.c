@@ -356,16 +356,22 @@ static bool stream_plan(const kiln_cuda_device *cd, const gemv1_group *g,
   const kiln_dtensor *w0 = &g->gemv[0]->a;
   const int64_t K = last_dim(w0), es = w0->dtype == KILN_DTYPE_F32 ? 4 : 2;
   const int64_t stage = cd->stream_stage_bytes, NR = g->swiglu ? 2 : 1;
-  if (!cd->stream_gemv ||
-      (uint64_t)cd->stream_stages * stage + (uint64_t)K * 4 > KC_STREAM_SMEM_MAX)
+  if (!cd->stream_gemv) return false;
+  /* The ring: as many stages as fit beside x (a fixed ring must fit). */
+  int64_t stages = (KC_STREAM_SMEM_MAX - K * 4) / stage;
+  if (stages > cd->stream_stages) stages = cd->stream_stages;
+  if (stages < 2 || (cd->stream_fixed && stages < cd->stream_stages))
     return false;
   bool packed = (K * es) % 16 == 0;
+  uint64_t bytes = 0;
   for (int i = 0; i < g->nseg; i++) {
     const kiln_dtensor *w = &g->gemv[i]->a;
     if (!w->dev || w->addr % 16 != 0 || (w->stride[0] * es) % 16 != 0)
       return false;
     packed = packed && w->stride[0] == K;
+    bytes += (uint64_t)w->shape[0] * (uint64_t)K * (uint64_t)es;
   }
+  if (!g->norm && bytes < cd->stream_min_bytes) return false;
   const int64_t rowb = (K * es + 15) / 16 * 16;
   if (NR * rowb <= stage) {
     p->kc = K;
@@ -382,7 +388,7 @@ static bool stream_plan(const kiln_cuda_device *cd, const gemv1_group *g,
   p->wpr = 8 / p->nr;
   p->nch = cdiv(K, p->kc);
   p->stage_bytes = stage;
-  p->stages = cd->stream_stages;
+  p->stages = (int32_t)stages;
   p->tiles = 0;
   for (int i = 0; i < (g->swiglu ? 1 : g->nseg); i++)
     p->tiles += cdiv(g->gemv[i]->a.shape[0], p->nr);

@@ -159,7 +159,7 @@ enum { KC_PRO_NONE = 0, KC_PRO_RMSNORM = 1 };
  * row has wpr = 8 / nr warps. pre != 0: the kernel before this one does
  * not write the weights, so the first stages are requested before
  * griddepcontrol.wait (programmatic dependent launch). */
-enum { KC_STREAM_MAX_STAGES = 8, KC_STREAM_SMEM_MAX = 200 * 1024 };
+enum { KC_STREAM_MAX_STAGES = 8, KC_STREAM_SMEM_MAX = 224 * 1024 };
 typedef struct kc_gemv_seg {
   uint64_t w, y;
   int64_t N, ws;     /* rows, row stride (elements) */
