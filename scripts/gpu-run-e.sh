@@ -1,11 +1,8 @@
 #!/bin/sh
 # GPU run for kernel work: cuda op tests (fused programs, GEMV shapes vs
-# cuBLAS), test_llm on cuda, bench_llm 1B and 8B under the configurations
-# in CFGS, interleaved (fuse / nofuse: KILN_CUDA_FUSE; stream / nostream:
-# KILN_CUDA_STREAM; streamall: KILN_CUDA_STREAM_MIN_MB=0; nopdl:
-# KILN_CUDA_PDL=0), the cold GEMV table under the
-# streamed GEMV's rings in RINGS, the zero-copy benchmark. The
-# benchmarks run only if the cuda tests pass. Logs to $OUT.
+# cuBLAS), test_llm on cuda, bench_llm 1B and 8B with fusion on and off
+# (KILN_CUDA_FUSE=0), the zero-copy benchmark. The benchmarks run only if
+# the cuda tests pass. Logs to $OUT.
 . scripts/gpu-env.sh
 DATA=${KILN_LLM_DATA:-/tmp/kiln-llm-data}
 mkdir -p "$DATA"
@@ -14,11 +11,6 @@ stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 stamp start > "$OUT/times.log"
 timeout 150 build/tests/test_device_cuda > "$OUT/test_device_cuda.log" 2>&1; echo "rc=$?" >> "$OUT/test_device_cuda.log"
 stamp test_device_cuda >> "$OUT/times.log"
-# The cold GEMV table under other rings of the streamed GEMV (RINGS="4x32 6x16").
-for r in ${RINGS:-}; do
-  echo "== KILN_CUDA_STREAM_RING=$r" >> "$OUT/gemv_rings.log"
-  KILN_CUDA_STREAM_RING=$r timeout 60 build/tests/test_device_cuda test_gemv_bandwidth >> "$OUT/gemv_rings.log" 2>&1
-done
 timeout 120 build/tests/test_llm cuda > "$OUT/test_llm.log" 2>&1; echo "rc=$?" >> "$OUT/test_llm.log"
 stamp test_llm >> "$OUT/times.log"
 if ! grep -q '^rc=0' "$OUT/test_device_cuda.log" || ! grep -q '^rc=0' "$OUT/test_llm.log"; then
@@ -32,10 +24,6 @@ for s in ${SHAPES:-1b 8b}; do
     case $cfg in
       fuse) envs="KILN_CUDA_FUSE=1" ;;
       nofuse) envs="KILN_CUDA_FUSE=0" ;;
-      stream) envs="KILN_CUDA_STREAM=1" ;;
-      nostream) envs="KILN_CUDA_STREAM=0" ;;
-      nopdl) envs="KILN_CUDA_PDL=0" ;;
-      streamall) envs="KILN_CUDA_STREAM_MIN_MB=0" ;;
     esac
     env $envs timeout 200 build/bench/bench_llm --model "$DATA/llama-$s" --device cuda --reps ${REPS:-1} --kv f32 \
       --out "$OUT/kiln-$s-$cfg.json" >> "$OUT/bench-$s-$cfg.log" 2>&1

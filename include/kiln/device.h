@@ -281,11 +281,6 @@ typedef struct kiln_device_stats {
    * RMSNORM into the GEMVs after it, GEMVs sharing x, a SWIGLU into the
    * GEMVs it combines); counted when launched or recorded into a graph. */
   uint64_t fused_ops;
-  /* cuda: one-row GEMV launches that streamed their weights through shared
-   * memory (weights RESIDENT, rows on 16 bytes), and how many of those
-   * were launched as programmatic dependents that request their weights
-   * before the kernel before them has finished. Counted like fused_ops. */
-  uint64_t streamed_gemvs, early_gemvs;
 } kiln_device_stats;
 void kiln_device_get_stats(kiln_device *d, kiln_device_stats *out);
 

@@ -222,8 +222,6 @@ void kiln_device_get_stats(kiln_device *d, kiln_device_stats *out) {
   out->mapped_bytes =
       __atomic_load_n(&d->stats.mapped_bytes, __ATOMIC_RELAXED);
   out->fused_ops = d->stats.fused_ops;
-  out->streamed_gemvs = d->stats.streamed_gemvs;
-  out->early_gemvs = d->stats.early_gemvs;
 }
 
 /* ---- Validation ----------------------------------------------------------- */
@@ -420,7 +418,6 @@ static kiln_status operand(check_ctx *c, int which, int required, int out,
   uint64_t host = (uint64_t)(uintptr_t)kiln_memory_base(t->memory) + t->offset;
   dt->addr = res && res->dev_addr ? res->dev_addr + (t->offset - res->offset)
                                   : host;
-  dt->dev = res && res->dev_addr;
   dt->dtype = t->dtype;
   dt->rank = r;
   for (uint32_t k = 0; k < KILN_MAX_RANK; k++) {

@@ -27,7 +27,6 @@ typedef struct kiln_dtensor {
   uint32_t rank;
   int64_t shape[KILN_MAX_RANK];
   int64_t stride[KILN_MAX_RANK];  /* elements, never all-zero here */
-  bool dev;                    /* addr is a RESIDENT copy in device memory */
 } kiln_dtensor;
 
 /* A validated op with device addresses. rows/cols are the flattened view

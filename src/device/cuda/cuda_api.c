@@ -68,7 +68,6 @@ static void api_load(void) {
       S(cuMemcpyDtoHAsync, "cuMemcpyDtoHAsync_v2"),
       S(cuMemsetD32Async, "cuMemsetD32Async"),
       S(cuLaunchKernel, "cuLaunchKernel"),
-      S(cuLaunchKernelEx, "cuLaunchKernelEx"),
       S(cuStreamBeginCapture, "cuStreamBeginCapture_v2"),
       S(cuStreamEndCapture, "cuStreamEndCapture"),
       S(cuGraphInstantiate, "cuGraphInstantiateWithFlags"),

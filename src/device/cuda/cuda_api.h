@@ -47,27 +47,6 @@ enum {
   KILN_CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1,
 };
 
-/* cuLaunchKernelEx's configuration (cuda.h's CUlaunchConfig and
- * CUlaunchAttribute; the attribute value is a 64-byte union). */
-enum {
-  KILN_CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6,
-  KILN_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8,
-};
-typedef struct kiln_cu_launch_attribute {
-  int id;
-  char pad_[4];
-  union {
-    char bytes[64];
-    int programmatic_stream_serialization_allowed;
-  } value;
-} kiln_cu_launch_attribute;
-typedef struct kiln_cu_launch_config {
-  unsigned grid_x, grid_y, grid_z, block_x, block_y, block_z, shared_bytes;
-  CUstream stream;
-  kiln_cu_launch_attribute *attrs;
-  unsigned num_attrs;
-} kiln_cu_launch_config;
-
 typedef struct kiln_cuda_api {
   CUresult (*cuInit)(unsigned flags);
   CUresult (*cuDriverGetVersion)(int *v);
@@ -107,8 +86,6 @@ typedef struct kiln_cuda_api {
                              unsigned gz, unsigned bx, unsigned by,
                              unsigned bz, unsigned shmem, CUstream s,
                              void **params, void **extra);
-  CUresult (*cuLaunchKernelEx)(const kiln_cu_launch_config *config,
-                               CUfunction f, void **params, void **extra);
   CUresult (*cuStreamBeginCapture)(CUstream s, int mode);
   CUresult (*cuStreamEndCapture)(CUstream s, CUgraph *g);
   CUresult (*cuGraphInstantiate)(CUgraphExec *e, CUgraph g,

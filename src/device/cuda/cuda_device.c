@@ -415,16 +415,6 @@ static kiln_status load_kernels(kiln_cuda_device *cd) {
       snprintf(name, sizeof name, "kiln_gemv1_%s%s", kTypes[t], kGemv1[v]);
       GET(cd->gemv1[t][v], name);
     }
-  for (int t = 0; t < 3; t++)
-    for (int v = 0; v < 4; v++) {
-      snprintf(name, sizeof name, "kiln_gemvs_%s%s", kTypes[t], kGemv1[v]);
-      GET(cd->gemvs[t][v], name);
-      /* The stage ring and x (kernels_abi.h): above the 48 KiB default. */
-      r = cd->cu->cuFuncSetAttribute(
-          cd->gemvs[t][v], KILN_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-          KC_STREAM_SMEM_MAX);
-      if (r) return kiln_cuda_status(KILN_CODE_UNAVAILABLE, r, name);
-    }
   for (int m = 0; m < KC_GEMV_MT_MAX; m++) {
     snprintf(name, sizeof name, "kiln_gemv_q8_0_%d", m + 1);
     GET(cd->gemv_q8[m], name);
@@ -512,30 +502,6 @@ kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
   cd->fuse = !(fuse && strcmp(fuse, "0") == 0);
   const char *sg = getenv("KILN_CUDA_SGEMV");
   cd->sgemv = sg && strcmp(sg, "cublas") == 0;
-  const char *stream = getenv("KILN_CUDA_STREAM");
-  cd->stream_gemv = !(stream && strcmp(stream, "0") == 0);
-  const char *pdl = getenv("KILN_CUDA_PDL");
-  cd->pdl = !(pdl && strcmp(pdl, "0") == 0);
-  /* The streamed GEMV's ring: as many stages of 32 KiB as fit beside x,
-   * up to 6 (measured on the H200: the more bytes in flight per SM, the
-   * closer a cold matrix gets to the bandwidth; docs/llm.md), or
-   * KILN_CUDA_STREAM_RING=<stages>x<KiB> for tuning. Used for groups with
-   * the RMSNORM prologue (whose latency the stream hides) and for matrices
-   * of at least KILN_CUDA_STREAM_MIN_MB (default 48) MB. */
-  cd->stream_stages = 6;
-  cd->stream_stage_bytes = 32 << 10;
-  cd->stream_fixed = false;
-  const char *ring = getenv("KILN_CUDA_STREAM_RING");
-  int rs = 0, rk = 0;
-  if (ring && sscanf(ring, "%dx%d", &rs, &rk) == 2 && rs >= 2 &&
-      rs <= KC_STREAM_MAX_STAGES && rk >= 4 && rk <= 64 &&
-      (int64_t)rs * rk * 1024 <= KC_STREAM_SMEM_MAX) {
-    cd->stream_stages = rs;
-    cd->stream_stage_bytes = rk << 10;
-    cd->stream_fixed = true;
-  }
-  const char *mn = getenv("KILN_CUDA_STREAM_MIN_MB");
-  cd->stream_min_bytes = (uint64_t)(mn && *mn ? atoi(mn) : 48) << 20;
   kiln_status st = KILN_OK;
   TRY_CU(cu->cuDeviceGet(&cd->dev, ordinal), "cuDeviceGet");
   char gpu[128] = "?";

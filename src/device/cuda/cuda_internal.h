@@ -54,8 +54,6 @@ typedef struct kiln_cuda_device {
   /* One-row GEMV by dtype and variant: plain, pair, norm, norm + pair
    * (kernels_abi.h, kc_gemv1_params). */
   CUfunction gemv1[3][4];
-  /* The streamed one-row GEMV, same layout (kiln_gemvs_*). */
-  CUfunction gemvs[3][4];
   CUfunction attn[3][KC_ATTN_DPL_COUNT];     /* k/v f32, f16, bf16 */
   int sm_count;
   int cc_major, cc_minor;
@@ -75,22 +73,6 @@ typedef struct kiln_cuda_device {
   bool fuse;
   /* KILN_CUDA_SGEMV=cublas: one-row f32 GEMVs by cublasSgemv. */
   bool sgemv;
-  /* One-row GEMVs on weights in device memory by the streamed kernel
-   * (KILN_CUDA_STREAM=0: by kiln_gemv1_*), launched as programmatic
-   * dependents of the kernel before them inside a program
-   * (KILN_CUDA_PDL=0: in plain stream order). */
-  bool stream_gemv, pdl;
-  int stream_stages;                /* the streamed GEMV's ring (at most) */
-  int64_t stream_stage_bytes;
-  bool stream_fixed;                /* ring set by KILN_CUDA_STREAM_RING */
-  uint64_t stream_min_bytes;        /* weights below this: gemv1 (no norm) */
-  /* While launch_seq runs: the ops of the launch before the current one
-   * (NULL at a program's start and outside launch_seq), and whether that
-   * launch queued only kiln kernels (no cuBLAS call). */
-  const kiln_dop *seq_prev;
-  size_t seq_prev_n;
-  bool seq_prev_kernel;
-  uint64_t blas_calls;              /* cuBLAS calls queued, ever */
   /* cuBLAS, when present (otherwise GEMM uses kiln_tiled). */
   const kiln_cublas_api *blas;
   cublasHandle_t blas_handle;

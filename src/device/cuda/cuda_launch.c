@@ -41,39 +41,20 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-/* pdl: as a programmatic dependent of the kernel before it in the stream
- * (the kernel then orders itself with griddepcontrol.wait). */
-static kiln_status launch_pdl(kiln_cuda_device *cd, int fn_id, CUfunction f,
-                              int64_t gx, int64_t gy, int64_t gz, int block,
-                              unsigned smem, void *params, bool pdl) {
+static kiln_status launch_smem(kiln_cuda_device *cd, int fn_id, CUfunction f,
+                               int64_t gx, int64_t gy, int64_t gz, int block,
+                               unsigned smem, void *params) {
   void *args[1] = {params};
-  CUresult r;
-  if (pdl) {
-    kiln_cu_launch_attribute attr = {
-        .id = KILN_CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION};
-    attr.value.programmatic_stream_serialization_allowed = 1;
-    kiln_cu_launch_config cfg = {
-        .grid_x = (unsigned)gx, .grid_y = (unsigned)gy, .grid_z = (unsigned)gz,
-        .block_x = (unsigned)block, .block_y = 1, .block_z = 1,
-        .shared_bytes = smem, .stream = cd->stream, .attrs = &attr,
-        .num_attrs = 1};
-    r = cd->cu->cuLaunchKernelEx(&cfg, f, params ? args : NULL, NULL);
-  } else {
-    r = cd->cu->cuLaunchKernel(f, (unsigned)gx, (unsigned)gy, (unsigned)gz,
-                               (unsigned)block, 1, 1, smem, cd->stream,
-                               params ? args : NULL, NULL);
-  }
+  CUresult r = cd->cu->cuLaunchKernel(f, (unsigned)gx, (unsigned)gy,
+                                      (unsigned)gz, (unsigned)block, 1, 1,
+                                      smem, cd->stream, params ? args : NULL,
+                                      NULL);
   if (r) {
     char what[64];
     snprintf(what, sizeof what, "cuLaunchKernel (kernel %d)", fn_id);
     return kiln_cuda_status(KILN_CODE_INTERNAL, r, what);
   }
   return KILN_OK;
-}
-static kiln_status launch_smem(kiln_cuda_device *cd, int fn_id, CUfunction f,
-                               int64_t gx, int64_t gy, int64_t gz, int block,
-                               unsigned smem, void *params) {
-  return launch_pdl(cd, fn_id, f, gx, gy, gz, block, smem, params, false);
 }
 static kiln_status launch(kiln_cuda_device *cd, int fn_id, CUfunction f,
                           int64_t gx, int64_t gy, int64_t gz, int block,
@@ -273,7 +254,6 @@ static kiln_status blas_gemm(kiln_cuda_device *cd, int trans_left,
       !fits_int(M) || !fits_int(N) || !fits_int(K) ||
       c->dtype != KILN_DTYPE_F32)
     return KILN_OK;
-  cd->blas_calls++;
   cublasStatus_t bs = cd->blas->cublasGemmEx(
       cd->blas_handle, trans_right ? KILN_CUBLAS_OP_T : KILN_CUBLAS_OP_N,
       trans_left ? KILN_CUBLAS_OP_T : KILN_CUBLAS_OP_N, (int)N, (int)M, (int)K,
@@ -344,77 +324,6 @@ typedef struct gemv1_group {
   const kiln_dop *swiglu;
 } gemv1_group;
 
-static void extent(const kiln_dtensor *t, uint64_t *lo, uint64_t *hi);
-static bool gemv1_ok(const kiln_dop *op);
-
-/* The streamed kernel's tiling of g into *p (kernels_abi.h), or false
- * when it cannot run g: weights not in device memory, a row not on 16
- * bytes, or x and the ring over the shared-memory budget. A stage takes
- * the most whole rows (1, 2, 4 or 8) that fit, else a chunk of one row. */
-static bool stream_plan(const kiln_cuda_device *cd, const gemv1_group *g,
-                        kc_gemv1_params *p) {
-  const kiln_dtensor *w0 = &g->gemv[0]->a;
-  const int64_t K = last_dim(w0), es = w0->dtype == KILN_DTYPE_F32 ? 4 : 2;
-  const int64_t stage = cd->stream_stage_bytes, NR = g->swiglu ? 2 : 1;
-  if (!cd->stream_gemv) return false;
-  /* The ring: as many stages as fit beside x (a fixed ring must fit). */
-  int64_t stages = (KC_STREAM_SMEM_MAX - K * 4) / stage;
-  if (stages > cd->stream_stages) stages = cd->stream_stages;
-  if (stages < 2 || (cd->stream_fixed && stages < cd->stream_stages))
-    return false;
-  bool packed = (K * es) % 16 == 0;
-  uint64_t bytes = 0;
-  for (int i = 0; i < g->nseg; i++) {
-    const kiln_dtensor *w = &g->gemv[i]->a;
-    if (!w->dev || w->addr % 16 != 0 || (w->stride[0] * es) % 16 != 0)
-      return false;
-    packed = packed && w->stride[0] == K;
-    bytes += (uint64_t)w->shape[0] * (uint64_t)K * (uint64_t)es;
-  }
-  if (!g->norm && bytes < cd->stream_min_bytes) return false;
-  const int64_t rowb = (K * es + 15) / 16 * 16;
-  if (NR * rowb <= stage) {
-    p->kc = K;
-    p->nr = 8;
-    while (NR * p->nr * rowb > stage) p->nr /= 2;
-    p->rsb = rowb;
-    p->contig = packed;
-  } else {
-    p->nr = 1;
-    p->kc = stage / NR / 16 * 16 / es;   /* whole vectors */
-    p->rsb = p->kc * es;
-    p->contig = 0;
-  }
-  p->wpr = 8 / p->nr;
-  p->nch = cdiv(K, p->kc);
-  p->stage_bytes = stage;
-  p->stages = (int32_t)stages;
-  p->tiles = 0;
-  for (int i = 0; i < (g->swiglu ? 1 : g->nseg); i++)
-    p->tiles += cdiv(g->gemv[i]->a.shape[0], p->nr);
-  return true;
-}
-
-/* No operand of the launch before this one (cd->seq_prev) overlaps the
- * weights of g: they may be read before that launch has finished. */
-static bool weights_untouched(const kiln_cuda_device *cd, const gemv1_group *g) {
-  for (int i = 0; i < g->nseg; i++) {
-    uint64_t wl, wh;
-    extent(&g->gemv[i]->a, &wl, &wh);
-    for (size_t j = 0; j < cd->seq_prev_n; j++) {
-      const kiln_dop *op = &cd->seq_prev[j];
-      const kiln_dtensor *ts[5] = {&op->a, &op->b, &op->c, &op->d, &op->index};
-      for (int k = 0; k < 5; k++) {
-        if (!ts[k]->addr) continue;
-        uint64_t lo, hi;
-        extent(ts[k], &lo, &hi);
-        if (lo < wh && wl < hi) return false;
-      }
-    }
-  }
-  return true;
-}
-
 static kiln_status launch_gemv1(kiln_cuda_device *cd, const gemv1_group *g) {
   const kiln_dop *g0 = g->gemv[0];
   kc_gemv1_params p = {0};
@@ -442,26 +351,12 @@ static kiln_status launch_gemv1(kiln_cuda_device *cd, const gemv1_group *g) {
   }
   p.xvec = xvec;
   if (p.rows <= 0) return KILN_OK;
-  const int variant = (g->norm ? 2 : 0) + (g->swiglu ? 1 : 0);
-  if (stream_plan(cd, g, &p)) {
-    /* One block per SM (or per tile, if fewer); as a programmatic
-     * dependent inside a program after a kiln kernel, with the weights
-     * requested early when that launch does not write them. */
-    const bool pdl = cd->pdl && cd->seq_prev && cd->seq_prev_kernel;
-    p.pre = pdl && weights_untouched(cd, g);
-    if (g->norm) p.xvec = p.a % 16 == 0 && p.g % 16 == 0;
-    cd->base.stats.streamed_gemvs++;
-    cd->base.stats.early_gemvs += p.pre != 0;
-    return launch_pdl(cd, KC_FN_GEMV_ANY,
-                      cd->gemvs[dtype_slot(g0->a.dtype)][variant],
-                      min64(p.tiles, cd->sm_count), 1, 1, 256,
-                      (unsigned)(p.stages * p.stage_bytes + p.K * 4), &p, pdl);
-  }
   /* A warp per row; with the RMSNORM prologue, at most as many blocks as
    * the GPU holds at once (each normalises x once, then loops over rows). */
   const int64_t blocks = cdiv(p.rows, 8);
   const int64_t grid =
       g->norm ? min64(blocks, 3 * (int64_t)cd->sm_count) : min64(blocks, INT_MAX);
+  const int variant = (g->norm ? 2 : 0) + (g->swiglu ? 1 : 0);
   return launch_smem(cd, KC_FN_GEMV_ANY,
                      cd->gemv1[dtype_slot(g0->a.dtype)][variant], grid, 1, 1,
                      256, g->norm ? (unsigned)(p.K * 4) : 0, &p);
@@ -607,7 +502,6 @@ static kiln_status launch_gemv(kiln_cuda_device *cd, const kiln_dop *op) {
    * a native program makes. Row-major w[N, K] is column-major [K, N]. */
   if (p.M == 1 && cd->sgemv && w->dtype == KILN_DTYPE_F32 && cd->blas &&
       fits_int(p.N) && fits_int(p.K) && fits_int(p.ws) && p.ws >= p.K) {
-    cd->blas_calls++;
     cublasStatus_t bs = cd->blas->cublasSgemv(
         cd->blas_handle, KILN_CUBLAS_OP_T, (int)p.K, (int)p.N, &p.alpha,
         (const float *)(uintptr_t)p.w, (int)p.ws,
@@ -616,11 +510,6 @@ static kiln_status launch_gemv(kiln_cuda_device *cd, const kiln_dop *op) {
       return kiln_make_status(KILN_CODE_INTERNAL, "cublasSgemv: %s",
                               cd->blas->cublasGetStatusString(bs));
     return KILN_OK;
-  }
-  if (p.M == 1 && gemv1_ok(op)) {
-    const gemv1_group g = {.gemv = {op}, .nseg = 1};
-    kc_gemv1_params plan;
-    if (stream_plan(cd, &g, &plan)) return launch_gemv1(cd, &g);
   }
   const int64_t blocks = cdiv(p.N, 8);   /* 8 warps of 256 threads */
   if (p.M <= KC_GEMV_MT_MAX) {
@@ -851,33 +740,29 @@ static kiln_status run_group(kiln_cuda_device *cd, const void *g) {
 kiln_status kiln_cuda_launch_seq(kiln_device *d, const kiln_dop *ops, size_t n) {
   kiln_cuda_device *cd = kiln_cuda_of(d);
   KILN_RETURN_IF_ERROR(kiln_cuda_make_current(cd));
-  kiln_status s = KILN_OK;
-  cd->seq_prev = NULL;
-  for (size_t i = 0; i < n && !s;) {
-    const uint64_t blas_before = cd->blas_calls;
-    size_t used = 0;
+  for (size_t i = 0; i < n;) {
     kc_rope_copy_params rc;
-    gemv1_group g;
     if (cd->fuse && match_rope_copy(cd, ops + i, n - i, &rc)) {
-      s = timed(cd, KILN_OP_ROPE, 2, launch_rope_copy, &rc);
-      used = 2;
-    } else if (cd->fuse && (used = match_gemv1(ops + i, n - i, &g)) != 0) {
+      KILN_RETURN_IF_ERROR(timed(cd, KILN_OP_ROPE, 2, launch_rope_copy, &rc));
+      d->stats.fused_ops += 1;
+      i += 2;
+      continue;
+    }
+    gemv1_group g;
+    size_t used = cd->fuse ? match_gemv1(ops + i, n - i, &g) : 0;
+    if (used) {
       if (cd->profile > 1)
         fprintf(stderr, "  fused: %s%d GEMV%s\n", g.norm ? "RMSNORM + " : "",
                 g.nseg, g.swiglu ? " + SWIGLU" : "");
-      s = timed(cd, KILN_OP_GEMV, used, run_group, &g);
+      KILN_RETURN_IF_ERROR(timed(cd, KILN_OP_GEMV, used, run_group, &g));
+      d->stats.fused_ops += used - 1;
+      i += used;
     } else {
-      s = kiln_cuda_launch(d, &ops[i]);
-      used = 1;
+      KILN_RETURN_IF_ERROR(kiln_cuda_launch(d, &ops[i]));
+      i++;
     }
-    d->stats.fused_ops += used - 1;
-    cd->seq_prev = ops + i;
-    cd->seq_prev_n = used;
-    cd->seq_prev_kernel = cd->blas_calls == blas_before;
-    i += used;
   }
-  cd->seq_prev = NULL;
-  return s;
+  return KILN_OK;
 }
 
 static kiln_status launch_op(kiln_cuda_device *cd, const kiln_dop *op) {

@@ -719,59 +719,6 @@ __device__ __forceinline__ void gemv1_use(const kc_gemv1_params &p,
   }
 }
 
-// Row n (segment s, row nl of it) done: acc holds the dot products (pair:
-// gate's and up's).
-template <bool PAIR>
-__device__ __forceinline__ void gemv1_store(const kc_gemv1_params &p, int s,
-                                            int64_t n, int64_t nl,
-                                            const float *acc) {
-  if (PAIR) {
-    float *y0 = (float *)p.seg[0].y + n, *y1 = (float *)p.seg[1].y + n;
-    float gt = p.seg[0].alpha * acc[0], up = p.seg[1].alpha * acc[1];
-    if (p.seg[0].beta != 0.0f) gt += p.seg[0].beta * *y0;
-    if (p.seg[1].beta != 0.0f) up += p.seg[1].beta * *y1;
-    *y1 = up;
-    if (p.act != p.seg[0].y) *y0 = gt;
-    ((float *)p.act)[n] = silu(gt) * up;
-  } else {
-    float *y = (float *)p.seg[s].y + nl;
-    float v = p.seg[s].alpha * acc[0];
-    if (p.seg[s].beta != 0.0f) v += p.seg[s].beta * *y;
-    *y = v;
-  }
-}
-
-// The RMSNORM prologue: xs = a * (1 / sqrt(mean(a^2) + eps)) * g, the
-// formula of kiln_rmsnorm, by the whole block into shared memory.
-__device__ __forceinline__ void gemv1_norm_in(const kc_gemv1_params &p,
-                                              float *xs, float *red) {
-  const float *a = (const float *)p.a, *g = (const float *)p.g;
-  float ss = 0.0f;
-  for (int64_t j = threadIdx.x; j < p.K; j += blockDim.x) ss += a[j] * a[j];
-  ss = block_sum(ss, red);
-  const float inv = 1.0f / sqrtf(ss / (float)p.K + p.eps);
-  for (int64_t j = threadIdx.x; j < p.K; j += blockDim.x)
-    xs[j] = a[j] * inv * g[j];
-  __syncthreads();
-}
-
-// The RMSNORM op's output, stored by the last block to finish: every other
-// block is done reading a, which it may overwrite (in place).
-__device__ __forceinline__ void gemv1_norm_out(const kc_gemv1_params &p,
-                                               const float *xs, int *last) {
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();
-    *last = atomicAdd((int *)p.counter, 1) == (int)gridDim.x - 1;
-  }
-  __syncthreads();
-  if (*last) {
-    for (int64_t j = threadIdx.x; j < p.K; j += blockDim.x)
-      ((float *)p.x)[j] = xs[j];
-    if (threadIdx.x == 0) *(volatile int *)p.counter = 0;
-  }
-}
-
 template <int DT, int PRO, bool PAIR>
 __device__ __forceinline__ void gemv1(const kc_gemv1_params &p) {
   constexpr int V = wvec<DT>::N;
@@ -784,9 +731,17 @@ __device__ __forceinline__ void gemv1(const kc_gemv1_params &p) {
   __shared__ int last;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const float *x = (const float *)p.x;
-  if (SMEM) {
-    gemv1_norm_in(p, (float *)xs4, red);
-    x = (const float *)xs4;
+  if (SMEM) {   // as kiln_rmsnorm: a * (1 / sqrt(mean(a^2) + eps)) * g
+    const float *a = (const float *)p.a, *g = (const float *)p.g;
+    float *xs = (float *)xs4;
+    float ss = 0.0f;
+    for (int64_t j = threadIdx.x; j < p.K; j += blockDim.x) ss += a[j] * a[j];
+    ss = block_sum(ss, red);
+    const float inv = 1.0f / sqrtf(ss / (float)p.K + p.eps);
+    for (int64_t j = threadIdx.x; j < p.K; j += blockDim.x)
+      xs[j] = a[j] * inv * g[j];
+    __syncthreads();
+    x = xs;
   }
   for (int64_t n = (int64_t)blockIdx.x * 8 + warp; n < p.rows;
        n += (int64_t)gridDim.x * 8) {
@@ -831,9 +786,37 @@ __device__ __forceinline__ void gemv1(const kc_gemv1_params &p) {
     }
 #pragma unroll
     for (int r = 0; r < NR; r++) acc[r] = warp_sum(acc[r]);
-    if (lane == 0) gemv1_store<PAIR>(p, s, n, nl, acc);
+    if (lane != 0) continue;
+    if (PAIR) {
+      float *y0 = (float *)p.seg[0].y + n, *y1 = (float *)p.seg[1].y + n;
+      float gt = p.seg[0].alpha * acc[0], up = p.seg[1].alpha * acc[NR - 1];
+      if (p.seg[0].beta != 0.0f) gt += p.seg[0].beta * *y0;
+      if (p.seg[1].beta != 0.0f) up += p.seg[1].beta * *y1;
+      *y1 = up;
+      if (p.act != p.seg[0].y) *y0 = gt;
+      ((float *)p.act)[n] = silu(gt) * up;
+    } else {
+      float *y = (float *)p.seg[s].y + nl;
+      float v = p.seg[s].alpha * acc[0];
+      if (p.seg[s].beta != 0.0f) v += p.seg[s].beta * *y;
+      *y = v;
+    }
   }
-  if (SMEM) gemv1_norm_out(p, x, &last);
+  if (SMEM) {
+    // The RMSNORM op's output, stored by the last block to finish: every
+    // other block is done reading a, which it may overwrite (in place).
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      __threadfence();
+      last = atomicAdd((int *)p.counter, 1) == (int)gridDim.x - 1;
+    }
+    __syncthreads();
+    if (last) {
+      for (int64_t j = threadIdx.x; j < p.K; j += blockDim.x)
+        ((float *)p.x)[j] = x[j];
+      if (threadIdx.x == 0) *(volatile int *)p.counter = 0;
+    }
+  }
 }
 
 // Registers capped for 4 blocks (32 warps) per SM, 3 with the fusions.
@@ -849,244 +832,6 @@ __device__ __forceinline__ void gemv1(const kc_gemv1_params &p) {
 KC_GEMV1(f32, KC_F32)
 KC_GEMV1(f16, KC_F16)
 KC_GEMV1(bf16, KC_BF16)
-
-// ---- streamed one-row GEMV (kc_gemv1_params, kernels kiln_gemvs_*) ----------
-//
-// gemv1's work for weights in device memory whose rows start on 16 bytes,
-// with the weights streamed instead of loaded by the warps that use them.
-// A warp of gemv1 has a few loads in flight and waits for them before it
-// asks for more; a matrix of a few thousand rows is then read in one or
-// two such round trips per warp, and from cold HBM that falls well short
-// of the bandwidth (1.7 TB/s on 2048x2048 bf16). Here thread 0 of each
-// block asks the SM's bulk-copy engine (cp.async.bulk, Hopper's TMA
-// without a tensor map) for the block's weights a few stages ahead, in
-// large contiguous copies (a tile of whole rows where they fit), each
-// stage's arrival counted in bytes on its mbarrier, and the eight warps
-// compute from the stages that have landed while the next are on their way.
-//
-// One block per SM (or per tile, if fewer). Block b takes tiles [b T /
-// grid, (b + 1) T / grid) of the T tiles of all segments, each cut along
-// K into nch chunks; (tile, chunk) units go through the ring in order. A
-// row has wpr warps, each keeping its partial sum across the chunks; at
-// the row's last chunk they are added (through shared memory when wpr > 1)
-// and stored.
-//
-// The kernel is launched as a programmatic dependent of the kernel before
-// it: with `pre`, it requests the first stages before griddepcontrol.wait,
-// so its weights stream in while that kernel finishes; everything else (x,
-// the norm input, the outputs) is touched after the wait. It lets its own
-// dependent launch as soon as it has passed the wait.
-
-__device__ __forceinline__ uint32_t smem_addr(const void *p) {
-  return (uint32_t)__cvta_generic_to_shared(p);
-}
-__device__ __forceinline__ void mbar_init(uint64_t *bar) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(bar))
-               : "memory");
-}
-__device__ __forceinline__ void mbar_expect(uint64_t *bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(
-                   smem_addr(bar)),
-               "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
-  uint32_t done = 0;
-  while (!done)
-    asm volatile(
-        "{\n\t.reg .pred p;\n\t"
-        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
-        "selp.u32 %0, 1, 0, p;\n\t}"
-        : "=r"(done)
-        : "r"(smem_addr(bar)), "r"(parity)
-        : "memory");
-}
-// bytes (a multiple of 16) from global src to shared dst, both 16-aligned.
-__device__ __forceinline__ void bulk_copy(void *dst, uint64_t src,
-                                          uint32_t bytes, uint64_t *bar) {
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes "
-      "[%0], [%1], %2, [%3];" ::"r"(smem_addr(dst)),
-      "l"(src), "r"(bytes), "r"(smem_addr(bar))
-      : "memory");
-}
-__device__ __forceinline__ void pdl_wait(void) {
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-}
-__device__ __forceinline__ void pdl_trigger(void) {
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-}
-
-// Tile t of the segments: its segment and first row.
-__device__ __forceinline__ void gemvs_tile(const kc_gemv1_params &p, int nseg,
-                                           int64_t t, int *s, int64_t *r0) {
-  int i = 0;
-  for (; i + 1 < nseg; i++) {
-    const int64_t ti = (p.seg[i].N + p.nr - 1) / p.nr;
-    if (t < ti) break;
-    t -= ti;
-  }
-  *s = i;
-  *r0 = t * p.nr;
-}
-
-template <int DT, bool NORM, bool PAIR>
-__device__ __forceinline__ void gemvs(const kc_gemv1_params &p) {
-  constexpr int V = wvec<DT>::N;
-  constexpr int NR = PAIR ? 2 : 1;
-  constexpr int esize = DT == KC_F32 ? 4 : 2;
-  extern __shared__ float4 smem4[];
-  uint8_t *ring = (uint8_t *)smem4;
-  float *xs = (float *)(ring + p.stages * p.stage_bytes);
-  __shared__ __align__(8) uint64_t bar[KC_STREAM_MAX_STAGES];
-  __shared__ float part[2][8][NR];
-  __shared__ float red[32];
-  __shared__ int last;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int nseg = PAIR ? 1 : p.nseg;   // pair: tiles of gate's rows
-  const int64_t t0 = p.tiles * blockIdx.x / gridDim.x;
-  const int64_t t1 = p.tiles * (blockIdx.x + 1) / gridDim.x;
-  const int64_t units = (t1 - t0) * p.nch;
-  const int stages = p.stages;
-
-  // Unit u: chunk u % nch of tile t0 + u / nch, into stage u % stages. A
-  // row's bytes are rounded up to 16; the few past its end stay inside its
-  // 16-byte line and are never used.
-  auto issue = [&](int64_t u) {
-    const int64_t t = t0 + u / p.nch, k0 = (u % p.nch) * p.kc;
-    const int64_t kn = p.K - k0 < p.kc ? p.K - k0 : p.kc;
-    int s;
-    int64_t r0;
-    gemvs_tile(p, nseg, t, &s, &r0);
-    const int64_t N = p.seg[s].N;
-    const int rows = N - r0 < p.nr ? (int)(N - r0) : p.nr;
-    const uint32_t rb = (uint32_t)((kn * esize + 15) & ~(int64_t)15);
-    const int st = (int)(u % stages);
-    uint8_t *stage = ring + st * p.stage_bytes;
-    mbar_expect(&bar[st], rb * (uint32_t)(rows * NR));
-#pragma unroll
-    for (int r = 0; r < NR; r++) {
-      const kc_gemv_seg &sg = p.seg[PAIR ? r : s];
-      uint8_t *dst = stage + r * p.nr * p.rsb;
-      const uint64_t src = sg.w + (uint64_t)(r0 * sg.ws + k0) * esize;
-      if (p.contig) {
-        bulk_copy(dst, src, rb * (uint32_t)rows, &bar[st]);
-      } else {
-        for (int i = 0; i < rows; i++)
-          bulk_copy(dst + i * p.rsb, src + (uint64_t)(i * sg.ws) * esize, rb,
-                    &bar[st]);
-      }
-    }
-  };
-
-  if (threadIdx.x == 0) {
-    for (int i = 0; i < stages; i++) mbar_init(&bar[i]);
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  }
-  __syncthreads();
-  const int64_t first = units < stages ? units : stages;
-  if (p.pre && threadIdx.x == 0)
-    for (int64_t u = 0; u < first; u++) issue(u);
-  pdl_wait();
-  pdl_trigger();
-  if (!p.pre && threadIdx.x == 0)
-    for (int64_t u = 0; u < first; u++) issue(u);
-  if (NORM) {
-    gemv1_norm_in(p, xs, red);
-  } else {
-    const float *x = (const float *)p.x;
-    if (p.xvec) {
-      for (int64_t j = threadIdx.x; j < p.K / 4; j += blockDim.x)
-        ((float4 *)xs)[j] = __ldg((const float4 *)x + j);
-      for (int64_t j = p.K / 4 * 4 + threadIdx.x; j < p.K; j += blockDim.x)
-        xs[j] = x[j];
-    } else {
-      for (int64_t j = threadIdx.x; j < p.K; j += blockDim.x) xs[j] = x[j];
-    }
-    __syncthreads();
-  }
-
-  const int wr = warp / p.wpr, sub = warp % p.wpr;   // row in tile, part
-  float acc[NR];
-#pragma unroll
-  for (int r = 0; r < NR; r++) acc[r] = 0.0f;
-  for (int64_t u = 0; u < units; u++) {
-    const int st = (int)(u % stages);
-    mbar_wait(&bar[st], (uint32_t)((u / stages) & 1));
-    const int64_t t = t0 + u / p.nch, c = u % p.nch, k0 = c * p.kc;
-    const int64_t kn = p.K - k0 < p.kc ? p.K - k0 : p.kc;
-    int s;
-    int64_t r0;
-    gemvs_tile(p, nseg, t, &s, &r0);
-    const int64_t nl = r0 + wr;
-    const bool mine = nl < p.seg[s].N;
-    const bool row_end = c == p.nch - 1;
-    if (mine) {
-      const int nv = (int)((kn + V - 1) / V);
-      const float *xc = xs + k0;
-#pragma unroll
-      for (int r = 0; r < NR; r++) {
-        const uint4 *wv = (const uint4 *)(ring + st * p.stage_bytes +
-                                          (r * p.nr + wr) * p.rsb);
-        for (int v = sub * 32 + lane; v < nv; v += p.wpr * 32) {
-          float wf[V];
-          wvec<DT>::unpack(wv[v], wf);
-          if ((v + 1) * V <= kn) {
-#pragma unroll
-            for (int q = 0; q < V / 4; q++) {
-              const float4 xv = ((const float4 *)(xc + v * V))[q];
-              acc[r] += wf[4 * q] * xv.x + wf[4 * q + 1] * xv.y +
-                        wf[4 * q + 2] * xv.z + wf[4 * q + 3] * xv.w;
-            }
-          } else {
-#pragma unroll
-            for (int i = 0; i < V; i++)
-              if (v * V + i < kn) acc[r] += wf[i] * xc[v * V + i];
-          }
-        }
-      }
-      if (row_end) {
-#pragma unroll
-        for (int r = 0; r < NR; r++) {
-          acc[r] = warp_sum(acc[r]);
-          if (lane == 0) part[u & 1][warp][r] = acc[r];
-          acc[r] = 0.0f;
-        }
-      }
-    }
-    // Every warp is done with this stage: refill it; the row's parts are
-    // in `part` (two sets, so that the next row's cannot overwrite them
-    // before they are read).
-    __syncthreads();
-    if (threadIdx.x == 0 && u + stages < units) {
-      asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-      issue(u + stages);
-    }
-    if (mine && row_end && sub == 0 && lane == 0) {
-      float sum[NR];
-#pragma unroll
-      for (int r = 0; r < NR; r++) {
-        sum[r] = 0.0f;
-        for (int i = 0; i < p.wpr; i++) sum[r] += part[u & 1][warp + i][r];
-      }
-      gemv1_store<PAIR>(p, s, nl, nl, sum);
-    }
-  }
-  if (NORM) gemv1_norm_out(p, xs, &last);
-}
-
-#define KC_GEMVS_KERNEL(NAME, DT, NORM, PAIR)                        \
-  KC_GLOBAL void __launch_bounds__(256, 1) NAME(kc_gemv1_params p) { \
-    gemvs<DT, NORM, PAIR>(p);                                        \
-  }
-#define KC_GEMVS(TAG, DT)                                          \
-  KC_GEMVS_KERNEL(kiln_gemvs_##TAG, DT, false, false)              \
-  KC_GEMVS_KERNEL(kiln_gemvs_##TAG##_pair, DT, false, true)        \
-  KC_GEMVS_KERNEL(kiln_gemvs_##TAG##_norm, DT, true, false)        \
-  KC_GEMVS_KERNEL(kiln_gemvs_##TAG##_norm_pair, DT, true, true)
-KC_GEMVS(f32, KC_F32)
-KC_GEMVS(f16, KC_F16)
-KC_GEMVS(bf16, KC_BF16)
 
 // ---- tiled matrix product (GEMV prefill, GEMM without cuBLAS) ---------------
 //
@@ -1185,8 +930,6 @@ __device__ __forceinline__ void attn_impl(const kc_attn_params &p) {
   const int64_t T = p.q.shape[0], Hq = p.q.shape[1], D = p.q.shape[2];
   const int64_t S = p.k.shape[0], Hkv = p.k.shape[1];
   const int64_t split = blockIdx.x, h = blockIdx.y, t = blockIdx.z;
-  // A streamed GEMV after this kernel may start requesting its weights.
-  pdl_trigger();
   int64_t pos0;
   if (!attn_pos_ok(p, &pos0)) {
     if (split == 0 && h == 0 && t == 0 && threadIdx.x == 0)

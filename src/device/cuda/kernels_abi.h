@@ -148,18 +148,6 @@ typedef struct kc_gemv_params {
  * segment 0). counter: a device int that is 0 between launches. */
 enum { KC_GEMV1_SEGS = 4 };
 enum { KC_PRO_NONE = 0, KC_PRO_RMSNORM = 1 };
-/* The streamed variant (kernels kiln_gemvs_*, same parameters plus the
- * tiling below, which the host computes) for weights in device memory
- * whose rows start on 16 bytes: one block per SM copies its weights into
- * a ring of `stages` shared-memory stages of `stage_bytes` (cp.async.bulk)
- * and computes from them; x is staged in shared memory after the ring (K
- * floats). A stage holds one tile: rows [r0, r0 + nr) of a segment (pair:
- * of gate and of up), elements [k0, k0 + kc) of each, at rsb bytes per row
- * (contig: one copy per matrix, rows packed; else a copy per row). Each
- * row has wpr = 8 / nr warps. pre != 0: the kernel before this one does
- * not write the weights, so the first stages are requested before
- * griddepcontrol.wait (programmatic dependent launch). */
-enum { KC_STREAM_MAX_STAGES = 8, KC_STREAM_SMEM_MAX = 224 * 1024 };
 typedef struct kc_gemv_seg {
   uint64_t w, y;
   int64_t N, ws;     /* rows, row stride (elements) */
@@ -172,10 +160,7 @@ typedef struct kc_gemv1_params {
   float eps;
   int32_t nseg;
   int32_t xvec;    /* x 16-byte aligned: float4 loads of it */
-  int32_t pre;     /* streamed: weights may be read before the wait */
-  /* Streamed only. */
-  int64_t kc, nch, rsb, stage_bytes, tiles;
-  int32_t nr, wpr, contig, stages;
+  int32_t pad_;
 } kc_gemv1_params;
 
 /* ARGMAX of one long row over many blocks: each block's best goes to
