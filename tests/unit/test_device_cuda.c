@@ -733,7 +733,11 @@ static void fused_program(kiln_test *t, fx *f, kiln_dtype wt, bool mis) {
     wts[i].offset += (uint64_t)sh * kiln_dtype_size(wt);
     wts[i].shape[1] = wk[i];
   }
-  kiln_tensor g1 = input(f, KILN_DTYPE_F32, 1, H, 0, 0, 0);
+  /* With mis, g1 starts 4 bytes in too: the fused RMSNORM's scalar path
+   * (its 16-byte loads need a and g on 16 bytes). */
+  kiln_tensor g1 = input(f, KILN_DTYPE_F32, 1, H + 1, 0, 0, 0);
+  g1.shape[0] = H;
+  if (mis) g1.offset += 4;
   kiln_tensor g2 = input(f, KILN_DTYPE_F32, 1, H, 0, 0, 0);
   kiln_tensor x = output(f, KILN_DTYPE_F32, 2, 1, H, 0, 0, true);
   kiln_tensor xb = output(f, KILN_DTYPE_F32, 2, 1, H, 0, 0, false);

@@ -317,6 +317,26 @@ __device__ __forceinline__ void amax_merge(float &v, int64_t &i, float v2,
   }
 }
 
+// The block's best (thread 0 holds it); sv and si hold 32 entries. Safe to
+// call again on the same arrays (it syncs before writing them).
+__device__ __forceinline__ void amax_block(float &bv, int64_t &bi, float *sv,
+                                           int64_t *si) {
+  for (int o = 16; o > 0; o >>= 1) {
+    float v2 = __shfl_xor_sync(0xffffffffu, bv, o);
+    int64_t i2 = __shfl_xor_sync(0xffffffffu, bi, o);
+    amax_merge(bv, bi, v2, i2);
+  }
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) {
+    sv[threadIdx.x >> 5] = bv;
+    si[threadIdx.x >> 5] = bi;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0)
+    for (int w = 1; w < (int)(blockDim.x + 31) >> 5; w++)
+      amax_merge(bv, bi, sv[w], si[w]);
+}
+
 KC_GLOBAL void kiln_argmax(kc_argmax_params p) {
   __shared__ float sv[32];
   __shared__ int64_t si[32];
@@ -339,46 +359,15 @@ KC_GLOBAL void kiln_argmax(kc_argmax_params p) {
       amax_merge(bv, bi, v3, j + 3 * bd);
     }
     for (; j < p.cols; j += bd) amax_merge(bv, bi, load_f(p.a.addr, p.a.dtype, ao + j), j);
-    for (int o = 16; o > 0; o >>= 1) {
-      float v2 = __shfl_xor_sync(0xffffffffu, bv, o);
-      int64_t i2 = __shfl_xor_sync(0xffffffffu, bi, o);
-      amax_merge(bv, bi, v2, i2);
-    }
-    __syncthreads();
-    if ((threadIdx.x & 31) == 0) {
-      sv[threadIdx.x >> 5] = bv;
-      si[threadIdx.x >> 5] = bi;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      int nw = (blockDim.x + 31) >> 5;
-      for (int w = 1; w < nw; w++) amax_merge(bv, bi, sv[w], si[w]);
+    amax_block(bv, bi, sv, si);
+    if (threadIdx.x == 0)
       ((int32_t *)p.b.addr)[flat_off(p.b, r)] = (int32_t)(bi < 0 ? 0 : bi);
-    }
   }
 }
 
 // One row over many blocks (greedy decoding over a 128k vocabulary): each
 // block's best to partials, then the last block to finish merges them.
 // amax_merge keeps the first index among equal values whatever the order.
-__device__ __forceinline__ void amax_block(float &bv, int64_t &bi, float *sv,
-                                           int64_t *si) {
-  for (int o = 16; o > 0; o >>= 1) {
-    float v2 = __shfl_xor_sync(0xffffffffu, bv, o);
-    int64_t i2 = __shfl_xor_sync(0xffffffffu, bi, o);
-    amax_merge(bv, bi, v2, i2);
-  }
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0) {
-    sv[threadIdx.x >> 5] = bv;
-    si[threadIdx.x >> 5] = bi;
-  }
-  __syncthreads();
-  if (threadIdx.x == 0)
-    for (int w = 1; w < (int)(blockDim.x + 31) >> 5; w++)
-      amax_merge(bv, bi, sv[w], si[w]);
-}
-
 KC_GLOBAL void __launch_bounds__(256) kiln_argmax_wide(kc_argmax_wide_params p) {
   __shared__ float sv[32];
   __shared__ int64_t si[32];
@@ -732,14 +721,41 @@ __device__ __forceinline__ void gemv1(const kc_gemv1_params &p) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const float *x = (const float *)p.x;
   if (SMEM) {   // as kiln_rmsnorm: a * (1 / sqrt(mean(a^2) + eps)) * g
+    // Every block waits for this before its first weight load, so it takes
+    // two trips to memory, not one per element a thread handles: a goes to
+    // shared memory on the way in (16-byte loads, several in flight), and
+    // the scaling pass reads it back from there.
     const float *a = (const float *)p.a, *g = (const float *)p.g;
     float *xs = (float *)xs4;
     float ss = 0.0f;
-    for (int64_t j = threadIdx.x; j < p.K; j += blockDim.x) ss += a[j] * a[j];
-    ss = block_sum(ss, red);
-    const float inv = 1.0f / sqrtf(ss / (float)p.K + p.eps);
-    for (int64_t j = threadIdx.x; j < p.K; j += blockDim.x)
-      xs[j] = a[j] * inv * g[j];
+    if (p.xvec && p.K % 4 == 0) {
+      const int64_t K4 = p.K / 4;
+      const float4 *a4 = (const float4 *)a, *g4 = (const float4 *)g;
+#pragma unroll 4
+      for (int64_t j = threadIdx.x; j < K4; j += blockDim.x) {
+        const float4 v = a4[j];
+        xs4[j] = v;
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+      }
+      ss = block_sum(ss, red);
+      const float inv = 1.0f / sqrtf(ss / (float)p.K + p.eps);
+#pragma unroll 4
+      for (int64_t j = threadIdx.x; j < K4; j += blockDim.x) {
+        float4 v = xs4[j];
+        const float4 w = __ldg(g4 + j);
+        v.x = v.x * inv * w.x;
+        v.y = v.y * inv * w.y;
+        v.z = v.z * inv * w.z;
+        v.w = v.w * inv * w.w;
+        xs4[j] = v;
+      }
+    } else {
+      for (int64_t j = threadIdx.x; j < p.K; j += blockDim.x) ss += a[j] * a[j];
+      ss = block_sum(ss, red);
+      const float inv = 1.0f / sqrtf(ss / (float)p.K + p.eps);
+      for (int64_t j = threadIdx.x; j < p.K; j += blockDim.x)
+        xs[j] = a[j] * inv * g[j];
+    }
     __syncthreads();
     x = xs;
   }
