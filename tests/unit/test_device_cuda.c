@@ -887,7 +887,7 @@ static void test_fused_program_resident(kiln_test *t) {
  * the one before's output: K over several 16-byte vectors per lane with a
  * tail, a K shorter than a vector (rows 16-byte padded), rows not a
  * multiple of 8, the fused RMSNORM + q, k and gate, up + SWIGLU on a long
- * K, a residual, and two hazards: a GEMV whose weights the GEMV before it
+ * K, RMSNORM + GEMV on a longer one, a residual, and two hazards: a GEMV whose weights the GEMV before it
  * writes, and a GEMV writing the RMSNORM input of the group after it.
  * Against the cpu backend, recorded and replayed. */
 static void test_gemv_chain_program(kiln_test *t) {
@@ -923,6 +923,12 @@ static void test_gemv_chain_program(kiln_test *t) {
   kiln_tensor hb = output(&f, f32, 2, 1, I, 0, 0, false);
   kiln_tensor hb2 = output(&f, f32, 2, 1, I, 0, 0, false);
   kiln_tensor y3 = output(&f, f32, 2, 1, N1, 0, 0, false);
+  const int64_t K5 = 5000;
+  kiln_tensor w5 = input(&f, bf, 2, 19, K5, 0, 0);
+  kiln_tensor g5 = input(&f, f32, 1, K5, 0, 0, 0);
+  kiln_tensor x5 = output(&f, f32, 2, 1, K5, 0, 0, true);
+  kiln_tensor xb5 = output(&f, f32, 2, 1, K5, 0, 0, false);
+  kiln_tensor y5 = output(&f, f32, 2, 1, 19, 0, 0, false);
   kiln_op ops[16];
   int n = 0;
   kiln_op op = op_of(KILN_OP_GEMV);
@@ -948,6 +954,14 @@ static void test_gemv_chain_program(kiln_test *t) {
   op = op_of(KILN_OP_GEMV);
   op.a = w1, op.b = x3, op.c = y3, op.alpha = 0.5f;
   ops[n++] = op;
+  /* RMSNORM + GEMV over K = 5000: x longer than 16 floats per thread (the
+   * prologue's two-trip path). */
+  op = op_of(KILN_OP_RMSNORM);
+  op.a = x5, op.b = g5, op.c = xb5, op.eps = 1e-6f;
+  ops[n++] = op;
+  op = op_of(KILN_OP_GEMV);
+  op.a = w5, op.b = xb5, op.c = y5;
+  ops[n++] = op;
   kiln_program *pc = NULL, *pg = NULL;
   KILN_EXPECT_OK(t, kiln_program_create(f.cpu, &pc));
   KILN_EXPECT_OK(t, kiln_program_create(f.gpu, &pg));
@@ -966,7 +980,7 @@ static void test_gemv_chain_program(kiln_test *t) {
       const kiln_tensor *t;
     } outs[] = {{"y1", &y1}, {"y2", &y2}, {"xb", &xb}, {"q", &q},
                 {"k", &k},   {"v", &v},   {"hb", &hb}, {"hb2", &hb2},
-                {"x3", &x3}, {"y3", &y3}};
+                {"x3", &x3}, {"y3", &y3}, {"xb5", &xb5}, {"y5", &y5}};
     for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) {
       char what[96];
       snprintf(what, sizeof what, "GEMV chain rep %d: %s", rep, outs[i].name);

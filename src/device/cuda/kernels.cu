@@ -722,13 +722,42 @@ __device__ __forceinline__ void gemv1(const kc_gemv1_params &p) {
   const float *x = (const float *)p.x;
   if (SMEM) {   // as kiln_rmsnorm: a * (1 / sqrt(mean(a^2) + eps)) * g
     // Every block waits for this before its first weight load, so it takes
-    // two trips to memory, not one per element a thread handles: a goes to
-    // shared memory on the way in (16-byte loads, several in flight), and
-    // the scaling pass reads it back from there.
+    // one trip to memory (K <= 16 floats a thread: g waits in registers) or
+    // two, not one per element a thread handles: a goes to shared memory on
+    // the way in (16-byte loads, several in flight), and the scaling pass
+    // reads it back from there.
     const float *a = (const float *)p.a, *g = (const float *)p.g;
     float *xs = (float *)xs4;
     float ss = 0.0f;
-    if (p.xvec && p.K % 4 == 0) {
+    if (p.xvec && p.K % 4 == 0 && p.K <= 16 * (int64_t)blockDim.x) {
+      const int64_t K4 = p.K / 4;
+      const float4 *a4 = (const float4 *)a, *g4 = (const float4 *)g;
+      float4 gr[4];
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        const int64_t j = threadIdx.x + i * (int64_t)blockDim.x;
+        if (j < K4) {
+          gr[i] = __ldg(g4 + j);
+          const float4 v = a4[j];
+          xs4[j] = v;
+          ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        }
+      }
+      ss = block_sum(ss, red);
+      const float inv = 1.0f / sqrtf(ss / (float)p.K + p.eps);
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        const int64_t j = threadIdx.x + i * (int64_t)blockDim.x;
+        if (j < K4) {
+          float4 v = xs4[j];
+          v.x = v.x * inv * gr[i].x;
+          v.y = v.y * inv * gr[i].y;
+          v.z = v.z * inv * gr[i].z;
+          v.w = v.w * inv * gr[i].w;
+          xs4[j] = v;
+        }
+      }
+    } else if (p.xvec && p.K % 4 == 0) {
       const int64_t K4 = p.K / 4;
       const float4 *a4 = (const float4 *)a, *g4 = (const float4 *)g;
 #pragma unroll 4
