@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/reserve.h"
 #include "kiln/device.h"
 #include "kiln/engine.h"
 #include "kiln/gpu_host.h"
@@ -117,9 +118,11 @@ struct kiln_gpu_session {
   kiln_memory *guest_memory;   /* handle 0; retained */
   bool guest_attached_by_us;
   grant *grants;               /* handle h is grants[h - 1] */
-  uint32_t ngrants, grants_cap;
+  uint32_t ngrants;
+  size_t grants_cap;
   named_tensor *tensors;
-  uint32_t ntensors, tensors_cap;
+  uint32_t ntensors;
+  size_t tensors_cap;
   kiln_program **programs;     /* handle h is programs[h - 1]; NULL: free */
   uint32_t programs_cap;
   kiln_program *recording;     /* between program_begin and program_end */
@@ -242,16 +245,12 @@ static bool name_ok(const char *name) {
 
 /* Room for one more entry in a table of n entries (capacity *cap, doubled
  * from `first` as needed). */
-static kiln_status table_room(void **v, uint32_t n, uint32_t *cap, size_t elem,
-                              uint32_t first) {
-  if (n < *cap) return KILN_OK;
-  uint32_t c = *cap ? 2 * *cap : first;
-  void *p = realloc(*v, (size_t)c * elem);
-  if (!p)
+/* Room for one more entry in a session table (grants, tensors). */
+static kiln_status table_room(void **v, uint32_t n, size_t *cap, size_t elem,
+                              size_t first) {
+  if (!kiln_reserve(v, cap, (size_t)n + 1, elem, first))
     return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED,
                             "kiln_gpu: out of memory");
-  *v = p;
-  *cap = c;
   return KILN_OK;
 }
 
