@@ -51,6 +51,31 @@ def byte_alphabet():
     return pre_tokenizers.ByteLevel.alphabet()
 
 
+def llama3_bytes():
+    """The Llama 3 layout with no merges: the 256 byte tokens in byte order
+    (as GPT-2's bytes_to_unicode numbers them), then BOS and EOS."""
+    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) +
+          list(range(ord("®"), ord("ÿ") + 1)))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    table = dict(zip(bs, [chr(c) for c in cs]))
+    assert sorted(table.values()) == sorted(byte_alphabet())
+    vocab = {table[b]: b for b in range(256)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], ignore_merges=True))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([BOS, EOS])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", special_tokens=[(BOS, tok.token_to_id(BOS))])
+    return tok
+
+
 def llama3_bpe(vocab_size=384):
     """Byte-level BPE in the Llama 3 layout: Split(GPT-4 regex) + ByteLevel,
     ignore_merges, <|begin_of_text|> template."""

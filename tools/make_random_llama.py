@@ -28,6 +28,7 @@ Usage: python3 tools/make_random_llama.py --shape 1b --out /data/llama-1b
 import argparse
 import json
 import os
+import sys
 
 import torch
 from safetensors.torch import save_file
@@ -39,32 +40,12 @@ SHAPES = {
                tied=False, rope_factor=8.0),
 }
 VOCAB = 128256
-BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
-LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
-                  r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
 def byte_tokenizer():
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) +
-          list(range(ord("®"), ord("ÿ") + 1)))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    table = dict(zip(bs, [chr(c) for c in cs]))
-    vocab = {table[b]: b for b in range(256)}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], ignore_merges=True))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([BOS, EOS])
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", special_tokens=[(BOS, tok.token_to_id(BOS))])
-    return tok
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import kiln_refs_common  # tokenizers, needed only here
+    return kiln_refs_common.llama3_bytes()
 
 
 def config(s):

@@ -33,37 +33,10 @@ import sys
 import time
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM
 
-LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
-                  r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
-
-
-def make_tokenizer():
-    byte_chars = list(pre_tokenizers.ByteLevel.alphabet())
-    # Order the 256 byte tokens by byte value, as GPT-2's bytes_to_unicode does.
-    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) +
-          list(range(ord("®"), ord("ÿ") + 1)))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    table = dict(zip(bs, [chr(c) for c in cs]))
-    assert sorted(table.values()) == sorted(byte_chars)
-    vocab = {table[b]: b for b in range(256)}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], ignore_merges=True))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([BOS, EOS])
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", special_tokens=[(BOS, tok.token_to_id(BOS))])
-    return tok
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from kiln_refs_common import BOS, EOS, llama3_bytes as make_tokenizer  # noqa: E402
 
 
 def held_out(a, b):
