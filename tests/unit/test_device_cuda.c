@@ -714,9 +714,74 @@ static int gate_up_swiglu(kiln_op *ops, kiln_tensor wg, kiln_tensor wu,
   return 3;
 }
 
+/* One token's attention block as a decode step records it (Hq = 4, Hkv =
+ * 2, D = 64): RMSNORM of a by g into xn, GEMVs of wq, wk, wv ([256, K],
+ * [128, K], [128, K]) into q, k, v back to back in qkv, ROPE of q and k in
+ * place at the position index `pos`, COPY of k and v into a `cache` row
+ * there (the cuda backend runs these six ops as one launch: the one-row
+ * GEMV's RoPE epilogue), ATTENTION over the cache into att. Emits 7 ops at
+ * ops[0..7); *qkv, *cache, *att: the outputs to compare. */
+static int qkv_rope_attention(fx *f, kiln_op *ops, int32_t pos_value,
+                              kiln_tensor a, kiln_tensor g, kiln_tensor xn,
+                              const kiln_tensor w[3], kiln_dtype cache_type,
+                              kiln_tensor *qkv,
+                              kiln_tensor *cache, kiln_tensor *att) {
+  const int64_t Hq = 4, Hkv = 2, D = 64, S = 300;
+  *qkv = output(f, KILN_DTYPE_F32, 3, 1, Hq + 2 * Hkv, D, 0, true);
+  *cache = output(f, cache_type, 3, S, 2 * Hkv, D, 0, true);
+  *att = output(f, KILN_DTYPE_F32, 3, 1, Hq, D, 0, false);
+  kiln_tensor inv = input(f, KILN_DTYPE_F32, 1, D / 2, 0, 0, 0);
+  for (int64_t i = 0; i < D / 2; i++)
+    ((float *)at(f->in, inv.offset))[i] = powf(10000.0f, -2.0f * (float)i / (float)D);
+  kiln_tensor pos = index_tensor(f, pos_value, NULL);
+  int n = 0;
+  kiln_op op = op_of(KILN_OP_RMSNORM);
+  op.a = a, op.b = g, op.c = xn, op.eps = 1e-5f;
+  ops[n++] = op;
+  const int64_t heads[3] = {Hq, Hkv, Hkv};
+  uint64_t off = qkv->offset;
+  for (int i = 0; i < 3; i++) {
+    op = op_of(KILN_OP_GEMV);
+    op.a = w[i], op.b = xn;
+    /* Scores of order 1: with sums of K random products as they come, the
+     * softmax would follow the last bit of the cache's rounding. */
+    op.alpha = 1.0f / sqrtf((float)w[i].shape[1]);
+    const int64_t ys[2] = {1, heads[i] * D};
+    op.c = kiln_tensor_make(qkv->memory, off, KILN_DTYPE_F32, 2, ys);
+    off += (uint64_t)heads[i] * D * 4;
+    ops[n++] = op;
+  }
+  op = op_of(KILN_OP_ROPE);
+  op.a = op.b = *qkv, op.b.shape[1] = op.a.shape[1] = Hq + Hkv;
+  op.c = inv, op.index = pos;
+  ops[n++] = op;
+  op = op_of(KILN_OP_COPY);
+  op.a = *qkv;
+  op.a.offset += (uint64_t)Hq * D * 4;
+  op.a.shape[1] = 2 * Hkv;
+  op.b = *cache, op.index = pos;
+  ops[n++] = op;
+  const uint64_t es = kiln_dtype_size(cache_type);
+  op = op_of(KILN_OP_ATTENTION);
+  op.a = *qkv, op.a.shape[1] = Hq;
+  op.b = *cache, op.b.shape[1] = Hkv;
+  op.c = *cache, op.c.shape[1] = Hkv, op.c.offset += (uint64_t)Hkv * D * es;
+  op.d = *att, op.index = pos, op.alpha = 0.125f;
+  ops[n++] = op;
+  return n;
+}
+
+/* Ops fused by the RoPE epilogue of qkv_rope_attention's block: 5, or 4
+ * with KILN_CUDA_ROPE_EPILOGUE=0 (norm + 3 GEMVs, ROPE + COPY). */
+static uint64_t rope_block_fused(void) {
+  const char *e = getenv("KILN_CUDA_ROPE_EPILOGUE");
+  return e && strcmp(e, "0") == 0 ? 4 : 5;
+}
+
 /* The ops of a decode step that the cuda backend runs fused (RMSNORM into
  * the GEMVs after it; q, k, v sharing x; gate and up with their SWIGLU, in
- * place and not; an in-place RMSNORM before the LM head) and one pattern
+ * place and not; an in-place RMSNORM before the LM head; the attention
+ * block's RMSNORM, q, k, v, ROPE and KV append) and one pattern
  * it must not fuse (a GEMV writing the RMSNORM's input), as a program
  * against the cpu backend: every output compared, the fused count
  * checked. Weights `wt`, rows misaligned by 3 elements when `mis`. */
@@ -725,10 +790,10 @@ static void fused_program(kiln_test *t, fx *f, kiln_dtype wt, bool mis) {
   f->in_top = f->out_top = 0;   /* each call lays out its own tensors */
   const int64_t sh = mis ? 3 : 0;
   /* A weight [N, K] whose rows are K + 8 apart and start sh elements in. */
-  kiln_tensor wts[8];
-  const int64_t wn[8] = {Q, KV, KV, I, I, H, V, H};
-  const int64_t wk[8] = {H, H, H, H, H, I, H, H};
-  for (int i = 0; i < 8; i++) {
+  kiln_tensor wts[11];
+  const int64_t wn[11] = {Q, KV, KV, I, I, H, V, H, 256, 128, 128};
+  const int64_t wk[11] = {H, H, H, H, H, I, H, H, H, H, H};
+  for (int i = 0; i < 11; i++) {
     wts[i] = input(f, wt, 2, wn[i], wk[i] + 8, 0, 0);
     wts[i].offset += (uint64_t)sh * kiln_dtype_size(wt);
     wts[i].shape[1] = wk[i];
@@ -750,7 +815,7 @@ static void fused_program(kiln_test *t, fx *f, kiln_dtype wt, bool mis) {
   kiln_tensor logits = output(f, KILN_DTYPE_F32, 2, 1, V, 0, 0, false);
   kiln_tensor next = output(f, KILN_DTYPE_I32, 1, 1, 0, 0, 0, false);
   kiln_tensor y2 = output(f, KILN_DTYPE_F32, 2, 1, H, 0, 0, false);
-  kiln_op ops[24];
+  kiln_op ops[28];
   int n = 0;
   kiln_op op = op_of(KILN_OP_RMSNORM);          /* norm + q, k, v: 3 fused */
   op.a = x, op.b = g1, op.c = xb, op.eps = 1e-5f;
@@ -780,40 +845,20 @@ static void fused_program(kiln_test *t, fx *f, kiln_dtype wt, bool mis) {
   op = op_of(KILN_OP_ARGMAX);
   op.a = logits, op.b = next;
   ops[n++] = op;
-  /* ROPE of q and k packed [1, Hq + Hkv + Hkv, D] in place, k and v
-   * appended to a cache row at pos (one launch: 1 fused), attention over
-   * the cache in splits (merged by their last block). */
-  const int64_t Hq = 4, Hkv = 2, D = 64, S = 300;
-  kiln_tensor qkv = output(f, KILN_DTYPE_F32, 3, 1, Hq + 2 * Hkv, D, 0, true);
-  kiln_tensor cache = output(f, KILN_DTYPE_BF16, 3, S, 2 * Hkv, D, 0, true);
-  kiln_tensor inv = input(f, KILN_DTYPE_F32, 1, D / 2, 0, 0, 0);
-  for (int64_t i = 0; i < D / 2; i++)
-    ((float *)at(f->in, inv.offset))[i] = powf(10000.0f, -2.0f * (float)i / (float)D);
-  kiln_tensor pos = index_tensor(f, 211, NULL);
-  kiln_tensor att = output(f, KILN_DTYPE_F32, 3, 1, Hq, D, 0, false);
-  op = op_of(KILN_OP_ROPE);
-  op.a = op.b = qkv, op.b.shape[1] = op.a.shape[1] = Hq + Hkv;
-  op.c = inv, op.index = pos;
-  ops[n++] = op;
-  op = op_of(KILN_OP_COPY);
-  op.a = qkv;
-  op.a.offset += (uint64_t)Hq * D * 4;
-  op.a.shape[1] = 2 * Hkv;
-  op.b = cache, op.index = pos;
-  ops[n++] = op;
-  op = op_of(KILN_OP_ATTENTION);
-  op.a = qkv, op.a.shape[1] = Hq;
-  op.b = cache, op.b.shape[1] = Hkv;
-  op.c = cache, op.c.shape[1] = Hkv, op.c.offset += (uint64_t)Hkv * D * 2;
-  op.d = att, op.index = pos, op.alpha = 0.125f;
-  ops[n++] = op;
+  /* The attention block: RMSNORM + q, k, v + ROPE + KV append in one
+   * launch, attention over the cache in splits (merged by their last
+   * block). */
+  kiln_tensor qkv, cache, att;
+  const kiln_tensor wqkv[3] = {wts[8], wts[9], wts[10]};
+  n += qkv_rope_attention(f, ops + n, 211, x, g2, xb, wqkv, KILN_DTYPE_BF16,
+                          &qkv, &cache, &att);
   op = op_of(KILN_OP_RMSNORM);                  /* writes its input: none */
   op.a = xb, op.b = g1, op.c = y2, op.eps = 1e-5f;
   ops[n++] = op;
   op = op_of(KILN_OP_GEMV);
   op.a = wts[7], op.b = y2, op.c = xb;
   ops[n++] = op;
-  const uint64_t want_fused = 10;
+  const uint64_t want_fused = 9 + rope_block_fused();
 
   kiln_program *pc = NULL, *pg = NULL;
   KILN_EXPECT_OK(t, kiln_program_create(f->cpu, &pc));
@@ -887,9 +932,11 @@ static void test_fused_program_resident(kiln_test *t) {
  * the one before's output: K over several 16-byte vectors per lane with a
  * tail, a K shorter than a vector (rows 16-byte padded), rows not a
  * multiple of 8, the fused RMSNORM + q, k and gate, up + SWIGLU on a long
- * K, RMSNORM + GEMV on a longer one, a residual, and two hazards: a GEMV whose weights the GEMV before it
- * writes, and a GEMV writing the RMSNORM input of the group after it.
- * Against the cpu backend, recorded and replayed. */
+ * K, RMSNORM + GEMV on a longer one, a residual, the attention block
+ * (RoPE epilogue with rows shared by four warps), and two hazards: a GEMV
+ * whose weights the GEMV before it writes, and a GEMV writing the RMSNORM
+ * input of the group after it. Against the cpu backend, recorded and
+ * replayed. */
 static void test_gemv_chain_program(kiln_test *t) {
   fx f;
   if (!fx_open(t, &f, KILN_PLACEMENT_RESIDENT)) {
@@ -929,7 +976,12 @@ static void test_gemv_chain_program(kiln_test *t) {
   kiln_tensor x5 = output(&f, f32, 2, 1, K5, 0, 0, true);
   kiln_tensor xb5 = output(&f, f32, 2, 1, K5, 0, 0, false);
   kiln_tensor y5 = output(&f, f32, 2, 1, 19, 0, 0, false);
-  kiln_op ops[16];
+  const kiln_tensor wqkv[3] = {input(&f, bf, 2, 256, K, 0, 0),
+                               input(&f, bf, 2, 128, K, 0, 0),
+                               input(&f, bf, 2, 128, K, 0, 0)};
+  kiln_tensor xn = output(&f, f32, 2, 1, K, 0, 0, false);
+  kiln_tensor qkv, cache, att;
+  kiln_op ops[24];
   int n = 0;
   kiln_op op = op_of(KILN_OP_GEMV);
   op.a = w1, op.b = x0, op.c = y1;                   /* K = 2600: a tail */
@@ -962,6 +1014,10 @@ static void test_gemv_chain_program(kiln_test *t) {
   op = op_of(KILN_OP_GEMV);
   op.a = w5, op.b = xb5, op.c = y5;
   ops[n++] = op;
+  /* The attention block on K = 2600: four warps share a row, so a block
+   * step holds one rotated pair. */
+  n += qkv_rope_attention(&f, ops + n, 211, x3, g, xn, wqkv, KILN_DTYPE_F16,
+                          &qkv, &cache, &att);
   kiln_program *pc = NULL, *pg = NULL;
   KILN_EXPECT_OK(t, kiln_program_create(f.cpu, &pc));
   KILN_EXPECT_OK(t, kiln_program_create(f.gpu, &pg));
@@ -980,7 +1036,9 @@ static void test_gemv_chain_program(kiln_test *t) {
       const kiln_tensor *t;
     } outs[] = {{"y1", &y1}, {"y2", &y2}, {"xb", &xb}, {"q", &q},
                 {"k", &k},   {"v", &v},   {"hb", &hb}, {"hb2", &hb2},
-                {"x3", &x3}, {"y3", &y3}, {"xb5", &xb5}, {"y5", &y5}};
+                {"x3", &x3}, {"y3", &y3}, {"xb5", &xb5}, {"y5", &y5},
+                {"xn", &xn}, {"qkv", &qkv}, {"cache", &cache},
+                {"attention", &att}};
     for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) {
       char what[96];
       snprintf(what, sizeof what, "GEMV chain rep %d: %s", rep, outs[i].name);
@@ -1037,6 +1095,36 @@ static void test_device_errors_then_valid_op(kiln_test *t) {
     ok.c = output(&f, KILN_DTYPE_F32, 2, 3, 100, 0, 0, false);
     run_both(t, &f, "add after a device-side failure", &ok, &ok.c, 1e-4);
   }
+  /* The attention block at position 300 of a 300-row cache, as a program
+   * (RoPE epilogue of the fused GEMV on cuda): the cache row is refused. */
+  const int64_t K = 96;
+  const kiln_tensor w[3] = {input(&f, KILN_DTYPE_BF16, 2, 256, K, 0, 0),
+                            input(&f, KILN_DTYPE_BF16, 2, 128, K, 0, 0),
+                            input(&f, KILN_DTYPE_BF16, 2, 128, K, 0, 0)};
+  kiln_tensor a = input(&f, KILN_DTYPE_F32, 2, 1, K, 0, 0);
+  kiln_tensor g = input(&f, KILN_DTYPE_F32, 1, K, 0, 0, 0);
+  kiln_tensor xn = output(&f, KILN_DTYPE_F32, 2, 1, K, 0, 0, false);
+  kiln_tensor qkv, cache, att;
+  kiln_op ops[7];
+  const int n = qkv_rope_attention(&f, ops, 300, a, g, xn, w, KILN_DTYPE_BF16,
+                                   &qkv, &cache, &att);
+  kiln_program *pg = NULL;
+  KILN_EXPECT_OK(t, kiln_program_create(f.gpu, &pg));
+  for (int i = 0; i < n && pg; i++) {
+    kiln_op gop = gpu_twin(&f, &ops[i]);
+    KILN_EXPECT_OK(t, kiln_program_add(pg, &gop));
+  }
+  if (pg) {
+    KILN_EXPECT_OK(t, kiln_device_submit_program(f.gpu, pg, NULL));
+    kiln_status s = kiln_device_sync(f.gpu, NULL);
+    KILN_EXPECTF(t, kiln_status_code(s) == KILN_CODE_OUT_OF_RANGE,
+                 "attention block at a row past the cache: expected "
+                 "OUT_OF_RANGE at sync, got %s: %s",
+                 kiln_code_name(kiln_status_code(s)), kiln_status_message(s));
+    kiln_status_free(s);
+    KILN_EXPECT_OK(t, kiln_device_sync(f.gpu, NULL));
+  }
+  kiln_program_release(pg);
   fx_close(&f);
 }
 

@@ -409,9 +409,10 @@ static kiln_status load_kernels(kiln_cuda_device *cd) {
       snprintf(name, sizeof name, "kiln_gemv_%s_%d", kTypes[t], m + 1);
       GET(cd->gemv[t][m], name);
     }
-  static const char *const kGemv1[4] = {"", "_pair", "_norm", "_norm_pair"};
+  static const char *const kGemv1[5] = {"", "_pair", "_norm", "_norm_pair",
+                                        "_norm_rope"};
   for (int t = 0; t < 3; t++)
-    for (int v = 0; v < 4; v++) {
+    for (int v = 0; v < 5; v++) {
       snprintf(name, sizeof name, "kiln_gemv1_%s%s", kTypes[t], kGemv1[v]);
       GET(cd->gemv1[t][v], name);
     }
@@ -502,6 +503,14 @@ kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
   cd->fuse = !(fuse && strcmp(fuse, "0") == 0);
   const char *sg = getenv("KILN_CUDA_SGEMV");
   cd->sgemv = sg && strcmp(sg, "cublas") == 0;
+  const char *rope_ep = getenv("KILN_CUDA_ROPE_EPILOGUE");
+  cd->rope_epilogue = !(rope_ep && strcmp(rope_ep, "0") == 0);
+  const char *ksplit = getenv("KILN_CUDA_KSPLIT");
+  cd->ksplit = -1;
+  if (ksplit && *ksplit) {
+    const int k = atoi(ksplit);
+    cd->ksplit = k == 0 || k == 1 || k == 2 || k == 4 || k == 8 ? k : -1;
+  }
   kiln_status st = KILN_OK;
   TRY_CU(cu->cuDeviceGet(&cd->dev, ordinal), "cuDeviceGet");
   char gpu[128] = "?";

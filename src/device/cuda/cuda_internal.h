@@ -51,9 +51,9 @@ typedef struct kiln_cuda_device {
   CUfunction fn[KC_FN_COUNT];
   CUfunction gemv[3][KC_GEMV_MT_MAX];        /* f32, f16, bf16 */
   CUfunction gemv_q8[KC_GEMV_MT_MAX];
-  /* One-row GEMV by dtype and variant: plain, pair, norm, norm + pair
-   * (kernels_abi.h, kc_gemv1_params). */
-  CUfunction gemv1[3][4];
+  /* One-row GEMV by dtype and variant: plain, pair, norm, norm + pair,
+   * norm + RoPE epilogue (kernels_abi.h, kc_gemv1_params). */
+  CUfunction gemv1[3][5];
   CUfunction attn[3][KC_ATTN_DPL_COUNT];     /* k/v f32, f16, bf16 */
   int sm_count;
   int cc_major, cc_minor;
@@ -73,6 +73,14 @@ typedef struct kiln_cuda_device {
   bool fuse;
   /* KILN_CUDA_SGEMV=cublas: one-row f32 GEMVs by cublasSgemv. */
   bool sgemv;
+  /* Warps per row of one-row GEMVs (cuda_launch.c's gemv1_ks): -1 chosen
+   * from the shape; 1, 2, 4 or 8 forced by KILN_CUDA_KSPLIT=N (0: one,
+   * as before the split), for comparisons. */
+  int ksplit;
+  /* RMSNORM + q, k, v GEMVs + ROPE + KV append in one launch (the one-row
+   * GEMV's RoPE epilogue); KILN_CUDA_ROPE_EPILOGUE=0: ROPE + append by
+   * kiln_rope_copy after the GEMVs, for comparisons. */
+  bool rope_epilogue;
   /* cuBLAS, when present (otherwise GEMM uses kiln_tiled). */
   const kiln_cublas_api *blas;
   cublasHandle_t blas_handle;

@@ -322,7 +322,26 @@ typedef struct gemv1_group {
   const kiln_dop *gemv[KC_GEMV1_SEGS];
   int nseg;
   const kiln_dop *swiglu;
+  /* The ROPE and KV-cache COPY after norm + q, k, v (match_rope_epilogue),
+   * done by the kernel's RoPE epilogue. */
+  bool rope;
+  kc_rope_copy_params rc;
 } gemv1_group;
+
+/* Warps that share each row of a one-row GEMV: with few rows, one warp a
+ * row leaves the GPU too few loads in flight (a 1B model's 2048-row
+ * matrices), so rows are split until there are 4096 row parts, while each
+ * part keeps at least 64 16-byte vectors. Shapes only, never the GPU: the
+ * order of the sums, and so the results, are the same on every device.
+ * KILN_CUDA_KSPLIT=N forces N (1, 2, 4 or 8; 0 as 1), for comparisons. */
+static int gemv1_ks(const kiln_cuda_device *cd, int64_t rows, int64_t K,
+                    kiln_dtype dt) {
+  if (cd->ksplit >= 0) return cd->ksplit ? cd->ksplit : 1;
+  const int64_t nvec = cdiv(K, dt == KILN_DTYPE_F32 ? 4 : 8);
+  int ks = 1;
+  while (ks < 8 && rows * ks < 4096 && nvec / (2 * ks) >= 64) ks *= 2;
+  return ks;
+}
 
 static kiln_status launch_gemv1(kiln_cuda_device *cd, const gemv1_group *g) {
   const kiln_dop *g0 = g->gemv[0];
@@ -351,12 +370,18 @@ static kiln_status launch_gemv1(kiln_cuda_device *cd, const gemv1_group *g) {
   }
   p.xvec = xvec;
   if (p.rows <= 0) return KILN_OK;
-  /* A warp per row; with the RMSNORM prologue, at most as many blocks as
-   * the GPU holds at once (each normalises x once, then loops over rows). */
-  const int64_t blocks = cdiv(p.rows, 8);
+  p.ks = gemv1_ks(cd, p.rows, p.K, g0->a.dtype);
+  if (g->rope) {   /* a rotated pair's two rows in one step of a block */
+    p.rope = g->rc;
+    p.ks = p.ks > 4 ? 4 : p.ks;
+  }
+  /* ks warps per row (8 / ks rows a block); with the RMSNORM prologue, at
+   * most as many blocks as the GPU holds at once (each normalises x once,
+   * then loops over rows). */
+  const int64_t blocks = cdiv(p.rows, 8 / p.ks);
   const int64_t grid =
       g->norm ? min64(blocks, 3 * (int64_t)cd->sm_count) : min64(blocks, INT_MAX);
-  const int variant = (g->norm ? 2 : 0) + (g->swiglu ? 1 : 0);
+  const int variant = g->rope ? 4 : (g->norm ? 2 : 0) + (g->swiglu ? 1 : 0);
   return launch_smem(cd, KC_FN_GEMV_ANY,
                      cd->gemv1[dtype_slot(g0->a.dtype)][variant], grid, 1, 1,
                      256, g->norm ? (unsigned)(p.K * 4) : 0, &p);
@@ -511,6 +536,14 @@ static kiln_status launch_gemv(kiln_cuda_device *cd, const kiln_dop *op) {
                               cd->blas->cublasGetStatusString(bs));
     return KILN_OK;
   }
+  /* One row of x and few rows of w: kiln_gemv1 with rows shared among
+   * warps (gemv1_ks); with enough rows, kiln_gemv_*'s warp per row (the
+   * one-row kernel with ks = 1 measured slower on them). */
+  if (p.M == 1 && gemv1_ok(op) &&
+      gemv1_ks(cd, p.N, p.K, w->dtype) > 1) {
+    const gemv1_group g = {.gemv = {op}, .nseg = 1};
+    return launch_gemv1(cd, &g);
+  }
   const int64_t blocks = cdiv(p.N, 8);   /* 8 warps of 256 threads */
   if (p.M <= KC_GEMV_MT_MAX) {
     const int slot = dtype_slot(w->dtype);
@@ -615,7 +648,7 @@ static kiln_status launch_attention(kiln_cuda_device *cd, const kiln_dop *op) {
   const int64_t part = nq * (D + 2) * (int64_t)sizeof(float);
   int64_t splits = min64(cdiv(max64(S, 1), 64), cdiv(4 * cd->sm_count, nq));
   splits = min64(splits, (int64_t)(KILN_CUDA_SCRATCH_BYTES / part));
-  splits = max64(1, min64(splits, 1024));
+  splits = max64(1, min64(splits, KC_ATTN_MAX_SPLITS));
   int64_t chunk = cdiv(max64(S, 1), splits);
   splits = cdiv(max64(S, 1), chunk);
   p.splits = (int32_t)splits;
@@ -708,6 +741,45 @@ static bool match_rope_copy(kiln_cuda_device *cd, const kiln_dop *ops,
   return true;
 }
 
+/* g (RMSNORM + GEMVs of q, k and v) followed at ops[0..n) by the ROPE of
+ * q and k and the COPY of k and v into a cache row that kiln_rope_copy
+ * would do: the RoPE epilogue of the one-row GEMV can do them (g->rc
+ * filled, true) when q, k and v lie back to back as the rope tensor's
+ * heads (then v), and the cache, inv_freq and the indexes overlap nothing
+ * else the kernel reads or writes. */
+static bool match_rope_epilogue(kiln_cuda_device *cd, gemv1_group *g,
+                                const kiln_dop *ops, size_t n) {
+  if (!g->norm || g->nseg != 3 || g->swiglu ||
+      !match_rope_copy(cd, ops, n, &g->rc))
+    return false;
+  const kiln_dop *r = &ops[0], *c = &ops[1];
+  const kiln_dtensor *q = &g->gemv[0]->c, *k = &g->gemv[1]->c,
+                     *v = &g->gemv[2]->c;
+  const int64_t Nq = q->shape[q->rank - 1], Nk = k->shape[k->rank - 1],
+                Nv = v->shape[v->rank - 1], D = r->a.shape[2];
+  if (D % 2 || Nq % D || Nv % D || k->addr != q->addr + (uint64_t)Nq * 4 ||
+      v->addr != k->addr + (uint64_t)Nk * 4 || r->a.addr != q->addr ||
+      r->a.shape[1] * D != Nq + Nk || r->a.stride[2] != 1 ||
+      r->a.stride[1] != D || c->a.addr != k->addr ||
+      c->a.shape[1] * D != Nk + Nv || c->a.stride[2] != 1 ||
+      c->a.stride[1] != D)
+    return false;
+  /* What the kernel reads while other blocks store the cache, and what
+   * it writes while the epilogue reads inv_freq and the indexes. */
+  const kiln_dtensor *reads[] = {&g->gemv[0]->a, &g->gemv[1]->a,
+                                 &g->gemv[2]->a, &g->norm->a, &g->norm->b,
+                                 &g->norm->c};
+  for (size_t i = 0; i < sizeof reads / sizeof reads[0]; i++)
+    if (overlap(&c->b, reads[i])) return false;
+  const kiln_dtensor *writes[] = {q, k, v, &g->norm->c, &c->b};
+  const kiln_dtensor *rope_in[] = {&r->c, &r->index, &c->index};
+  for (size_t i = 0; i < sizeof writes / sizeof writes[0]; i++)
+    for (size_t j = 0; j < sizeof rope_in / sizeof rope_in[0]; j++)
+      if (rope_in[j]->addr && overlap(writes[i], rope_in[j])) return false;
+  g->rope = true;
+  return true;
+}
+
 static kiln_status launch_rope_copy(kiln_cuda_device *cd, const void *arg) {
   kc_rope_copy_params p = *(const kc_rope_copy_params *)arg;
   const int64_t heads = max64(p.rope.H, p.hs + p.copy.a.shape[1]);
@@ -750,10 +822,14 @@ kiln_status kiln_cuda_launch_seq(kiln_device *d, const kiln_dop *ops, size_t n) 
     }
     gemv1_group g;
     size_t used = cd->fuse ? match_gemv1(ops + i, n - i, &g) : 0;
+    if (used && cd->rope_epilogue &&
+        match_rope_epilogue(cd, &g, ops + i + used, n - i - used))
+      used += 2;
     if (used) {
       if (cd->profile > 1)
-        fprintf(stderr, "  fused: %s%d GEMV%s\n", g.norm ? "RMSNORM + " : "",
-                g.nseg, g.swiglu ? " + SWIGLU" : "");
+        fprintf(stderr, "  fused: %s%d GEMV%s%s\n", g.norm ? "RMSNORM + " : "",
+                g.nseg, g.swiglu ? " + SWIGLU" : "",
+                g.rope ? " + ROPE + COPY" : "");
       KILN_RETURN_IF_ERROR(timed(cd, KILN_OP_GEMV, used, run_group, &g));
       d->stats.fused_ops += used - 1;
       i += used;

@@ -243,6 +243,16 @@ KC_GLOBAL void kiln_softmax(kc_softmax_params p) {
 
 // ---- ROPE (Hugging Face rotate-half) ---------------------------------------
 
+// Element i and i + D/2 of a head at position pos: one formula for
+// kiln_rope, kiln_rope_copy and the one-row GEMV's RoPE epilogue.
+__device__ __forceinline__ void rope_pair(float pos, float inv_freq, float x0,
+                                          float x1, float &y0, float &y1) {
+  float sn, cs;
+  sincosf(pos * inv_freq, &sn, &cs);
+  y0 = x0 * cs - x1 * sn;
+  y1 = x1 * cs + x0 * sn;
+}
+
 KC_GLOBAL void kiln_rope(kc_rope_params p) {
   const int64_t half = p.D / 2;
   const int64_t pos0 = p.index ? read_index(p.index) : p.pos;
@@ -256,12 +266,11 @@ KC_GLOBAL void kiln_rope(kc_rope_params p) {
     const float pos = (float)(pos0 + t);
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < half;
          i += step) {
-      float s, c;
-      sincosf(pos * inv_freq[i], &s, &c);
-      float x0 = load_f(p.a.addr, p.a.dtype, ao + i * as);
-      float x1 = load_f(p.a.addr, p.a.dtype, ao + (i + half) * as);
-      store_f(p.b.addr, p.b.dtype, bo + i * bs, x0 * c - x1 * s);
-      store_f(p.b.addr, p.b.dtype, bo + (i + half) * bs, x1 * c + x0 * s);
+      float y0, y1;
+      rope_pair(pos, inv_freq[i], load_f(p.a.addr, p.a.dtype, ao + i * as),
+                load_f(p.a.addr, p.a.dtype, ao + (i + half) * as), y0, y1);
+      store_f(p.b.addr, p.b.dtype, bo + i * bs, y0);
+      store_f(p.b.addr, p.b.dtype, bo + (i + half) * bs, y1);
     }
   }
 }
@@ -286,11 +295,9 @@ KC_GLOBAL void kiln_rope_copy(kc_rope_copy_params p) {
     const float *inv_freq = (const float *)r.inv_freq;
     const int64_t ao = head * r.a.stride[1], as = r.a.stride[2];
     for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
-      float sn, cs;
-      sincosf(pos * inv_freq[i], &sn, &cs);
-      const float x0 = load_f(r.a.addr, r.a.dtype, ao + i * as);
-      const float x1 = load_f(r.a.addr, r.a.dtype, ao + (i + half) * as);
-      const float y0 = x0 * cs - x1 * sn, y1 = x1 * cs + x0 * sn;
+      float y0, y1;
+      rope_pair(pos, inv_freq[i], load_f(r.a.addr, r.a.dtype, ao + i * as),
+                load_f(r.a.addr, r.a.dtype, ao + (i + half) * as), y0, y1);
       store_f(r.b.addr, r.b.dtype, ao + i * as, y0);
       store_f(r.b.addr, r.b.dtype, ao + (i + half) * as, y1);
       if (to_cache) {
@@ -708,7 +715,53 @@ __device__ __forceinline__ void gemv1_use(const kc_gemv1_params &p,
   }
 }
 
-template <int DT, int PRO, bool PAIR>
+// With the RoPE epilogue (ROPE: kernels *_norm_rope, q, k and v of one
+// token, kc_gemv1_params.rope), units u of the rotated rows are numbered so
+// that u and u + 1 are the rows i and i + D/2 of one head, which the same
+// block computes in the same step; the block then rotates each pair and
+// stores it, and appends k and v to the cache row (kiln_rope_copy's
+// stores, in the same kernel).
+__device__ __forceinline__ int64_t rope_unit_row(int64_t u, int64_t rot_rows,
+                                                 int64_t D) {
+  if (u >= rot_rows) return u;
+  const int64_t r = u % D;
+  return u - r + r / 2 + (r & 1) * (D / 2);
+}
+
+// Unit u (row n of q, k, v in a row, as the rope tensor numbers them) of
+// the RoPE epilogue, its finished value at f[0] (and its partner's at f[1]
+// for an even rotated unit): stores what the ROPE op and the COPY into the
+// cache after it would.
+__device__ __forceinline__ void gemv1_rope_store(const kc_gemv1_params &p,
+                                                 int64_t u, int64_t n,
+                                                 const float *f, float pos,
+                                                 int64_t cache_row,
+                                                 bool cache_ok) {
+  const kc_rope_params &r = p.rope.rope;
+  const kc_copy_params &c = p.rope.copy;
+  const int64_t D = r.D, half = D / 2, rot = r.H * D;
+  if (u < rot && (u & 1)) return;     // the even unit before stores it
+  float *y = (float *)p.seg[0].y;     // q, k and v lie back to back
+  const int64_t head = n / D, d = n % D;
+  const int64_t ch = head - p.rope.hs;  // head of the cache row
+  const bool to_cache = cache_ok && ch >= 0 && ch < c.a.shape[1];
+  const int64_t bo = cache_row * c.b.stride[0] + ch * c.b.stride[1];
+  if (u < rot) {
+    float y0, y1;
+    rope_pair(pos, ((const float *)r.inv_freq)[d], f[0], f[1], y0, y1);
+    y[n] = y0;
+    y[n + half] = y1;
+    if (to_cache) {
+      store_f(c.b.addr, c.b.dtype, bo + d * c.b.stride[2], y0);
+      store_f(c.b.addr, c.b.dtype, bo + (d + half) * c.b.stride[2], y1);
+    }
+  } else {
+    y[n] = f[0];
+    if (to_cache) store_f(c.b.addr, c.b.dtype, bo + d * c.b.stride[2], f[0]);
+  }
+}
+
+template <int DT, int PRO, bool PAIR, bool ROPE = false>
 __device__ __forceinline__ void gemv1(const kc_gemv1_params &p) {
   constexpr int V = wvec<DT>::N;
   constexpr int NR = PAIR ? 2 : 1;   // rows one warp works on at once
@@ -788,50 +841,103 @@ __device__ __forceinline__ void gemv1(const kc_gemv1_params &p) {
     __syncthreads();
     x = xs;
   }
-  for (int64_t n = (int64_t)blockIdx.x * 8 + warp; n < p.rows;
-       n += (int64_t)gridDim.x * 8) {
+  // ks warps share a row (p.ks: 1, 2, 4 or 8), each taking one of ks
+  // equal runs of its vectors, and the first of them adds their sums in
+  // order; the block steps over 8 / ks rows at a time.
+  const int ks = p.ks, part = warp % ks;
+  __shared__ float parts[8][NR];
+  __shared__ float fin[8];   // ROPE: the step's finished rows, by unit
+  const kc_rope_params &rp = p.rope.rope;
+  const kc_copy_params &cp = p.rope.copy;
+  int64_t cache_row = 0;
+  bool cache_ok = false;
+  float rpos = 0.0f;
+  if (ROPE) {
+    rpos = (float)(rp.index ? read_index(rp.index) : rp.pos);
+    cache_row = read_index(cp.index);
+    cache_ok = cache_row >= 0 && cache_row <= cp.b.shape[0] - 1;
+    if (!cache_ok && blockIdx.x == 0 && threadIdx.x == 0)
+      report(cp.err, KC_ERR_COPY_ROW, 0, cache_row, cp.b.shape[0], 1);
+  }
+  for (int64_t n0 = (int64_t)blockIdx.x * (8 / ks); n0 < p.rows;
+       n0 += (int64_t)gridDim.x * (8 / ks)) {
+    const int64_t u = n0 + warp / ks;
+    const int64_t n = ROPE ? rope_unit_row(u, rp.H * rp.D, rp.D) : u;
     int s = 0;
     int64_t nl = n;
-    if (!PAIR)
-      while (s + 1 < p.nseg && nl >= p.seg[s].N) nl -= p.seg[s++].N;
-    // Rows need not start on 16 bytes: read from the boundary below and
-    // skip the h elements before the row (as gemv_vec).
-    const uint4 *w[NR];
-    int h[NR];
-    int64_t nv[NR], nvmax = 0;
-#pragma unroll
-    for (int r = 0; r < NR; r++) {
-      const kc_gemv_seg &sg = p.seg[PAIR ? r : s];
-      const uint64_t row = sg.w + (uint64_t)(nl * sg.ws) * esize;
-      const int hb = (int)(row & 15);
-      h[r] = hb / esize;
-      w[r] = (const uint4 *)(row - hb);
-      nv[r] = (p.K + h[r] + V - 1) / V;
-      nvmax = nv[r] > nvmax ? nv[r] : nvmax;
-    }
     float acc[NR];
 #pragma unroll
     for (int r = 0; r < NR; r++) acc[r] = 0.0f;
-    for (int64_t v0 = lane; v0 < nvmax; v0 += 32 * U) {
-      uint4 wv[NR][U];
+    if (n < p.rows) {
+      if (!PAIR)
+        while (s + 1 < p.nseg && nl >= p.seg[s].N) nl -= p.seg[s++].N;
+      // Rows need not start on 16 bytes: read from the boundary below and
+      // skip the h elements before the row (as gemv_vec).
+      const uint4 *w[NR];
+      int h[NR];
+      int64_t nv[NR], nvmax = 0;
 #pragma unroll
-      for (int r = 0; r < NR; r++)
+      for (int r = 0; r < NR; r++) {
+        const kc_gemv_seg &sg = p.seg[PAIR ? r : s];
+        const uint64_t row = sg.w + (uint64_t)(nl * sg.ws) * esize;
+        const int hb = (int)(row & 15);
+        h[r] = hb / esize;
+        w[r] = (const uint4 *)(row - hb);
+        nv[r] = (p.K + h[r] + V - 1) / V;
+        nvmax = nv[r] > nvmax ? nv[r] : nvmax;
+      }
+      // This warp's run of vectors: [lo, hi), runs a multiple of 32 long.
+      const int64_t run = ((nvmax + ks - 1) / ks + 31) / 32 * 32;
+      const int64_t lo = part * run;
+      const int64_t hi = lo + run < nvmax ? lo + run : nvmax;
+      for (int64_t v0 = lo + lane; v0 < hi; v0 += 32 * U) {
+        uint4 wv[NR][U];
 #pragma unroll
-        for (int u = 0; u < U; u++) {
-          const int64_t v = v0 + 32 * u;
-          wv[r][u] = v < nv[r] ? __ldcs(w[r] + v) : make_uint4(0, 0, 0, 0);
-        }
+        for (int r = 0; r < NR; r++)
 #pragma unroll
-      for (int r = 0; r < NR; r++)
+          for (int u = 0; u < U; u++) {
+            const int64_t v = v0 + 32 * u;
+            wv[r][u] = v < hi && v < nv[r] ? __ldcs(w[r] + v)
+                                           : make_uint4(0, 0, 0, 0);
+          }
 #pragma unroll
-        for (int u = 0; u < U; u++) {
-          const int64_t v = v0 + 32 * u;
-          if (v < nv[r]) gemv1_use<DT, SMEM>(p, x, wv[r][u], v, h[r], acc[r]);
-        }
+        for (int r = 0; r < NR; r++)
+#pragma unroll
+          for (int u = 0; u < U; u++) {
+            const int64_t v = v0 + 32 * u;
+            if (v < hi && v < nv[r])
+              gemv1_use<DT, SMEM>(p, x, wv[r][u], v, h[r], acc[r]);
+          }
+      }
+#pragma unroll
+      for (int r = 0; r < NR; r++) acc[r] = warp_sum(acc[r]);
     }
+    if (ks > 1) {   // every warp of the block gets here: n0 is the block's
+      if (lane == 0)
 #pragma unroll
-    for (int r = 0; r < NR; r++) acc[r] = warp_sum(acc[r]);
-    if (lane != 0) continue;
+        for (int r = 0; r < NR; r++) parts[warp][r] = acc[r];
+      __syncthreads();
+      if (part == 0 && lane == 0)
+#pragma unroll
+        for (int r = 0; r < NR; r++) {
+          acc[r] = parts[warp][r];
+          for (int j = 1; j < ks; j++) acc[r] += parts[warp + j][r];
+        }
+      __syncthreads();
+    }
+    if (ROPE) {
+      if (lane == 0 && part == 0 && n < p.rows) {
+        float v = p.seg[s].alpha * acc[0];
+        if (p.seg[s].beta != 0.0f) v += p.seg[s].beta * ((float *)p.seg[s].y)[nl];
+        fin[warp / ks] = v;
+      }
+      __syncthreads();
+      if (lane == 0 && part == 0 && n < p.rows)
+        gemv1_rope_store(p, u, n, fin + warp / ks, rpos, cache_row, cache_ok);
+      __syncthreads();   // fin is rewritten by the next step
+      continue;
+    }
+    if (lane != 0 || part != 0 || n >= p.rows) continue;
     if (PAIR) {
       float *y0 = (float *)p.seg[0].y + n, *y1 = (float *)p.seg[1].y + n;
       float gt = p.seg[0].alpha * acc[0], up = p.seg[1].alpha * acc[NR - 1];
@@ -865,15 +971,18 @@ __device__ __forceinline__ void gemv1(const kc_gemv1_params &p) {
 }
 
 // Registers capped for 4 blocks (32 warps) per SM, 3 with the fusions.
-#define KC_GEMV1_KERNEL(NAME, DT, PRO, PAIR, MINB)                      \
+#define KC_GEMV1_KERNEL(NAME, DT, PRO, PAIR, MINB, ROPE)                \
   KC_GLOBAL void __launch_bounds__(256, MINB) NAME(kc_gemv1_params p) { \
-    gemv1<DT, PRO, PAIR>(p);                                            \
+    gemv1<DT, PRO, PAIR, ROPE>(p);                                      \
   }
 #define KC_GEMV1(TAG, DT)                                                 \
-  KC_GEMV1_KERNEL(kiln_gemv1_##TAG, DT, KC_PRO_NONE, false, 4)            \
-  KC_GEMV1_KERNEL(kiln_gemv1_##TAG##_pair, DT, KC_PRO_NONE, true, 3)      \
-  KC_GEMV1_KERNEL(kiln_gemv1_##TAG##_norm, DT, KC_PRO_RMSNORM, false, 3)  \
-  KC_GEMV1_KERNEL(kiln_gemv1_##TAG##_norm_pair, DT, KC_PRO_RMSNORM, true, 3)
+  KC_GEMV1_KERNEL(kiln_gemv1_##TAG, DT, KC_PRO_NONE, false, 4, false)           \
+  KC_GEMV1_KERNEL(kiln_gemv1_##TAG##_pair, DT, KC_PRO_NONE, true, 3, false)     \
+  KC_GEMV1_KERNEL(kiln_gemv1_##TAG##_norm, DT, KC_PRO_RMSNORM, false, 3, false) \
+  KC_GEMV1_KERNEL(kiln_gemv1_##TAG##_norm_pair, DT, KC_PRO_RMSNORM, true, 3,    \
+                  false)                                                        \
+  KC_GEMV1_KERNEL(kiln_gemv1_##TAG##_norm_rope, DT, KC_PRO_RMSNORM, false, 3,   \
+                  true)
 KC_GEMV1(f32, KC_F32)
 KC_GEMV1(f16, KC_F16)
 KC_GEMV1(bf16, KC_BF16)
@@ -1000,28 +1109,43 @@ __device__ __forceinline__ void attn_impl(const kc_attn_params &p) {
   }
   const size_t ksz = KT == KC_F32 ? 4 : 2;
   float m = -INFINITY, l = 0.0f;
-  for (int64_t j = s_begin + warp; j < s_end; j += nwarps) {
-    const char *kr = (const char *)p.k.addr +
-                     (j * p.k.stride[0] + hk * p.k.stride[1]) * ksz;
-    const char *vr = (const char *)p.v.addr +
-                     (j * p.v.stride[0] + hk * p.v.stride[1]) * ksz;
-    float dot = 0.0f;
+  // Two keys a step (the warp's j and j + nwarps): both rows' loads are
+  // in flight together; the online softmax still takes them in order.
+  for (int64_t j = s_begin + warp; j < s_end; j += 2 * nwarps) {
+    const bool two = j + nwarps < s_end;
+    float kr[2][DPL], vr[2][DPL];
 #pragma unroll
-    for (int i = 0; i < DPL; i++) {
-      const int64_t d = lane + 32 * i;
-      if (d < D) dot += qr[i] * load_kv<KT>(kr, d);
-    }
-    dot = warp_sum(dot);
-    const float m_new = fmaxf(m, dot);
-    const float corr = m == -INFINITY ? 0.0f : expf(m - m_new);
-    const float pe = expf(dot - m_new);
-    l = l * corr + pe;
+    for (int e = 0; e < 2; e++) {
+      const int64_t jj = e ? (two ? j + nwarps : j) : j;
+      const char *kb = (const char *)p.k.addr +
+                       (jj * p.k.stride[0] + hk * p.k.stride[1]) * ksz;
+      const char *vb = (const char *)p.v.addr +
+                       (jj * p.v.stride[0] + hk * p.v.stride[1]) * ksz;
 #pragma unroll
-    for (int i = 0; i < DPL; i++) {
-      const int64_t d = lane + 32 * i;
-      acc[i] = acc[i] * corr + (d < D ? pe * load_kv<KT>(vr, d) : 0.0f);
+      for (int i = 0; i < DPL; i++) {
+        const int64_t d = lane + 32 * i;
+        kr[e][i] = d < D ? load_kv<KT>(kb, d) : 0.0f;
+        vr[e][i] = d < D ? load_kv<KT>(vb, d) : 0.0f;
+      }
     }
-    m = m_new;
+    float dot[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int e = 0; e < 2; e++)
+#pragma unroll
+      for (int i = 0; i < DPL; i++) dot[e] += qr[i] * kr[e][i];
+    dot[0] = warp_sum(dot[0]);
+    dot[1] = warp_sum(dot[1]);
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+      if (e && !two) break;
+      const float m_new = fmaxf(m, dot[e]);
+      const float corr = m == -INFINITY ? 0.0f : expf(m - m_new);
+      const float pe = expf(dot[e] - m_new);
+      l = l * corr + pe;
+#pragma unroll
+      for (int i = 0; i < DPL; i++) acc[i] = acc[i] * corr + pe * vr[e][i];
+      m = m_new;
+    }
   }
   if (lane == 0) {
     sm[warp] = m;
@@ -1070,24 +1194,34 @@ __device__ __forceinline__ void attn_impl(const kc_attn_params &p) {
 }
 
 // Merges the splits' partial results of query t, head h (the block's
-// threads share D). Partials come from other blocks: read past L1.
+// threads share D). Partials come from other blocks: read past L1. Each
+// split's max and sum are read once, into shared memory, and its weight
+// exp(m_s - max) computed once; the sums over splits then load values that
+// do not wait on each other.
 __device__ void attn_combine_one(const kc_attn_params &p, int64_t h, int64_t t) {
+  __shared__ float cm[KC_ATTN_MAX_SPLITS], cw[KC_ATTN_MAX_SPLITS];
   const int64_t Hq = p.q.shape[1], D = p.q.shape[2];
-  const float *part = (const float *)p.scratch + (t * Hq + h) * p.splits * (D + 2);
-  float mx = -INFINITY;
-  for (int s = 0; s < p.splits; s++) mx = fmaxf(mx, __ldcg(part + s * (D + 2)));
-  float L = 0.0f;
-  for (int s = 0; s < p.splits; s++) {
-    const float ms = __ldcg(part + s * (D + 2));
-    if (ms != -INFINITY) L += __ldcg(part + s * (D + 2) + 1) * expf(ms - mx);
+  const int S = p.splits;
+  const float *part = (const float *)p.scratch + (t * Hq + h) * S * (D + 2);
+  for (int s = threadIdx.x; s < S; s += blockDim.x) {
+    cm[s] = __ldcg(part + s * (D + 2));
+    cw[s] = __ldcg(part + s * (D + 2) + 1);
   }
+  __syncthreads();
+  float mx = -INFINITY;
+  for (int s = 0; s < S; s++) mx = fmaxf(mx, cm[s]);
+  float L = 0.0f;
+  for (int s = 0; s < S; s++)
+    if (cm[s] != -INFINITY) L += cw[s] * expf(cm[s] - mx);
+  __syncthreads();   // every thread has read the sums in cw
+  for (int s = threadIdx.x; s < S; s += blockDim.x)
+    cw[s] = cm[s] == -INFINITY ? 0.0f : expf(cm[s] - mx);
+  __syncthreads();
   float *o = (float *)p.o.addr + t * p.o.stride[0] + h * p.o.stride[1];
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
     float a = 0.0f;
-    for (int s = 0; s < p.splits; s++) {
-      const float ms = __ldcg(part + s * (D + 2));
-      if (ms != -INFINITY) a += __ldcg(part + s * (D + 2) + 2 + d) * expf(ms - mx);
-    }
+#pragma unroll 8
+    for (int s = 0; s < S; s++) a += cw[s] * __ldcg(part + s * (D + 2) + 2 + d);
     o[d] = a / L;
   }
 }

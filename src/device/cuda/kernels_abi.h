@@ -160,7 +160,11 @@ typedef struct kc_gemv1_params {
   float eps;
   int32_t nseg;
   int32_t xvec;    /* x 16-byte aligned: float4 loads of it */
-  int32_t pad_;
+  int32_t ks;      /* warps that share a row: 1, 2, 4 or 8 */
+  /* Kernels *_norm_rope: the ROPE (in place on q and k, [1, H, D]) and the
+   * COPY of heads hs.. (k, v) into a cache row that follow the GEMVs of
+   * q, k and v (three segments, outputs back to back, ks at most 4). */
+  kc_rope_copy_params rope;
 } kc_gemv1_params;
 
 /* ARGMAX of one long row over many blocks: each block's best goes to
@@ -187,6 +191,7 @@ typedef struct kc_tiled_params {
  * partial (m, l, acc[D]) to scratch, and the last block of each (query,
  * head) merges them, counting in counters (an int per (t, h), 0 between
  * launches); without counters kiln_attn_combine merges them. */
+enum { KC_ATTN_MAX_SPLITS = 1024 };
 typedef struct kc_attn_params {
   kc_tensor q, k, v, o;
   uint64_t index;
