@@ -2,7 +2,7 @@
 # GPU run for kernel work: cuda op tests (fused programs, GEMV shapes vs
 # cuBLAS), test_llm on cuda, bench_llm 1B and 8B under configurations
 # interleaved (CFGS): fusion on and off (fuse, nofuse: KILN_CUDA_FUSE), or
-# any KILN_CUDA_* settings (KSPLIT0.ROPE_EPILOGUE0: KILN_CUDA_KSPLIT=0
+# any KILN_CUDA_* settings (FUSE1.ROPE_EPILOGUE0: KILN_CUDA_FUSE=1
 # KILN_CUDA_ROPE_EPILOGUE=0), then
 # the zero-copy benchmark (ZC=0: not). The benchmarks run only if the cuda
 # tests pass. Logs to $OUT.
@@ -27,7 +27,7 @@ for s in ${SHAPES:-1b 8b}; do
     case $cfg in
       fuse) envs="KILN_CUDA_FUSE=1" ;;
       nofuse) envs="KILN_CUDA_FUSE=0" ;;
-      # NAMEn.NAMEn...: KILN_CUDA_NAME=n for each (KSPLIT0.ROPE_EPILOGUE0)
+      # NAMEn.NAMEn...: KILN_CUDA_NAME=n for each (FUSE1.ROPE_EPILOGUE0)
       *[0-9]) envs=$(echo "$cfg" | tr . '\n' | sed 's/^\([A-Z_]*\)\([0-9]*\)$/KILN_CUDA_\1=\2/' | tr '\n' ' ') ;;
     esac
     env $envs timeout 200 build/bench/bench_llm --model "$DATA/llama-$s" --device cuda --reps ${REPS:-1} --kv f32 \

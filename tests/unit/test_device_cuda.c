@@ -933,7 +933,7 @@ static void test_fused_program_resident(kiln_test *t) {
  * tail, a K shorter than a vector (rows 16-byte padded), rows not a
  * multiple of 8, the fused RMSNORM + q, k and gate, up + SWIGLU on a long
  * K, RMSNORM + GEMV on a longer one, a residual, the attention block
- * (RoPE epilogue with rows shared by four warps), and two hazards: a GEMV
+ * (the RoPE epilogue on a long K), and two hazards: a GEMV
  * whose weights the GEMV before it writes, and a GEMV writing the RMSNORM
  * input of the group after it. Against the cpu backend, recorded and
  * replayed. */
@@ -1014,8 +1014,8 @@ static void test_gemv_chain_program(kiln_test *t) {
   op = op_of(KILN_OP_GEMV);
   op.a = w5, op.b = xb5, op.c = y5;
   ops[n++] = op;
-  /* The attention block on K = 2600: four warps share a row, so a block
-   * step holds one rotated pair. */
+  /* The attention block on K = 2600 (rows over several vectors a lane,
+   * with a tail), f16 cache. */
   n += qkv_rope_attention(&f, ops + n, 211, x3, g, xn, wqkv, KILN_DTYPE_F16,
                           &qkv, &cache, &att);
   kiln_program *pc = NULL, *pg = NULL;

@@ -505,12 +505,6 @@ kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
   cd->sgemv = sg && strcmp(sg, "cublas") == 0;
   const char *rope_ep = getenv("KILN_CUDA_ROPE_EPILOGUE");
   cd->rope_epilogue = !(rope_ep && strcmp(rope_ep, "0") == 0);
-  const char *ksplit = getenv("KILN_CUDA_KSPLIT");
-  cd->ksplit = -1;
-  if (ksplit && *ksplit) {
-    const int k = atoi(ksplit);
-    cd->ksplit = k == 0 || k == 1 || k == 2 || k == 4 || k == 8 ? k : -1;
-  }
   kiln_status st = KILN_OK;
   TRY_CU(cu->cuDeviceGet(&cd->dev, ordinal), "cuDeviceGet");
   char gpu[128] = "?";

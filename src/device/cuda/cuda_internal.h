@@ -73,10 +73,6 @@ typedef struct kiln_cuda_device {
   bool fuse;
   /* KILN_CUDA_SGEMV=cublas: one-row f32 GEMVs by cublasSgemv. */
   bool sgemv;
-  /* Warps per row of one-row GEMVs (cuda_launch.c's gemv1_ks): -1 chosen
-   * from the shape; 1, 2, 4 or 8 forced by KILN_CUDA_KSPLIT=N (0: one,
-   * as before the split), for comparisons. */
-  int ksplit;
   /* RMSNORM + q, k, v GEMVs + ROPE + KV append in one launch (the one-row
    * GEMV's RoPE epilogue); KILN_CUDA_ROPE_EPILOGUE=0: ROPE + append by
    * kiln_rope_copy after the GEMVs, for comparisons. */

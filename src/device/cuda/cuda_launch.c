@@ -328,21 +328,6 @@ typedef struct gemv1_group {
   kc_rope_copy_params rc;
 } gemv1_group;
 
-/* Warps that share each row of a one-row GEMV: with few rows, one warp a
- * row leaves the GPU too few loads in flight (a 1B model's 2048-row
- * matrices), so rows are split until there are 4096 row parts, while each
- * part keeps at least 64 16-byte vectors. Shapes only, never the GPU: the
- * order of the sums, and so the results, are the same on every device.
- * KILN_CUDA_KSPLIT=N forces N (1, 2, 4 or 8; 0 as 1), for comparisons. */
-static int gemv1_ks(const kiln_cuda_device *cd, int64_t rows, int64_t K,
-                    kiln_dtype dt) {
-  if (cd->ksplit >= 0) return cd->ksplit ? cd->ksplit : 1;
-  const int64_t nvec = cdiv(K, dt == KILN_DTYPE_F32 ? 4 : 8);
-  int ks = 1;
-  while (ks < 8 && rows * ks < 4096 && nvec / (2 * ks) >= 64) ks *= 2;
-  return ks;
-}
-
 static kiln_status launch_gemv1(kiln_cuda_device *cd, const gemv1_group *g) {
   const kiln_dop *g0 = g->gemv[0];
   kc_gemv1_params p = {0};
@@ -370,15 +355,11 @@ static kiln_status launch_gemv1(kiln_cuda_device *cd, const gemv1_group *g) {
   }
   p.xvec = xvec;
   if (p.rows <= 0) return KILN_OK;
-  p.ks = gemv1_ks(cd, p.rows, p.K, g0->a.dtype);
-  if (g->rope) {   /* a rotated pair's two rows in one step of a block */
-    p.rope = g->rc;
-    p.ks = p.ks > 4 ? 4 : p.ks;
-  }
-  /* ks warps per row (8 / ks rows a block); with the RMSNORM prologue, at
-   * most as many blocks as the GPU holds at once (each normalises x once,
-   * then loops over rows). */
-  const int64_t blocks = cdiv(p.rows, 8 / p.ks);
+  if (g->rope) p.rope = g->rc;
+  /* A warp per row (RoPE epilogue: per pair of rows); with the RMSNORM
+   * prologue, at most as many blocks as the GPU holds at once (each
+   * normalises x once, then loops over rows). */
+  const int64_t blocks = cdiv(g->rope ? p.rows / 2 : p.rows, 8);
   const int64_t grid =
       g->norm ? min64(blocks, 3 * (int64_t)cd->sm_count) : min64(blocks, INT_MAX);
   const int variant = g->rope ? 4 : (g->norm ? 2 : 0) + (g->swiglu ? 1 : 0);
@@ -535,14 +516,6 @@ static kiln_status launch_gemv(kiln_cuda_device *cd, const kiln_dop *op) {
       return kiln_make_status(KILN_CODE_INTERNAL, "cublasSgemv: %s",
                               cd->blas->cublasGetStatusString(bs));
     return KILN_OK;
-  }
-  /* One row of x and few rows of w: kiln_gemv1 with rows shared among
-   * warps (gemv1_ks); with enough rows, kiln_gemv_*'s warp per row (the
-   * one-row kernel with ks = 1 measured slower on them). */
-  if (p.M == 1 && gemv1_ok(op) &&
-      gemv1_ks(cd, p.N, p.K, w->dtype) > 1) {
-    const gemv1_group g = {.gemv = {op}, .nseg = 1};
-    return launch_gemv1(cd, &g);
   }
   const int64_t blocks = cdiv(p.N, 8);   /* 8 warps of 256 threads */
   if (p.M <= KC_GEMV_MT_MAX) {

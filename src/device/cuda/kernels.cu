@@ -715,56 +715,36 @@ __device__ __forceinline__ void gemv1_use(const kc_gemv1_params &p,
   }
 }
 
-// With the RoPE epilogue (ROPE: kernels *_norm_rope, q, k and v of one
-// token, kc_gemv1_params.rope), units u of the rotated rows are numbered so
-// that u and u + 1 are the rows i and i + D/2 of one head, which the same
-// block computes in the same step; the block then rotates each pair and
-// stores it, and appends k and v to the cache row (kiln_rope_copy's
-// stores, in the same kernel).
-__device__ __forceinline__ int64_t rope_unit_row(int64_t u, int64_t rot_rows,
-                                                 int64_t D) {
-  if (u >= rot_rows) return u;
-  const int64_t r = u % D;
-  return u - r + r / 2 + (r & 1) * (D / 2);
-}
-
-// Unit u (row n of q, k, v in a row, as the rope tensor numbers them) of
-// the RoPE epilogue, its finished value at f[0] (and its partner's at f[1]
-// for an even rotated unit): stores what the ROPE op and the COPY into the
-// cache after it would.
+// The RoPE epilogue (ROPE: kernels *_norm_rope, the q, k and v of one
+// token, kc_gemv1_params.rope): a warp computes rows n and n + D/2 of a
+// head (the PAIR loop), then stores them as the ROPE op (rotated, for q and
+// k) and the COPY of k and v into the cache row after it would. v[0], v[1]:
+// the two rows' GEMV values.
 __device__ __forceinline__ void gemv1_rope_store(const kc_gemv1_params &p,
-                                                 int64_t u, int64_t n,
-                                                 const float *f, float pos,
-                                                 int64_t cache_row,
+                                                 int64_t n, const float *v,
+                                                 float pos, int64_t cache_row,
                                                  bool cache_ok) {
   const kc_rope_params &r = p.rope.rope;
   const kc_copy_params &c = p.rope.copy;
-  const int64_t D = r.D, half = D / 2, rot = r.H * D;
-  if (u < rot && (u & 1)) return;     // the even unit before stores it
-  float *y = (float *)p.seg[0].y;     // q, k and v lie back to back
-  const int64_t head = n / D, d = n % D;
+  const int64_t D = r.D, half = D / 2, head = n / D, d = n % D;
   const int64_t ch = head - p.rope.hs;  // head of the cache row
   const bool to_cache = cache_ok && ch >= 0 && ch < c.a.shape[1];
   const int64_t bo = cache_row * c.b.stride[0] + ch * c.b.stride[1];
-  if (u < rot) {
-    float y0, y1;
-    rope_pair(pos, ((const float *)r.inv_freq)[d], f[0], f[1], y0, y1);
-    y[n] = y0;
-    y[n + half] = y1;
-    if (to_cache) {
-      store_f(c.b.addr, c.b.dtype, bo + d * c.b.stride[2], y0);
-      store_f(c.b.addr, c.b.dtype, bo + (d + half) * c.b.stride[2], y1);
-    }
-  } else {
-    y[n] = f[0];
-    if (to_cache) store_f(c.b.addr, c.b.dtype, bo + d * c.b.stride[2], f[0]);
+  float y0 = v[0], y1 = v[1];
+  if (head < r.H) rope_pair(pos, ((const float *)r.inv_freq)[d], v[0], v[1], y0, y1);
+  float *y = (float *)p.seg[0].y;     // q, k and v lie back to back
+  y[n] = y0;
+  y[n + half] = y1;
+  if (to_cache) {
+    store_f(c.b.addr, c.b.dtype, bo + d * c.b.stride[2], y0);
+    store_f(c.b.addr, c.b.dtype, bo + (d + half) * c.b.stride[2], y1);
   }
 }
 
 template <int DT, int PRO, bool PAIR, bool ROPE = false>
 __device__ __forceinline__ void gemv1(const kc_gemv1_params &p) {
   constexpr int V = wvec<DT>::N;
-  constexpr int NR = PAIR ? 2 : 1;   // rows one warp works on at once
+  constexpr int NR = PAIR || ROPE ? 2 : 1;   // rows a warp works on at once
   constexpr int U = 4;               // vectors in flight per lane and row
   constexpr int esize = DT == KC_F32 ? 4 : 2;
   constexpr bool SMEM = PRO == KC_PRO_RMSNORM;
@@ -841,104 +821,78 @@ __device__ __forceinline__ void gemv1(const kc_gemv1_params &p) {
     __syncthreads();
     x = xs;
   }
-  // ks warps share a row (p.ks: 1, 2, 4 or 8), each taking one of ks
-  // equal runs of its vectors, and the first of them adds their sums in
-  // order; the block steps over 8 / ks rows at a time.
-  const int ks = p.ks, part = warp % ks;
-  __shared__ float parts[8][NR];
-  __shared__ float fin[8];   // ROPE: the step's finished rows, by unit
-  const kc_rope_params &rp = p.rope.rope;
   const kc_copy_params &cp = p.rope.copy;
   int64_t cache_row = 0;
   bool cache_ok = false;
-  float rpos = 0.0f;
+  float rope_pos = 0.0f;
   if (ROPE) {
-    rpos = (float)(rp.index ? read_index(rp.index) : rp.pos);
+    rope_pos = (float)(p.rope.rope.index ? read_index(p.rope.rope.index)
+                                         : p.rope.rope.pos);
     cache_row = read_index(cp.index);
     cache_ok = cache_row >= 0 && cache_row <= cp.b.shape[0] - 1;
     if (!cache_ok && blockIdx.x == 0 && threadIdx.x == 0)
       report(cp.err, KC_ERR_COPY_ROW, 0, cache_row, cp.b.shape[0], 1);
   }
-  for (int64_t n0 = (int64_t)blockIdx.x * (8 / ks); n0 < p.rows;
-       n0 += (int64_t)gridDim.x * (8 / ks)) {
-    const int64_t u = n0 + warp / ks;
-    const int64_t n = ROPE ? rope_unit_row(u, rp.H * rp.D, rp.D) : u;
+  // ROPE: unit n is the pair of rows i and i + D/2 of a head of q, k or v
+  // (heads never straddle segments).
+  const int64_t units = ROPE ? p.rows / 2 : p.rows;
+  const int64_t half = p.rope.rope.D / 2;
+  for (int64_t n = (int64_t)blockIdx.x * 8 + warp; n < units;
+       n += (int64_t)gridDim.x * 8) {
+    const int64_t row0 = ROPE ? n / half * 2 * half + n % half : n;
     int s = 0;
-    int64_t nl = n;
+    int64_t nl = row0;
+    if (!PAIR)
+      while (s + 1 < p.nseg && nl >= p.seg[s].N) nl -= p.seg[s++].N;
+    // Rows need not start on 16 bytes: read from the boundary below and
+    // skip the h elements before the row (as gemv_vec).
+    const uint4 *w[NR];
+    int h[NR];
+    int64_t nv[NR], nvmax = 0;
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+      const kc_gemv_seg &sg = p.seg[PAIR ? r : s];
+      const int64_t rl = ROPE ? nl + r * half : nl;
+      const uint64_t row = sg.w + (uint64_t)(rl * sg.ws) * esize;
+      const int hb = (int)(row & 15);
+      h[r] = hb / esize;
+      w[r] = (const uint4 *)(row - hb);
+      nv[r] = (p.K + h[r] + V - 1) / V;
+      nvmax = nv[r] > nvmax ? nv[r] : nvmax;
+    }
     float acc[NR];
 #pragma unroll
     for (int r = 0; r < NR; r++) acc[r] = 0.0f;
-    if (n < p.rows) {
-      if (!PAIR)
-        while (s + 1 < p.nseg && nl >= p.seg[s].N) nl -= p.seg[s++].N;
-      // Rows need not start on 16 bytes: read from the boundary below and
-      // skip the h elements before the row (as gemv_vec).
-      const uint4 *w[NR];
-      int h[NR];
-      int64_t nv[NR], nvmax = 0;
+    for (int64_t v0 = lane; v0 < nvmax; v0 += 32 * U) {
+      uint4 wv[NR][U];
 #pragma unroll
-      for (int r = 0; r < NR; r++) {
-        const kc_gemv_seg &sg = p.seg[PAIR ? r : s];
-        const uint64_t row = sg.w + (uint64_t)(nl * sg.ws) * esize;
-        const int hb = (int)(row & 15);
-        h[r] = hb / esize;
-        w[r] = (const uint4 *)(row - hb);
-        nv[r] = (p.K + h[r] + V - 1) / V;
-        nvmax = nv[r] > nvmax ? nv[r] : nvmax;
-      }
-      // This warp's run of vectors: [lo, hi), runs a multiple of 32 long.
-      const int64_t run = ((nvmax + ks - 1) / ks + 31) / 32 * 32;
-      const int64_t lo = part * run;
-      const int64_t hi = lo + run < nvmax ? lo + run : nvmax;
-      for (int64_t v0 = lo + lane; v0 < hi; v0 += 32 * U) {
-        uint4 wv[NR][U];
+      for (int r = 0; r < NR; r++)
 #pragma unroll
-        for (int r = 0; r < NR; r++)
-#pragma unroll
-          for (int u = 0; u < U; u++) {
-            const int64_t v = v0 + 32 * u;
-            wv[r][u] = v < hi && v < nv[r] ? __ldcs(w[r] + v)
-                                           : make_uint4(0, 0, 0, 0);
-          }
-#pragma unroll
-        for (int r = 0; r < NR; r++)
-#pragma unroll
-          for (int u = 0; u < U; u++) {
-            const int64_t v = v0 + 32 * u;
-            if (v < hi && v < nv[r])
-              gemv1_use<DT, SMEM>(p, x, wv[r][u], v, h[r], acc[r]);
-          }
-      }
-#pragma unroll
-      for (int r = 0; r < NR; r++) acc[r] = warp_sum(acc[r]);
-    }
-    if (ks > 1) {   // every warp of the block gets here: n0 is the block's
-      if (lane == 0)
-#pragma unroll
-        for (int r = 0; r < NR; r++) parts[warp][r] = acc[r];
-      __syncthreads();
-      if (part == 0 && lane == 0)
-#pragma unroll
-        for (int r = 0; r < NR; r++) {
-          acc[r] = parts[warp][r];
-          for (int j = 1; j < ks; j++) acc[r] += parts[warp + j][r];
+        for (int u = 0; u < U; u++) {
+          const int64_t v = v0 + 32 * u;
+          wv[r][u] = v < nv[r] ? __ldcs(w[r] + v) : make_uint4(0, 0, 0, 0);
         }
-      __syncthreads();
+#pragma unroll
+      for (int r = 0; r < NR; r++)
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+          const int64_t v = v0 + 32 * u;
+          if (v < nv[r]) gemv1_use<DT, SMEM>(p, x, wv[r][u], v, h[r], acc[r]);
+        }
     }
+#pragma unroll
+    for (int r = 0; r < NR; r++) acc[r] = warp_sum(acc[r]);
+    if (lane != 0) continue;
     if (ROPE) {
-      if (lane == 0 && part == 0 && n < p.rows) {
-        float v = p.seg[s].alpha * acc[0];
-        if (p.seg[s].beta != 0.0f) v += p.seg[s].beta * ((float *)p.seg[s].y)[nl];
-        fin[warp / ks] = v;
+      float v[2];
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        v[r] = p.seg[s].alpha * acc[r];
+        if (p.seg[s].beta != 0.0f)
+          v[r] += p.seg[s].beta * ((float *)p.seg[s].y)[nl + r * half];
       }
-      __syncthreads();
-      if (lane == 0 && part == 0 && n < p.rows)
-        gemv1_rope_store(p, u, n, fin + warp / ks, rpos, cache_row, cache_ok);
-      __syncthreads();   // fin is rewritten by the next step
-      continue;
-    }
-    if (lane != 0 || part != 0 || n >= p.rows) continue;
-    if (PAIR) {
+      gemv1_rope_store(p, row0, v, rope_pos, cache_row, cache_ok);
+    } else if (PAIR) {
       float *y0 = (float *)p.seg[0].y + n, *y1 = (float *)p.seg[1].y + n;
       float gt = p.seg[0].alpha * acc[0], up = p.seg[1].alpha * acc[NR - 1];
       if (p.seg[0].beta != 0.0f) gt += p.seg[0].beta * *y0;

@@ -160,10 +160,10 @@ typedef struct kc_gemv1_params {
   float eps;
   int32_t nseg;
   int32_t xvec;    /* x 16-byte aligned: float4 loads of it */
-  int32_t ks;      /* warps that share a row: 1, 2, 4 or 8 */
+  int32_t pad_;
   /* Kernels *_norm_rope: the ROPE (in place on q and k, [1, H, D]) and the
    * COPY of heads hs.. (k, v) into a cache row that follow the GEMVs of
-   * q, k and v (three segments, outputs back to back, ks at most 4). */
+   * q, k and v (three segments, outputs back to back, heads of D rows). */
   kc_rope_copy_params rope;
 } kc_gemv1_params;
 
