@@ -505,6 +505,10 @@ kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
   cd->sgemv = sg && strcmp(sg, "cublas") == 0;
   const char *rope_ep = getenv("KILN_CUDA_ROPE_EPILOGUE");
   cd->rope_epilogue = !(rope_ep && strcmp(rope_ep, "0") == 0);
+  const char *ab = getenv("KILN_CUDA_ATTN_BLOCKS");
+  cd->attn_blocks = ab && atoi(ab) > 0 && atoi(ab) <= 64 ? atoi(ab) : 4;
+  const char *amk = getenv("KILN_CUDA_ATTN_MIN_KEYS");
+  cd->attn_min_keys = amk && atoi(amk) > 0 && atoi(amk) <= 4096 ? atoi(amk) : 16;
   kiln_status st = KILN_OK;
   TRY_CU(cu->cuDeviceGet(&cd->dev, ordinal), "cuDeviceGet");
   char gpu[128] = "?";

@@ -77,6 +77,10 @@ typedef struct kiln_cuda_device {
    * GEMV's RoPE epilogue); KILN_CUDA_ROPE_EPILOGUE=0: ROPE + append by
    * kiln_rope_copy after the GEMVs, for comparisons. */
   bool rope_epilogue;
+  /* Attention blocks per SM that decode's splits of the cache aim at
+   * (KILN_CUDA_ATTN_BLOCKS, default 4) and the fewest cache rows a split
+   * takes (KILN_CUDA_ATTN_MIN_KEYS, default 16), for comparisons. */
+  int attn_blocks, attn_min_keys;
   /* cuBLAS, when present (otherwise GEMM uses kiln_tiled). */
   const kiln_cublas_api *blas;
   cublasHandle_t blas_handle;

@@ -614,12 +614,12 @@ static kiln_status launch_attention(kiln_cuda_device *cd, const kiln_dop *op) {
     return kiln_make_status(KILN_CODE_UNIMPLEMENTED,
                             "attention on cuda: %lld queries x %lld heads",
                             (long long)T, (long long)Hq);
-  /* Split the cache across blocks until the GPU has ~4 blocks per SM, in
-   * chunks of at least 64 keys, as far as the scratch allows. Shapes only:
+  /* Split the cache across blocks until the GPU has ~attn_blocks per SM, in
+   * chunks of at least attn_min_keys, as far as the scratch allows. Shapes only:
    * the same grid serves every position a graph replays with. */
   const int64_t nq = T * Hq;
   const int64_t part = nq * (D + 2) * (int64_t)sizeof(float);
-  int64_t splits = min64(cdiv(max64(S, 1), 64), cdiv(4 * cd->sm_count, nq));
+  int64_t splits = min64(cdiv(max64(S, 1), cd->attn_min_keys), cdiv(cd->attn_blocks * cd->sm_count, nq));
   splits = min64(splits, (int64_t)(KILN_CUDA_SCRATCH_BYTES / part));
   splits = max64(1, min64(splits, KC_ATTN_MAX_SPLITS));
   int64_t chunk = cdiv(max64(S, 1), splits);
