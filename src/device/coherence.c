@@ -504,11 +504,32 @@ static kiln_status upload_minus_written(kiln_device *d, kiln_resident *r,
   return KILN_OK;
 }
 
+/* Hot pages cool this often (in submits): a page still written every step
+ * costs two faults per period, one the host stopped writing goes up at
+ * most this many times more. */
+#define KILN_HOT_COOL_SUBMITS 64
+
+/* Every hot page of r turns dirty and forgets its first fault: sent (and
+ * protected) like any dirty page when an op next reads it. It is writable
+ * until then, as dirty pages are. */
+static void cool_hot(kiln_resident *r) {
+  for (uint64_t w = 0; w < (r->npages + 63) / 64; w++) {
+    const uint64_t h = atomic_exchange(&r->hot[w], 0);
+    if (!h) continue;
+    atomic_fetch_or(&r->dirty[w], h);
+    atomic_fetch_and(&r->seen[w], ~h);
+  }
+}
+
 /* Sends the dirty pages of r that [lo, hi) touches, whole, and protects
  * them again. */
 static kiln_status upload_dirty(kiln_device *d, kiln_resident *r, uint64_t lo,
                                 uint64_t hi, uint64_t *bytes) {
   if (r->eager) return upload_minus_written(d, r, lo, hi, bytes);
+  if (d->submit_gen - r->cool_gen >= KILN_HOT_COOL_SUBMITS) {
+    cool_hot(r);
+    r->cool_gen = d->submit_gen;
+  }
   uint64_t ps = host_page();
   uint64_t p = (lo - r->offset) / ps;
   uint64_t p1 = (hi - r->offset + ps - 1) / ps;

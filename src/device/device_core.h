@@ -41,8 +41,12 @@ typedef struct kiln_resident {
   /* Pages that faulted again after being protected once more (`seen` then
    * `hot`): written between ops as a rule (a token's input), so they stay
    * writable and go up whenever an op reads them. Saves a fault per page
-   * per step. */
+   * per step. Every KILN_HOT_COOL_SUBMITS submits (coherence.c) hot pages
+   * cool: they turn dirty, are protected again when next sent, and must
+   * fault twice more to turn hot again, so a page the host stopped
+   * writing stops going up (cool_gen: the submit of the last cooling). */
   _Atomic uint64_t *seen, *hot;
+  uint64_t cool_gen;
   /* Hot pages go up whole, once per submit call (the host cannot store
    * during one): `sent` marks those sent in submit `sent_gen`. */
   uint64_t *sent;

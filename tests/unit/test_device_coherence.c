@@ -131,6 +131,85 @@ static void test_resident_weight_reused_and_host_writes_tracked(kiln_test *t) {
   kiln_memory_release(m.m);
 }
 
+/* A hot page cools: once the host stops writing it, it goes up for at
+ * most 64 more submits (the cooling period), then is clean and protected
+ * (a store faults again); a page still written every step turns hot again
+ * after cooling. */
+static void test_hot_page_cools(kiln_test *t) {
+  kiln_device *d = open_cpu(t, 2, true);
+  tmem m = tmem_new(t, d, 1);
+  const int n = 64;
+  uint64_t ow = 0, ox = 16384, oy = 20480;
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, ow, n * n * 4, KILN_PLACEMENT_RESIDENT));
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, ox, n * 4, KILN_PLACEMENT_RESIDENT));
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, oy, n * 4, KILN_PLACEMENT_RESIDENT));
+  float *w = tf32(&m, ow), *x = tf32(&m, ox), *y = tf32(&m, oy), want[64];
+  for (int i = 0; i < n * n; i++) w[i] = rnd_val();
+  for (int i = 0; i < n; i++) x[i] = rnd_val();
+  kiln_op op = {.kind = KILN_OP_GEMV, .alpha = 1};
+  op.a = T2(&m, ow, KILN_DTYPE_F32, n, n);
+  op.b = T1(&m, ox, KILN_DTYPE_F32, n);
+  op.c = T1(&m, oy, KILN_DTYPE_F32, n);
+  kiln_transfer_report up;
+  kiln_device_stats s;
+  /* x turns hot: written after two protections. */
+  for (int i = 0; i < 3; i++) {
+    if (i) x[i] = (float)i;
+    KILN_EXPECT_OK(t, kiln_device_submit(d, &op, &up));
+    KILN_EXPECT_OK(t, kiln_device_sync(d, NULL));
+  }
+  stats(d, &s);
+  KILN_EXPECTF(t, s.write_faults == 2, "faults %llu",
+               (unsigned long long)s.write_faults);
+  /* The host stops writing x: it goes up with each submit until it cools,
+   * then never. */
+  int sent = 0, last_sent = -1;
+  for (int i = 0; i < 150; i++) {
+    KILN_EXPECT_OK(t, kiln_device_submit(d, &op, &up));
+    KILN_EXPECT_OK(t, kiln_device_sync(d, NULL));
+    if (up.bytes_to_device) sent++, last_sent = i;
+    KILN_EXPECTF(t, up.bytes_to_device == 0 || up.bytes_to_device == PAGE,
+                 "submit %d: up %llu", i, (unsigned long long)up.bytes_to_device);
+  }
+  KILN_EXPECTF(t, sent >= 1 && sent <= 65 && last_sent < 100,
+               "x went up %d times, last at submit %d", sent, last_sent);
+  /* Cool x is protected: a store faults, and goes up once. */
+  stats(d, &s);
+  const uint64_t faults = s.write_faults;
+  x[5] = 9.0f;
+  stats(d, &s);
+  KILN_EXPECTF(t, s.write_faults == faults + 1, "faults %llu, want %llu",
+               (unsigned long long)s.write_faults,
+               (unsigned long long)faults + 1);
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, &up));
+  KILN_EXPECT_OK(t, kiln_device_sync(d, NULL));
+  KILN_EXPECTF(t, up.bytes_to_device == PAGE, "up %llu",
+               (unsigned long long)up.bytes_to_device);
+  gemv_ref(w, x, want, n, n);
+  KILN_EXPECT(t, all_close(y, want, n));
+  /* Written every step across cooling periods: right each step, and hot
+   * again after two faults a period. */
+  stats(d, &s);
+  const uint64_t before = s.write_faults;
+  for (int i = 0; i < 200; i++) {
+    x[i % n] = (float)i;
+    KILN_EXPECT_OK(t, kiln_device_submit(d, &op, &up));
+    KILN_EXPECT_OK(t, kiln_device_sync(d, NULL));
+    KILN_EXPECTF(t, up.bytes_to_device == PAGE, "step %d: up %llu", i,
+                 (unsigned long long)up.bytes_to_device);
+    gemv_ref(w, x, want, n, n);
+    if (!all_close(y, want, n)) {
+      KILN_EXPECTF(t, false, "step %d: y wrong", i);
+      break;
+    }
+  }
+  stats(d, &s);
+  KILN_EXPECTF(t, s.write_faults - before <= 12, "%llu faults in 200 steps",
+               (unsigned long long)(s.write_faults - before));
+  kiln_device_release(d);
+  kiln_memory_release(m.m);
+}
+
 static void test_kv_append_moves_exactly_the_rows(kiln_test *t) {
   kiln_device *d = open_cpu(t, 2, true);
   tmem m = tmem_new(t, d, 1);
@@ -659,6 +738,7 @@ static void test_program_follows_placement_changes(kiln_test *t) {
 }
 
 KILN_TEST_MAIN(test_resident_weight_reused_and_host_writes_tracked,
+               test_hot_page_cools,
                test_scattered_host_writes_in_a_long_range,
                test_kv_append_moves_exactly_the_rows,
                test_strided_output_keeps_host_bytes_in_gaps,
