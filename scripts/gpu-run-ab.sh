@@ -14,6 +14,6 @@ for s in ${SHAPES:-1b 8b}; do
   [ -f "$DATA/llama-$s/config.json" ] || timeout 300 python3 tools/make_random_llama.py --shape "$s" --out "$DATA/llama-$s" > /dev/null 2>&1
   for b in new old new old; do
     exe=build/bench/bench_llm; [ $b = old ] && exe=build/bench/bench_llm_old
-    timeout 200 $exe --model "$DATA/llama-$s" --device cuda --reps 1 --kv f32 --out /tmp/x.json 2>&1 | grep "^  decode tok/s" | sed "s/^/$s $b /" >> "$OUT/ab.log"
+    timeout 200 $exe --model "$DATA/llama-$s" --device cuda --reps 1 --kv f32 --out /tmp/x.json 2>&1 | grep "^  decode tok/s\|^  prefill(512) tok/s guest" | sed "s/^/$s $b /" >> "$OUT/ab.log"
   done
 done

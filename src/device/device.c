@@ -941,9 +941,11 @@ static kiln_status submit_program(kiln_device *d, kiln_program *p,
       p->recorded = malloc(p->n * sizeof *p->recorded);
       if (!p->recorded)
         s = kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
-      if (!s) s = vt->graph_begin(d);
       if (!s) {
         for (size_t i = 0; i < p->n; i++) p->recorded[i] = v[i].dop;
+        s = vt->graph_begin(d, p->recorded, p->n);
+      }
+      if (!s) {
         s = launch_all(d, p->recorded, p->n);
         void *g = NULL;
         kiln_status e = vt->graph_end(d, &g);

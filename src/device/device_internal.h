@@ -79,8 +79,10 @@ typedef struct kiln_device_vtable {
   kiln_status (*sync)(kiln_device *d);
   /* Optional: record the launches between begin and end into a replayable
    * graph (*out_graph), launch it, free it. NULL: the core replays a
-   * program by launching its ops one by one. */
-  kiln_status (*graph_begin)(kiln_device *d);
+   * program by launching its ops one by one. begin gets the ops that will
+   * be launched (ops[0..n)), to set up what they need first: nothing can
+   * be allocated while recording. */
+  kiln_status (*graph_begin)(kiln_device *d, const kiln_dop *ops, size_t n);
   kiln_status (*graph_end)(kiln_device *d, void **out_graph);
   kiln_status (*graph_launch)(kiln_device *d, void *graph);
   void (*graph_free)(kiln_device *d, void *graph);

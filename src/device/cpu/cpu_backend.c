@@ -290,7 +290,9 @@ static kiln_status cpu_download(kiln_device *d, void *dst, uint64_t src,
 
 /* Graphs: the recorded ops, replayed as one queued command. Exercises the
  * core's graph path in CI the way CUDA graphs use it. */
-static kiln_status cpu_graph_begin(kiln_device *d) {
+static kiln_status cpu_graph_begin(kiln_device *d, const kiln_dop *ops,
+                                   size_t n) {
+  (void)ops, (void)n;
   cpu_device *c = cpu_of(d);
   if (c->recording)
     return kiln_make_status(KILN_CODE_FAILED_PRECONDITION,

@@ -273,9 +273,11 @@ static kiln_status cuda_sync(kiln_device *d) {
 
 /* ---- graphs ------------------------------------------------------------------ */
 
-static kiln_status cuda_graph_begin(kiln_device *d) {
+static kiln_status cuda_graph_begin(kiln_device *d, const kiln_dop *ops,
+                                    size_t n) {
   kiln_cuda_device *cd = kiln_cuda_of(d);
   KILN_RETURN_IF_ERROR(kiln_cuda_make_current(cd));
+  KILN_RETURN_IF_ERROR(kiln_cuda_prepare(cd, ops, n));
   CUresult r = CU_CALL(cd, cuStreamBeginCapture)(
       cd->stream, KILN_CU_STREAM_CAPTURE_MODE_THREAD_LOCAL);
   if (r) return kiln_cuda_status(KILN_CODE_INTERNAL, r, "cuStreamBeginCapture");
@@ -351,6 +353,7 @@ static void cuda_destroy(kiln_device *d) {
     if (cd->scratch) cu->cuMemFree(cd->scratch);
     if (cd->aux) cu->cuMemFree(cd->aux);
     if (cd->xconv) cu->cuMemFree(cd->xconv);
+    for (size_t i = 0; i < cd->xconv_old_n; i++) cu->cuMemFree(cd->xconv_old[i]);
     if (cd->err_claim) cu->cuMemFree(cd->err_claim);
     if (cd->err_record) cu->cuMemFreeHost(cd->err_record);
     if (cd->stream) cu->cuStreamDestroy(cd->stream);
@@ -358,6 +361,7 @@ static void cuda_destroy(kiln_device *d) {
     cu->cuDevicePrimaryCtxRelease(cd->dev);
     TRACE("  released");
   }
+  free(cd->xconv_old);
   free(cd);
 }
 

@@ -90,10 +90,14 @@ typedef struct kiln_cuda_device {
    * around it; graphs are not used) and per-kind totals, sync waits and
    * copies are printed to stderr when the device is released. For finding
    * where time goes, never for measurements. */
-  /* Prefill activations converted to the weights' 16-bit type for cuBLAS
-   * (grown outside graph capture only). */
+  /* Prefill activations converted to the weights' 16-bit type for cuBLAS:
+   * grown before a program is recorded (kiln_cuda_prepare) or at an
+   * unrecorded launch; outgrown buffers stay until the device goes, since
+   * graphs recorded before may use them. */
   CUdeviceptr xconv;
   uint64_t xconv_bytes;
+  CUdeviceptr *xconv_old;
+  size_t xconv_old_n, xconv_old_cap;
   int profile;                      /* 0, 1 totals, 2 every launch */
   struct {
     double launch_s[KILN_OP_KIND_COUNT];
@@ -112,6 +116,12 @@ static inline kiln_cuda_device *kiln_cuda_of(kiln_device *d) {
 /* Makes the device's context current on the calling thread (the device may
  * be used from any one thread at a time). */
 kiln_status kiln_cuda_make_current(kiln_cuda_device *cd);
+
+/* Sets up what launching ops[0..n) will need (the prefill's 16-bit x):
+ * before a program is recorded into a graph, when nothing can be
+ * allocated (cuda_launch.c). */
+kiln_status kiln_cuda_prepare(kiln_cuda_device *cd, const kiln_dop *ops,
+                              size_t n);
 
 /* The vtable's launch (cuda_launch.c). */
 kiln_status kiln_cuda_launch(kiln_device *d, const kiln_dop *op);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/reserve.h"
 #include "device/cuda/cuda_internal.h"
 
 static kc_tensor kt(const kiln_dtensor *t) {
@@ -488,6 +489,49 @@ static size_t match_gemv1(const kiln_dop *ops, size_t n, gemv1_group *g) {
   return i;
 }
 
+/* Bytes of x in 16 bits that a prefill GEMV (many rows of x, bf16 or
+ * f16 weights, cuBLAS) converts x into; 0 for any other op. */
+static uint64_t xconv_need(const kiln_cuda_device *cd, const kiln_dop *op) {
+  const kiln_dtensor *w = &op->a, *x = &op->b, *y = &op->c;
+  if (op->kind != KILN_OP_GEMV || lead_rows(x) <= KC_GEMV_MT_MAX ||
+      (w->dtype != KILN_DTYPE_BF16 && w->dtype != KILN_DTYPE_F16) ||
+      !cd->blas || x->rank != 2 || y->rank != 2)
+    return 0;
+  return (uint64_t)lead_rows(x) * (uint64_t)last_dim(w) * 2;
+}
+
+/* Makes the 16-bit x buffer hold at least `need` bytes: false when it
+ * cannot (recording a graph, or out of device memory; the launch then
+ * takes the tiled kernel). */
+static bool xconv_reserve(kiln_cuda_device *cd, uint64_t need) {
+  if (need <= cd->xconv_bytes) return true;
+  if (cd->capturing) return false;
+  CUdeviceptr b = 0;
+  if (cd->cu->cuMemAlloc(&b, (size_t)need) != KILN_CUDA_SUCCESS) return false;
+  if (cd->xconv) {
+    if (!kiln_reserve((void **)&cd->xconv_old, &cd->xconv_old_cap,
+                      cd->xconv_old_n + 1, sizeof *cd->xconv_old, 4)) {
+      cd->cu->cuMemFree(b);
+      return false;
+    }
+    cd->xconv_old[cd->xconv_old_n++] = cd->xconv;
+  }
+  cd->xconv = b;
+  cd->xconv_bytes = need;
+  return true;
+}
+
+kiln_status kiln_cuda_prepare(kiln_cuda_device *cd, const kiln_dop *ops,
+                              size_t n) {
+  uint64_t need = 0;
+  for (size_t i = 0; i < n; i++) {
+    const uint64_t b = xconv_need(cd, &ops[i]);
+    if (b > need) need = b;
+  }
+  xconv_reserve(cd, need);   /* if it cannot, the launches fall back */
+  return KILN_OK;
+}
+
 static kiln_status launch_gemv(kiln_cuda_device *cd, const kiln_dop *op) {
   const kiln_dtensor *w = &op->a, *x = &op->b, *y = &op->c;
   kc_gemv_params p = {0};
@@ -543,27 +587,17 @@ static kiln_status launch_gemv(kiln_cuda_device *cd, const kiln_dop *op) {
                                    op->alpha, op->beta, &done));
     if (done) return KILN_OK;
   }
-  if ((w->dtype == KILN_DTYPE_BF16 || w->dtype == KILN_DTYPE_F16) &&
-      cd->blas && x->rank == 2 && y->rank == 2) {
-    uint64_t need = (uint64_t)p.M * (uint64_t)p.K * 2;
-    if (need > cd->xconv_bytes && !cd->capturing) {
-      if (cd->xconv) cd->cu->cuMemFree(cd->xconv);
-      cd->xconv = 0;
-      cd->xconv_bytes = 0;
-      if (cd->cu->cuMemAlloc(&cd->xconv, (size_t)need) == KILN_CUDA_SUCCESS)
-        cd->xconv_bytes = need;
-    }
-    if (need <= cd->xconv_bytes) {
-      kiln_dop conv = {.kind = KILN_OP_COPY};
-      conv.a = *x;
-      conv.b = (kiln_dtensor){.addr = cd->xconv, .dtype = w->dtype, .rank = 2,
-                              .shape = {p.M, p.K}, .stride = {p.K, 1}};
-      KILN_RETURN_IF_ERROR(launch_copy(cd, &conv));
-      bool done;
-      KILN_RETURN_IF_ERROR(blas_gemm(cd, 0, 1, &conv.b, w, y, p.M, p.N, p.K,
-                                     op->alpha, op->beta, &done));
-      if (done) return KILN_OK;
-    }
+  const uint64_t need = xconv_need(cd, op);
+  if (need && xconv_reserve(cd, need)) {
+    kiln_dop conv = {.kind = KILN_OP_COPY};
+    conv.a = *x;
+    conv.b = (kiln_dtensor){.addr = cd->xconv, .dtype = w->dtype, .rank = 2,
+                            .shape = {p.M, p.K}, .stride = {p.K, 1}};
+    KILN_RETURN_IF_ERROR(launch_copy(cd, &conv));
+    bool done;
+    KILN_RETURN_IF_ERROR(blas_gemm(cd, 0, 1, &conv.b, w, y, p.M, p.N, p.K,
+                                   op->alpha, op->beta, &done));
+    if (done) return KILN_OK;
   }
   kc_tiled_params t = {0};
   t.l = p.x;
