@@ -28,15 +28,36 @@ static bool all_close(const float *a, const float *b, int n) {
   return true;
 }
 
-/* W [64,64] at 0 (4 pages), x at 16 KiB, y at 20 KiB: all RESIDENT. */
+/* y = W x with W [64,64] at 0 (4 pages), x at 16 KiB, y at 20 KiB, all
+ * RESIDENT, W and x random: the op and the host's pointers. */
+typedef struct gemv_case {
+  kiln_op op;
+  float *w, *x, *y;
+} gemv_case;
+
+static gemv_case gemv_case_make(kiln_test *t, kiln_device *d, tmem *m) {
+  const int n = 64;
+  const uint64_t ow = 0, ox = 16384, oy = 20480;
+  KILN_EXPECT_OK(t, kiln_device_place(d, m->m, ow, n * n * 4, KILN_PLACEMENT_RESIDENT));
+  KILN_EXPECT_OK(t, kiln_device_place(d, m->m, ox, n * 4, KILN_PLACEMENT_RESIDENT));
+  KILN_EXPECT_OK(t, kiln_device_place(d, m->m, oy, n * 4, KILN_PLACEMENT_RESIDENT));
+  gemv_case g = {.op = {.kind = KILN_OP_GEMV, .alpha = 1},
+                 .w = tf32(m, ow), .x = tf32(m, ox), .y = tf32(m, oy)};
+  for (int i = 0; i < n * n; i++) g.w[i] = rnd_val();
+  for (int i = 0; i < n; i++) g.x[i] = rnd_val();
+  g.op.a = T2(m, ow, KILN_DTYPE_F32, n, n);
+  g.op.b = T1(m, ox, KILN_DTYPE_F32, n);
+  g.op.c = T1(m, oy, KILN_DTYPE_F32, n);
+  return g;
+}
+
+/* The gemv_case: W goes up once, host writes are tracked. */
 static void test_resident_weight_reused_and_host_writes_tracked(kiln_test *t) {
   kiln_device *d = open_cpu(t, 2, true);
   tmem m = tmem_new(t, d, 1);
   const int n = 64;
-  uint64_t ow = 0, ox = 16384, oy = 20480;
-  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, ow, n * n * 4, KILN_PLACEMENT_RESIDENT));
-  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, ox, n * 4, KILN_PLACEMENT_RESIDENT));
-  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, oy, n * 4, KILN_PLACEMENT_RESIDENT));
+  const uint64_t ox = 16384;
+  gemv_case g = gemv_case_make(t, d, &m);
   KILN_EXPECT(t, kiln_device_placement(d, m.m, ox + 100) == KILN_PLACEMENT_RESIDENT);
   KILN_EXPECT(t, kiln_device_placement(d, m.m, 24576) == KILN_PLACEMENT_MAPPED);
   uint64_t addr = 0;
@@ -44,13 +65,8 @@ static void test_resident_weight_reused_and_host_writes_tracked(kiln_test *t) {
   KILN_EXPECT(t, addr != (uint64_t)(uintptr_t)tptr(&m, ox)); /* a device copy */
   KILN_EXPECT_OK(t, kiln_device_address(d, m.m, 30000, &addr));
   KILN_EXPECT(t, addr == (uint64_t)(uintptr_t)tptr(&m, 30000)); /* mapped */
-  float *w = tf32(&m, ow), *x = tf32(&m, ox), *y = tf32(&m, oy), want[64];
-  for (int i = 0; i < n * n; i++) w[i] = rnd_val();
-  for (int i = 0; i < n; i++) x[i] = rnd_val();
-  kiln_op op = {.kind = KILN_OP_GEMV, .alpha = 1};
-  op.a = T2(&m, ow, KILN_DTYPE_F32, n, n);
-  op.b = T1(&m, ox, KILN_DTYPE_F32, n);
-  op.c = T1(&m, oy, KILN_DTYPE_F32, n);
+  float *w = g.w, *x = g.x, *y = g.y, want[64];
+  const kiln_op op = g.op;
   kiln_transfer_report up, down;
   kiln_device_stats s;
 
@@ -139,17 +155,9 @@ static void test_hot_page_cools(kiln_test *t) {
   kiln_device *d = open_cpu(t, 2, true);
   tmem m = tmem_new(t, d, 1);
   const int n = 64;
-  uint64_t ow = 0, ox = 16384, oy = 20480;
-  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, ow, n * n * 4, KILN_PLACEMENT_RESIDENT));
-  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, ox, n * 4, KILN_PLACEMENT_RESIDENT));
-  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, oy, n * 4, KILN_PLACEMENT_RESIDENT));
-  float *w = tf32(&m, ow), *x = tf32(&m, ox), *y = tf32(&m, oy), want[64];
-  for (int i = 0; i < n * n; i++) w[i] = rnd_val();
-  for (int i = 0; i < n; i++) x[i] = rnd_val();
-  kiln_op op = {.kind = KILN_OP_GEMV, .alpha = 1};
-  op.a = T2(&m, ow, KILN_DTYPE_F32, n, n);
-  op.b = T1(&m, ox, KILN_DTYPE_F32, n);
-  op.c = T1(&m, oy, KILN_DTYPE_F32, n);
+  gemv_case g = gemv_case_make(t, d, &m);
+  float *w = g.w, *x = g.x, *y = g.y, want[64];
+  const kiln_op op = g.op;
   kiln_transfer_report up;
   kiln_device_stats s;
   /* x turns hot: written after two protections. */
