@@ -377,6 +377,18 @@ static void ops_gemv(kiln_test *t, fx *f) {
                (long long)M);
       run_both(t, f, what, &op, &op.c, tol_for(types[i]));
     }
+  /* Q8_0 rows of 45 blocks (a chunk of 32 and one of 13), 1530 bytes
+   * apart: rows start anywhere in a 16-byte block. */
+  for (int64_t M = 1; M <= 5; M += 4) {
+    kiln_op op = op_of(KILN_OP_GEMV);
+    op.a = input(f, KILN_DTYPE_Q8_0, 2, 37, 1440, 0, 0);
+    op.b = input(f, KILN_DTYPE_F32, 2, M, 1440, 0, 0);
+    op.c = output(f, KILN_DTYPE_F32, 2, M, 37, 0, 0, false);
+    char what[64];
+    snprintf(what, sizeof what, "gemv q8_0 45 blocks a row, M=%lld",
+             (long long)M);
+    run_both(t, f, what, &op, &op.c, tol_for(KILN_DTYPE_Q8_0));
+  }
   /* K not a multiple of the vector width: the scalar kernel. */
   kiln_op op = op_of(KILN_OP_GEMV);
   op.a = input(f, KILN_DTYPE_BF16, 2, 77, 250, 0, 0);

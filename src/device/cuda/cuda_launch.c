@@ -571,6 +571,7 @@ static kiln_status launch_gemv(kiln_cuda_device *cd, const kiln_dop *op) {
       return launch(cd, KC_FN_GEMV_ANY, cd->gemv[slot][p.M - 1], blocks, 1,
                       1, 256, &p);
     } else if (w->dtype == KILN_DTYPE_Q8_0 && p.w % 2 == 0) {
+      p.xvec = p.x % 16 == 0 && p.xs % 4 == 0;
       return launch(cd, KC_FN_GEMV_ANY, cd->gemv_q8[p.M - 1], blocks, 1, 1,
                     256, &p);
     }
