@@ -641,15 +641,27 @@ __device__ __forceinline__ void gemv_q8(const kc_gemv_params &p) {
     if (b0 + 32 < nb) q8_load(next, row, b0 + 32, nb, lane);
     const int h = cur.h, cnt = cur.cnt;
     if (lane < cnt) {
-      const uint16_t *blk =
-          (const uint16_t *)((const uint8_t *)stage[warp] + h + lane * 34);
-      const float d = f16_to_f32(blk[0]);
+      const uint8_t *blk = (const uint8_t *)stage[warp] + h + lane * 34;
+      const float d = f16_to_f32(*(const uint16_t *)blk);
+      // The 32 quants as 8 words: aligned words shifted into place (the
+      // quants start 0 or 2 bytes into a word). Each byte v + 128 becomes
+      // the float 2^23 + v + 128 by setting the exponent bits, then v by a
+      // subtraction: no int-to-float conversions (the slow unit).
+      const uint8_t *qb = blk + 2;
+      const uint32_t *wa = (const uint32_t *)((uintptr_t)qb & ~(uintptr_t)3);
+      const int sh = (int)((uintptr_t)qb & 3) * 8;
+      uint32_t w9[9];
+#pragma unroll
+      for (int j = 0; j < 9; j++) w9[j] = wa[j];   // inside the stage
       float q[32];
 #pragma unroll
-      for (int i = 0; i < 16; i++) {
-        const uint16_t two = blk[1 + i];
-        q[2 * i] = (float)(int8_t)(two & 0xff);
-        q[2 * i + 1] = (float)(int8_t)(two >> 8);
+      for (int j = 0; j < 8; j++) {
+        const uint32_t w = __funnelshift_r(w9[j], w9[j + 1], sh) ^ 0x80808080u;
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+          q[4 * j + i] =
+              __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7650 | i)) -
+              8388736.0f;
       }
 #pragma unroll
       for (int m = 0; m < MT; m++) {
