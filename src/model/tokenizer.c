@@ -195,33 +195,14 @@ static int utf8_check(const char *s, size_t n) {
 static int utf8_lossy(buf *out, const unsigned char *s, size_t n) {
   static const char fffd[3] = {(char)0xEF, (char)0xBF, (char)0xBD};
   for (size_t i = 0; i < n;) {
-    size_t l = km_utf8_len(s + i, n - i);
-    if (l) {
+    size_t fit;
+    const size_t l = km_utf8_scan(s + i, n - i, &fit);
+    if (l && fit == l) {
       if (buf_add(out, s + i, l)) return -1;
-      i += l;
-      continue;
+    } else if (buf_add(out, fffd, 3)) {
+      return -1;
     }
-    /* The maximal prefix of a valid sequence: the lead byte and the
-     * continuation bytes that still fit its pattern. */
-    unsigned c = s[i];
-    size_t need = 0;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) need = 2;
-    else if (c == 0xE0) { need = 3; lo = 0xA0; }
-    else if (c == 0xED) { need = 3; hi = 0x9F; }
-    else if (c >= 0xE1 && c <= 0xEF) need = 3;
-    else if (c == 0xF0) { need = 4; lo = 0x90; }
-    else if (c >= 0xF1 && c <= 0xF3) need = 4;
-    else if (c == 0xF4) { need = 4; hi = 0x8F; }
-    size_t k = 1;
-    if (need) {
-      if (i + 1 < n && s[i + 1] >= lo && s[i + 1] <= hi) {
-        k = 2;
-        while (k < need && i + k < n && (s[i + k] & 0xC0) == 0x80) k++;
-      }
-    }
-    if (buf_add(out, fffd, 3)) return -1;
-    i += k;
+    i += fit;
   }
   return 0;
 }

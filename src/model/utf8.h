@@ -7,11 +7,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes, n >= 1), or 0:
- * strict, as Unicode's table 3-7 (no overlong forms, no surrogates,
- * nothing above U+10FFFF). */
-static inline size_t km_utf8_len(const unsigned char *s, size_t n) {
+/* The UTF-8 sequence that starts at s (n >= 1 bytes there), as Unicode's
+ * table 3-7 allows it (no overlong forms, no surrogates, nothing above
+ * U+10FFFF): returns its full length, 0 when s[0] cannot start one; *fit
+ * gets how many bytes at s fit its pattern (at least 1: the maximal
+ * prefix, which a lossy decoder replaces as one). Valid when *fit equals
+ * the length. */
+static inline size_t km_utf8_scan(const unsigned char *s, size_t n,
+                                  size_t *fit) {
   unsigned c = s[0];
+  *fit = 1;
   if (c < 0x80) return 1;
   size_t len;
   unsigned lo = 0x80, hi = 0xBF;
@@ -23,10 +28,20 @@ static inline size_t km_utf8_len(const unsigned char *s, size_t n) {
   else if (c >= 0xF1 && c <= 0xF3) len = 4;
   else if (c == 0xF4) { len = 4; hi = 0x8F; }
   else return 0;
-  if (n < len || s[1] < lo || s[1] > hi) return 0;
-  for (size_t i = 2; i < len; i++)
-    if ((s[i] & 0xC0) != 0x80) return 0;
+  if (n > 1 && s[1] >= lo && s[1] <= hi) {
+    size_t k = 2;
+    while (k < len && k < n && (s[k] & 0xC0) == 0x80) k++;
+    *fit = k;
+  }
   return len;
+}
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes, n >= 1), or
+ * 0 (km_utf8_scan's rules). */
+static inline size_t km_utf8_len(const unsigned char *s, size_t n) {
+  size_t fit;
+  const size_t len = km_utf8_scan(s, n, &fit);
+  return len && fit == len ? len : 0;
 }
 
 /* Writes code point cp (<= U+10FFFF) as UTF-8 at o; returns its length. */

@@ -28,6 +28,15 @@ static bool all_close(const float *a, const float *b, int n) {
   return true;
 }
 
+/* b[n] = alpha * a[n], f32, a and b at those offsets of m. */
+static kiln_op scale_op(tmem *m, uint64_t a, uint64_t b, int64_t n,
+                        float alpha) {
+  kiln_op op = {.kind = KILN_OP_SCALE, .alpha = alpha};
+  op.a = T1(m, a, KILN_DTYPE_F32, n);
+  op.b = T1(m, b, KILN_DTYPE_F32, n);
+  return op;
+}
+
 /* y = W x with W [64,64] at 0 (4 pages), x at 16 KiB, y at 20 KiB, all
  * RESIDENT, W and x random: the op and the host's pointers. */
 typedef struct gemv_case {
@@ -299,9 +308,7 @@ static void test_grow_while_attached(kiln_test *t) {
   /* An op from the resident page into the new pages, and a resident range
    * placed in them. */
   uint64_t o2 = 2 * KILN_WASM_PAGE_SIZE + 64;
-  kiln_op op = {.kind = KILN_OP_SCALE, .alpha = 3};
-  op.a = T1(&m, 0, KILN_DTYPE_F32, 16);
-  op.b = T1(&m, o2, KILN_DTYPE_F32, 16);
+  kiln_op op = scale_op(&m, 0, o2, 16, 3);
   RUN(t, d, op);
   KILN_EXPECT(t, tf32(&m, o2)[15] == 45);
   KILN_EXPECT_OK(t, kiln_device_place(d, m.m, KILN_WASM_PAGE_SIZE, PAGE,
@@ -333,9 +340,7 @@ static void test_place_mapped_ends_residency_after_copy_back(kiln_test *t) {
   KILN_EXPECT_CODE(t, KILN_CODE_OUT_OF_RANGE,
                    kiln_device_place(d, m.m, UINT64_MAX - 10, 100, KILN_PLACEMENT_RESIDENT));
   for (int i = 0; i < 8; i++) tf32(&m, 8192)[i] = (float)i;
-  kiln_op op = {.kind = KILN_OP_SCALE, .alpha = 2};
-  op.a = T1(&m, 8192, KILN_DTYPE_F32, 8);
-  op.b = T1(&m, 0, KILN_DTYPE_F32, 8);
+  kiln_op op = scale_op(&m, 8192, 0, 8, 2);
   KILN_EXPECT_OK(t, kiln_device_submit(d, &op, NULL));
   KILN_EXPECT_OK(t, kiln_device_place(d, m.m, 0, PAGE, KILN_PLACEMENT_MAPPED));
   KILN_EXPECT(t, kiln_device_placement(d, m.m, 0) == KILN_PLACEMENT_MAPPED);
@@ -358,9 +363,7 @@ static void test_resident_without_mirror_is_bookkeeping(kiln_test *t) {
   KILN_EXPECT_OK(t, kiln_device_address(d, m.m, 12, &addr));
   KILN_EXPECT(t, addr == (uint64_t)(uintptr_t)tptr(&m, 12));
   for (int i = 0; i < 8; i++) tf32(&m, 0)[i] = (float)i;
-  kiln_op op = {.kind = KILN_OP_SCALE, .alpha = 2};
-  op.a = T1(&m, 0, KILN_DTYPE_F32, 8);
-  op.b = T1(&m, 64, KILN_DTYPE_F32, 8);
+  kiln_op op = scale_op(&m, 0, 64, 8, 2);
   kiln_transfer_report up, down;
   KILN_EXPECT_OK(t, kiln_device_submit(d, &op, &up));
   KILN_EXPECT_OK(t, kiln_device_sync(d, &down));
@@ -589,9 +592,7 @@ static void test_small_resident_range_is_sent_eagerly(kiln_test *t) {
   const int64_t n = 1024;
   uint64_t x = tmem_alloc(&m, 4096, 4096), y = tmem_alloc(&m, 4096, 4096);
   KILN_EXPECT_OK(t, kiln_device_place(d, m.m, x, 8192, KILN_PLACEMENT_RESIDENT));
-  kiln_op op = {.kind = KILN_OP_SCALE, .alpha = 3.0f};
-  op.a = kiln_tensor_make(m.m, x, KILN_DTYPE_F32, 1, &n);
-  op.b = kiln_tensor_make(m.m, y, KILN_DTYPE_F32, 1, &n);
+  kiln_op op = scale_op(&m, x, y, n, 3.0f);
   for (int step = 0; step < 3; step++) {
     for (int64_t i = 0; i < n; i++) tf32(&m, x)[i] = (float)(i + step);
     kiln_transfer_report up, down;
@@ -624,9 +625,7 @@ static void test_scattered_host_writes_in_a_long_range(kiln_test *t) {
   KILN_EXPECT_OK(t, kiln_device_place(d, m.m, a, npages * ps, KILN_PLACEMENT_RESIDENT));
   float *x = tf32(&m, a);
   for (int64_t i = 0; i < n; i++) x[i] = (float)(i % 1000);
-  kiln_op op = {.kind = KILN_OP_SCALE, .alpha = 2.0f};
-  op.a = kiln_tensor_make(m.m, a, KILN_DTYPE_F32, 1, &n);
-  op.b = kiln_tensor_make(m.m, b, KILN_DTYPE_F32, 1, &n);
+  kiln_op op = scale_op(&m, a, b, n, 2.0f);
   kiln_transfer_report up, down;
   KILN_EXPECT_OK(t, kiln_device_submit(d, &op, &up));   /* all of it, once */
   KILN_EXPECT_OK(t, kiln_device_sync(d, &down));
@@ -683,9 +682,7 @@ static void test_syscall_writes_into_resident_pages(kiln_test *t) {
   uint64_t x = tmem_alloc(&m, 4096, 4096), y = tmem_alloc(&m, 4096, 4096);
   KILN_EXPECT_OK(t, kiln_device_place(d, m.m, x, 4096, KILN_PLACEMENT_RESIDENT));
   for (int64_t i = 0; i < n; i++) tf32(&m, x)[i] = 1.0f;
-  kiln_op op = {.kind = KILN_OP_SCALE, .alpha = 2.0f};
-  op.a = kiln_tensor_make(m.m, x, KILN_DTYPE_F32, 1, &n);
-  op.b = kiln_tensor_make(m.m, y, KILN_DTYPE_F32, 1, &n);
+  kiln_op op = scale_op(&m, x, y, n, 2.0f);
   KILN_EXPECT_OK(t, kiln_device_submit(d, &op, NULL)); /* x: clean, protected */
   KILN_EXPECT_OK(t, kiln_device_sync(d, NULL));
   int fds[2];
@@ -714,9 +711,7 @@ static void test_program_follows_placement_changes(kiln_test *t) {
   tmem m = tmem_new(t, d, 1);
   const int64_t n = 512;
   uint64_t x = tmem_alloc(&m, 4096, 4096), y = tmem_alloc(&m, 4096, 4096);
-  kiln_op op = {.kind = KILN_OP_SCALE, .alpha = 3.0f};
-  op.a = kiln_tensor_make(m.m, x, KILN_DTYPE_F32, 1, &n);
-  op.b = kiln_tensor_make(m.m, y, KILN_DTYPE_F32, 1, &n);
+  kiln_op op = scale_op(&m, x, y, n, 3.0f);
   kiln_program *p = NULL;
   KILN_EXPECT_OK(t, kiln_program_create(d, &p));
   KILN_EXPECT_OK(t, kiln_program_add(p, &op));

@@ -83,6 +83,10 @@ static kiln_memory *new_memory(kiln_test *t, uint64_t pages, const char *name) {
   return m;
 }
 
+static void fx_close(fx *f);
+
+/* False (everything it opened closed again) when there is no GPU (a skip)
+ * or the fixture could not be set up (a failure). */
 static bool fx_open(kiln_test *t, fx *f, kiln_placement placement) {
   memset(f, 0, sizeof *f);
   f->gpu = open_gpu();
@@ -97,7 +101,10 @@ static bool fx_open(kiln_test *t, fx *f, kiln_placement placement) {
   f->in = new_memory(t, FX_IN_PAGES, "in");
   f->out_cpu = new_memory(t, FX_OUT_PAGES, "out_cpu");
   f->out_gpu = new_memory(t, FX_OUT_PAGES, "out_gpu");
-  if (!f->cpu || !f->in || !f->out_cpu || !f->out_gpu) return false;
+  if (!f->cpu || !f->in || !f->out_cpu || !f->out_gpu) {
+    fx_close(f);
+    return false;
+  }
   KILN_EXPECT_OK(t, kiln_device_attach(f->cpu, f->in));
   KILN_EXPECT_OK(t, kiln_device_attach(f->cpu, f->out_cpu));
   KILN_EXPECT_OK(t, kiln_device_attach(f->gpu, f->in));
@@ -111,7 +118,9 @@ static bool fx_open(kiln_test *t, fx *f, kiln_placement placement) {
                                         placement));
   }
   f->rng = 0x2545F491u;
-  return t->failures == 0;
+  if (t->failures == 0) return true;
+  fx_close(f);
+  return false;
 }
 
 static void fx_close(fx *f) {
@@ -596,10 +605,7 @@ static void ops_attention(kiln_test *t, fx *f) {
 
 static void every_op(kiln_test *t, kiln_placement p) {
   fx f;
-  if (!fx_open(t, &f, p)) {
-    if (f.gpu) fx_close(&f);
-    return;
-  }
+  if (!fx_open(t, &f, p)) return;
   ops_gemm(t, &f);
   ops_gemv(t, &f);
   ops_elementwise(t, &f);
@@ -619,10 +625,7 @@ static void test_every_op_resident(kiln_test *t) {
 /* MAPPED: the device address is the host address (pointer identity). */
 static void test_mapped_pointer_identity(kiln_test *t) {
   fx f;
-  if (!fx_open(t, &f, KILN_PLACEMENT_MAPPED)) {
-    if (f.gpu) fx_close(&f);
-    return;
-  }
+  if (!fx_open(t, &f, KILN_PLACEMENT_MAPPED)) return;
   uint64_t addr = 0;
   KILN_EXPECT_OK(t, kiln_device_address(f.gpu, f.in, 4096, &addr));
   KILN_EXPECT(t, addr == (uint64_t)(uintptr_t)(kiln_memory_base(f.in) + 4096));
@@ -637,10 +640,7 @@ static void test_mapped_pointer_identity(kiln_test *t) {
  * index and the inputs changing between submits. */
 static void graph_replay(kiln_test *t, kiln_placement p) {
   fx f;
-  if (!fx_open(t, &f, p)) {
-    if (f.gpu) fx_close(&f);
-    return;
-  }
+  if (!fx_open(t, &f, p)) return;
   const int64_t S = 64, Hq = 8, Hkv = 2, D = 64;
   uint64_t idx_off;
   kiln_tensor index = index_tensor(&f, 0, &idx_off);
@@ -921,10 +921,7 @@ static void fused_program(kiln_test *t, fx *f, kiln_dtype wt, bool mis) {
 
 static void fused_programs(kiln_test *t, kiln_placement p) {
   fx f;
-  if (!fx_open(t, &f, p)) {
-    if (f.gpu) fx_close(&f);
-    return;
-  }
+  if (!fx_open(t, &f, p)) return;
   fused_program(t, &f, KILN_DTYPE_BF16, false);
   fused_program(t, &f, KILN_DTYPE_F32, false);
   fused_program(t, &f, KILN_DTYPE_BF16, true);
@@ -951,10 +948,7 @@ static void test_fused_program_resident(kiln_test *t) {
  * replayed. */
 static void test_gemv_chain_program(kiln_test *t) {
   fx f;
-  if (!fx_open(t, &f, KILN_PLACEMENT_RESIDENT)) {
-    if (f.gpu) fx_close(&f);
-    return;
-  }
+  if (!fx_open(t, &f, KILN_PLACEMENT_RESIDENT)) return;
   const kiln_dtype bf = KILN_DTYPE_BF16, f32 = KILN_DTYPE_F32;
   const int64_t K = 2600, R2 = 10, K2 = 264, N1 = R2 * K2, Q = 33, KV = 17;
   const int64_t I = 37, IP = 40;
@@ -1069,10 +1063,7 @@ static void test_gemv_chain_program(kiln_test *t) {
  * the next valid op gives the right answer. */
 static void test_device_errors_then_valid_op(kiln_test *t) {
   fx f;
-  if (!fx_open(t, &f, KILN_PLACEMENT_MAPPED)) {
-    if (f.gpu) fx_close(&f);
-    return;
-  }
+  if (!fx_open(t, &f, KILN_PLACEMENT_MAPPED)) return;
   kiln_op bad[3];
   bad[0] = op_of(KILN_OP_COPY); /* rows 9, 10 of a cache of 10 */
   bad[0].a = input(&f, KILN_DTYPE_F32, 3, 2, 2, 32, 0);

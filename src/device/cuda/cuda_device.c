@@ -277,7 +277,7 @@ static kiln_status cuda_graph_begin(kiln_device *d, const kiln_dop *ops,
                                     size_t n) {
   kiln_cuda_device *cd = kiln_cuda_of(d);
   KILN_RETURN_IF_ERROR(kiln_cuda_make_current(cd));
-  KILN_RETURN_IF_ERROR(kiln_cuda_prepare(cd, ops, n));
+  kiln_cuda_prepare(cd, ops, n);
   CUresult r = CU_CALL(cd, cuStreamBeginCapture)(
       cd->stream, KILN_CU_STREAM_CAPTURE_MODE_THREAD_LOCAL);
   if (r) return kiln_cuda_status(KILN_CODE_INTERNAL, r, "cuStreamBeginCapture");

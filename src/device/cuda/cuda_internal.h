@@ -120,8 +120,7 @@ kiln_status kiln_cuda_make_current(kiln_cuda_device *cd);
 /* Sets up what launching ops[0..n) will need (the prefill's 16-bit x):
  * before a program is recorded into a graph, when nothing can be
  * allocated (cuda_launch.c). */
-kiln_status kiln_cuda_prepare(kiln_cuda_device *cd, const kiln_dop *ops,
-                              size_t n);
+void kiln_cuda_prepare(kiln_cuda_device *cd, const kiln_dop *ops, size_t n);
 
 /* The vtable's launch (cuda_launch.c). */
 kiln_status kiln_cuda_launch(kiln_device *d, const kiln_dop *op);

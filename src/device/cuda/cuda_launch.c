@@ -521,15 +521,13 @@ static bool xconv_reserve(kiln_cuda_device *cd, uint64_t need) {
   return true;
 }
 
-kiln_status kiln_cuda_prepare(kiln_cuda_device *cd, const kiln_dop *ops,
-                              size_t n) {
+void kiln_cuda_prepare(kiln_cuda_device *cd, const kiln_dop *ops, size_t n) {
   uint64_t need = 0;
   for (size_t i = 0; i < n; i++) {
     const uint64_t b = xconv_need(cd, &ops[i]);
     if (b > need) need = b;
   }
   xconv_reserve(cd, need);   /* if it cannot, the launches fall back */
-  return KILN_OK;
 }
 
 static kiln_status launch_gemv(kiln_cuda_device *cd, const kiln_dop *op) {
@@ -675,20 +673,37 @@ static kiln_status launch_attention(kiln_cuda_device *cd, const kiln_dop *op) {
 
 static kiln_status launch_op(kiln_cuda_device *cd, const kiln_dop *op);
 
+/* Runs fn(cd, arg) timed on its own when profiling (stream synced around
+ * it; graphs are off then), counting `count` ops of `kind`; *dt (dt may
+ * be NULL): the seconds it took, 0 when not timed. */
+static kiln_status timed(kiln_cuda_device *cd, kiln_op_kind kind, size_t count,
+                         kiln_status (*fn)(kiln_cuda_device *, const void *),
+                         const void *arg, double *dt) {
+  if (dt) *dt = 0.0;
+  if (!cd->profile || cd->capturing) return fn(cd, arg);
+  cd->cu->cuStreamSynchronize(cd->stream);
+  double t0 = kiln_cuda_now_s();
+  kiln_status s = fn(cd, arg);
+  cd->cu->cuStreamSynchronize(cd->stream);
+  const double took = kiln_cuda_now_s() - t0;
+  if (dt) *dt = took;
+  if ((unsigned)kind < KILN_OP_KIND_COUNT) {
+    cd->prof.launch_s[kind] += took;
+    cd->prof.launches[kind] += count;
+  }
+  return s;
+}
+
+static kiln_status run_op(kiln_cuda_device *cd, const void *op) {
+  return launch_op(cd, op);
+}
+
 kiln_status kiln_cuda_launch(kiln_device *d, const kiln_dop *op) {
   kiln_cuda_device *cd = kiln_cuda_of(d);
   KILN_RETURN_IF_ERROR(kiln_cuda_make_current(cd));
-  if (!cd->profile || cd->capturing) return launch_op(cd, op);
-  cd->cu->cuStreamSynchronize(cd->stream);
-  double t0 = kiln_cuda_now_s();
-  kiln_status s = launch_op(cd, op);
-  cd->cu->cuStreamSynchronize(cd->stream);
-  double dt = kiln_cuda_now_s() - t0;
-  if ((unsigned)op->kind < KILN_OP_KIND_COUNT) {
-    cd->prof.launch_s[op->kind] += dt;
-    cd->prof.launches[op->kind]++;
-  }
-  if (cd->profile > 1)   /* KILN_CUDA_PROFILE=2: every launch */
+  double dt;
+  kiln_status s = timed(cd, op->kind, 1, run_op, op, &dt);
+  if (cd->profile > 1 && !cd->capturing)   /* KILN_CUDA_PROFILE=2: every launch */
     fprintf(stderr, "  %-9s %8.1f us a %s [%lld %lld %lld] @%llx b %s [%lld %lld] @%llx c [%lld %lld] @%llx\n",
             kiln_op_kind_name(op->kind), 1e6 * dt, kiln_dtype_name(op->a.dtype),
             (long long)op->a.shape[0], (long long)op->a.shape[1],
@@ -795,24 +810,6 @@ static kiln_status launch_rope_copy(kiln_cuda_device *cd, const void *arg) {
                 &p);
 }
 
-/* Runs fn(cd, arg) timed on its own when profiling (stream synced around
- * it; graphs are off then), counting `count` ops of `kind`. */
-static kiln_status timed(kiln_cuda_device *cd, kiln_op_kind kind, size_t count,
-                         kiln_status (*fn)(kiln_cuda_device *, const void *),
-                         const void *arg) {
-  if (!cd->profile || cd->capturing) return fn(cd, arg);
-  cd->cu->cuStreamSynchronize(cd->stream);
-  double t0 = kiln_cuda_now_s();
-  kiln_status s = fn(cd, arg);
-  cd->cu->cuStreamSynchronize(cd->stream);
-  double dt = kiln_cuda_now_s() - t0;
-  if ((unsigned)kind < KILN_OP_KIND_COUNT) {
-    cd->prof.launch_s[kind] += dt;
-    cd->prof.launches[kind] += count;
-  }
-  return s;
-}
-
 static kiln_status run_group(kiln_cuda_device *cd, const void *g) {
   return launch_gemv1(cd, g);
 }
@@ -823,7 +820,8 @@ kiln_status kiln_cuda_launch_seq(kiln_device *d, const kiln_dop *ops, size_t n) 
   for (size_t i = 0; i < n;) {
     kc_rope_copy_params rc;
     if (cd->fuse && match_rope_copy(cd, ops + i, n - i, &rc)) {
-      KILN_RETURN_IF_ERROR(timed(cd, KILN_OP_ROPE, 2, launch_rope_copy, &rc));
+      KILN_RETURN_IF_ERROR(
+          timed(cd, KILN_OP_ROPE, 2, launch_rope_copy, &rc, NULL));
       d->stats.fused_ops += 1;
       i += 2;
       continue;
@@ -838,7 +836,7 @@ kiln_status kiln_cuda_launch_seq(kiln_device *d, const kiln_dop *ops, size_t n) 
         fprintf(stderr, "  fused: %s%d GEMV%s%s\n", g.norm ? "RMSNORM + " : "",
                 g.nseg, g.swiglu ? " + SWIGLU" : "",
                 g.rope ? " + ROPE + COPY" : "");
-      KILN_RETURN_IF_ERROR(timed(cd, KILN_OP_GEMV, used, run_group, &g));
+      KILN_RETURN_IF_ERROR(timed(cd, KILN_OP_GEMV, used, run_group, &g, NULL));
       d->stats.fused_ops += used - 1;
       i += used;
     } else {
