@@ -13,11 +13,14 @@ STAGE=.carry
 rm -rf "$STAGE/build"
 mkdir -p "$STAGE/build" "$STAGE/debs"
 (cd "$STAGE/debs" && [ -f wabt_*.deb ] || apt-get download wabt libcjson1 >/dev/null 2>&1)
-# Executables and guests, keeping their place under the build folder.
+# The executables the gpu-run scripts use (each holds the kernels: the
+# device tool carries 64 MiB at most) and the guests, keeping their place
+# under the build folder.
 (cd "$BUILD" && find . -path ./test-cache -prune -o -path ./spec-cache -prune -o -path ./bench/cache -prune -o -path ./CMakeFiles -prune -o \
    -type f \( -name '*.wasm' -o -name '*.fatbin' \
-      -o \( -perm -u+x \( -name 'test_*' -o -name 'bench_*' -o -name '*native*' \
-            -o -name 'spec_runner' -o -name kiln \) \) \) -print) |
+      -o \( -perm -u+x \( -name 'test_device_cuda' -o -name 'test_llm' -o -name 'test_gpu_guest' \
+            -o -name 'bench_llm' -o -name 'bench_zero_copy' -o -name 'bench_dispatch' \
+            -o -name '*native*' -o -name kiln \) \) \) -print) |
 while read -r f; do
   case "$f" in *CMakeFiles*) continue ;; esac
   mkdir -p "$STAGE/build/$(dirname "$f")"
