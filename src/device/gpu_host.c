@@ -27,73 +27,40 @@
 #include "kiln/device.h"
 #include "kiln/engine.h"
 #include "kiln/gpu_host.h"
+#include "kiln_gpu.h"
 
-/* ---- The guest ABI, host side (mirror of sdk/kiln_gpu.h) ---------------- */
+/* ---- The guest ABI: sdk/kiln_gpu.h, the header guests compile with ------- */
 
-enum {
-  GPU_OK = 0,
-  GPU_E_INVALID = -1,
-  GPU_E_RANGE = -2,
-  GPU_E_FAULT = -3,
-  GPU_E_HANDLE = -4,
-  GPU_E_NOT_FOUND = -5,
-  GPU_E_STATE = -6,
-  GPU_E_DEVICE = -7,
-  GPU_E_RESOURCE = -8,
-  GPU_E_UNSUPPORTED = -9,
-  GPU_E_INTERNAL = -10,
-};
-
-typedef struct guest_tensor {
-  uint32_t mem;
-  uint32_t dtype;
-  uint32_t rank;
-  uint32_t reserved;
-  uint64_t offset;
-  int64_t shape[4];
-  int64_t stride[4];
-} guest_tensor;
-
-typedef struct guest_op {
-  uint32_t kind;
-  uint32_t flags;
-  guest_tensor a, b, c, d, index;
-  float alpha, beta, eps;
-  uint32_t reserved;
-  int64_t pos;
-} guest_op;
-
-typedef struct guest_stats {
-  uint64_t ops, syncs, bytes_to_device, bytes_to_host, write_faults,
-      resident_bytes, mapped_bytes;
-  uint64_t last_op_bytes_to_device, last_op_bytes_to_host;
-  uint64_t last_sync_bytes_to_device, last_sync_bytes_to_host;
-  uint32_t device_kind;
-  uint32_t reserved;
-} guest_stats;
-
-/* The same asserts as sdk/kiln_gpu.h: both sides agree on every byte. */
-_Static_assert(sizeof(guest_tensor) == 88, "kiln_gpu_tensor layout");
-_Static_assert(offsetof(guest_tensor, offset) == 16, "tensor.offset");
-_Static_assert(offsetof(guest_tensor, shape) == 24, "tensor.shape");
-_Static_assert(offsetof(guest_tensor, stride) == 56, "tensor.stride");
-_Static_assert(sizeof(guest_op) == 472, "kiln_gpu_op layout");
-_Static_assert(offsetof(guest_op, a) == 8, "op.a");
-_Static_assert(offsetof(guest_op, b) == 96, "op.b");
-_Static_assert(offsetof(guest_op, c) == 184, "op.c");
-_Static_assert(offsetof(guest_op, d) == 272, "op.d");
-_Static_assert(offsetof(guest_op, index) == 360, "op.index");
-_Static_assert(offsetof(guest_op, alpha) == 448, "op.alpha");
-_Static_assert(offsetof(guest_op, eps) == 456, "op.eps");
-_Static_assert(offsetof(guest_op, pos) == 464, "op.pos");
-_Static_assert(sizeof(guest_stats) == 96, "kiln_gpu_stats layout");
-_Static_assert(KILN_MAX_RANK == 4, "guest tensors hold 4 dimensions");
-/* The guest's numbers are device.h's numbers. */
-_Static_assert(KILN_OP_ATTENTION == 15 && KILN_OP_KIND_COUNT == 16,
-               "op kinds as in sdk/kiln_gpu.h");
-_Static_assert(KILN_DTYPE_Q8_0 == 4 && KILN_DTYPE_COUNT == 5,
-               "dtypes as in sdk/kiln_gpu.h");
-_Static_assert(KILN_PLACEMENT_RESIDENT == 2, "placements as in sdk");
+/* Its numbers are device.h's numbers, one by one. */
+#define SAME(g, h) _Static_assert((int)(g) == (int)(h), #g " is " #h)
+SAME(KILN_GPU_F32, KILN_DTYPE_F32);
+SAME(KILN_GPU_F16, KILN_DTYPE_F16);
+SAME(KILN_GPU_BF16, KILN_DTYPE_BF16);
+SAME(KILN_GPU_I32, KILN_DTYPE_I32);
+SAME(KILN_GPU_Q8_0, KILN_DTYPE_Q8_0);
+SAME(KILN_DTYPE_COUNT, 5);
+SAME(KILN_GPU_OP_NOP, KILN_OP_NOP);
+SAME(KILN_GPU_OP_GEMM, KILN_OP_GEMM);
+SAME(KILN_GPU_OP_GEMV, KILN_OP_GEMV);
+SAME(KILN_GPU_OP_ADD, KILN_OP_ADD);
+SAME(KILN_GPU_OP_MUL, KILN_OP_MUL);
+SAME(KILN_GPU_OP_SCALE, KILN_OP_SCALE);
+SAME(KILN_GPU_OP_RMSNORM, KILN_OP_RMSNORM);
+SAME(KILN_GPU_OP_SOFTMAX, KILN_OP_SOFTMAX);
+SAME(KILN_GPU_OP_ROPE, KILN_OP_ROPE);
+SAME(KILN_GPU_OP_SILU, KILN_OP_SILU);
+SAME(KILN_GPU_OP_GELU, KILN_OP_GELU);
+SAME(KILN_GPU_OP_SWIGLU, KILN_OP_SWIGLU);
+SAME(KILN_GPU_OP_ARGMAX, KILN_OP_ARGMAX);
+SAME(KILN_GPU_OP_COPY, KILN_OP_COPY);
+SAME(KILN_GPU_OP_GATHER, KILN_OP_GATHER);
+SAME(KILN_GPU_OP_ATTENTION, KILN_OP_ATTENTION);
+SAME(KILN_GPU_OP_KIND_COUNT, KILN_OP_KIND_COUNT);
+SAME(KILN_GPU_PLACEMENT_NONE, KILN_PLACEMENT_NONE);
+SAME(KILN_GPU_PLACEMENT_MAPPED, KILN_PLACEMENT_MAPPED);
+SAME(KILN_GPU_PLACEMENT_RESIDENT, KILN_PLACEMENT_RESIDENT);
+SAME(KILN_GPU_MAX_RANK, KILN_MAX_RANK);
+#undef SAME
 
 #define NAME_MAX_BYTES 255u
 
@@ -137,16 +104,16 @@ void kiln_gpu_session_options_init(kiln_gpu_session_options *o) {
 
 int32_t kiln_gpu_error_code(kiln_code code) {
   switch (code) {
-    case KILN_CODE_OK: return GPU_OK;
-    case KILN_CODE_INVALID_ARGUMENT: return GPU_E_INVALID;
-    case KILN_CODE_PERMISSION_DENIED: return GPU_E_INVALID;
-    case KILN_CODE_OUT_OF_RANGE: return GPU_E_RANGE;
-    case KILN_CODE_NOT_FOUND: return GPU_E_NOT_FOUND;
-    case KILN_CODE_FAILED_PRECONDITION: return GPU_E_STATE;
-    case KILN_CODE_ALREADY_EXISTS: return GPU_E_STATE;
-    case KILN_CODE_RESOURCE_EXHAUSTED: return GPU_E_RESOURCE;
-    case KILN_CODE_UNIMPLEMENTED: return GPU_E_UNSUPPORTED;
-    default: return GPU_E_INTERNAL;
+    case KILN_CODE_OK: return KILN_GPU_OK;
+    case KILN_CODE_INVALID_ARGUMENT: return KILN_GPU_E_INVALID;
+    case KILN_CODE_PERMISSION_DENIED: return KILN_GPU_E_INVALID;
+    case KILN_CODE_OUT_OF_RANGE: return KILN_GPU_E_RANGE;
+    case KILN_CODE_NOT_FOUND: return KILN_GPU_E_NOT_FOUND;
+    case KILN_CODE_FAILED_PRECONDITION: return KILN_GPU_E_STATE;
+    case KILN_CODE_ALREADY_EXISTS: return KILN_GPU_E_STATE;
+    case KILN_CODE_RESOURCE_EXHAUSTED: return KILN_GPU_E_RESOURCE;
+    case KILN_CODE_UNIMPLEMENTED: return KILN_GPU_E_UNSUPPORTED;
+    default: return KILN_GPU_E_INTERNAL;
   }
 }
 
@@ -371,7 +338,7 @@ static int32_t enter(kiln_caller *c, kiln_gpu_session **out_s,
   *out_s = s;
   *out_mem = m;
   if (!m) {
-    int32_t r = fail(s, GPU_E_FAULT, "%s: the calling module has no memory",
+    int32_t r = fail(s, KILN_GPU_E_FAULT, "%s: the calling module has no memory",
                      call);
     pthread_mutex_unlock(&s->lock);
     return r;
@@ -380,7 +347,7 @@ static int32_t enter(kiln_caller *c, kiln_gpu_session **out_s,
     kiln_status st = bind_locked(s, m);
     if (st) {
       bool foreign = kiln_status_code(st) == KILN_CODE_FAILED_PRECONDITION;
-      int32_t r = foreign ? GPU_E_HANDLE
+      int32_t r = foreign ? KILN_GPU_E_HANDLE
                           : kiln_gpu_error_code(kiln_status_code(st));
       fail(s, r, "%s: %s (%s)", call,
            foreign ? "the calling instance's memory is not this session's"
@@ -391,7 +358,7 @@ static int32_t enter(kiln_caller *c, kiln_gpu_session **out_s,
       return r;
     }
   }
-  return GPU_OK;
+  return KILN_GPU_OK;
 }
 
 static uint32_t leave(kiln_gpu_session *s, int32_t r) {
@@ -425,39 +392,39 @@ static bool copy_out(kiln_memory *m, uint64_t ptr, const void *src,
 /* Guest tensor -> kiln_tensor, checking every field the device's own
  * validation does not see (the handle, reserved words, unused entries) or
  * that must be in range before it becomes an enum. */
-static int32_t tensor_in(kiln_gpu_session *s, const guest_tensor *g,
+static int32_t tensor_in(kiln_gpu_session *s, const kiln_gpu_tensor *g,
                          kiln_tensor *out, const char *call, char which) {
   memset(out, 0, sizeof *out);
   if (g->rank == 0) {
-    static const guest_tensor zero;
+    static const kiln_gpu_tensor zero;
     if (memcmp(g, &zero, sizeof zero))
-      return fail(s, GPU_E_INVALID,
+      return fail(s, KILN_GPU_E_INVALID,
                   "%s: operand %c has rank 0 (absent) but other fields set",
                   call, which);
-    return GPU_OK;
+    return KILN_GPU_OK;
   }
   if (g->reserved)
-    return fail(s, GPU_E_INVALID, "%s: operand %c: reserved field is %u, "
+    return fail(s, KILN_GPU_E_INVALID, "%s: operand %c: reserved field is %u, "
                 "must be 0", call, which, g->reserved);
   if (g->rank > KILN_MAX_RANK)
-    return fail(s, GPU_E_INVALID, "%s: operand %c: rank %u (1..%d)", call,
+    return fail(s, KILN_GPU_E_INVALID, "%s: operand %c: rank %u (1..%d)", call,
                 which, g->rank, KILN_MAX_RANK);
   if (g->dtype >= KILN_DTYPE_COUNT)
-    return fail(s, GPU_E_INVALID, "%s: operand %c: unknown dtype %u", call,
+    return fail(s, KILN_GPU_E_INVALID, "%s: operand %c: unknown dtype %u", call,
                 which, g->dtype);
   for (uint32_t k = 0; k < KILN_MAX_RANK; k++) {
     if (k >= g->rank && (g->shape[k] || g->stride[k]))
-      return fail(s, GPU_E_INVALID,
+      return fail(s, KILN_GPU_E_INVALID,
                   "%s: operand %c: shape/stride entry %u is beyond rank %u "
                   "and must be 0", call, which, k, g->rank);
     if (g->shape[k] < 0 || g->stride[k] < 0)
-      return fail(s, GPU_E_INVALID,
+      return fail(s, KILN_GPU_E_INVALID,
                   "%s: operand %c: negative shape or stride in dimension %u",
                   call, which, k);
   }
   kiln_memory *m = memory_of(s, g->mem);
   if (!m)
-    return fail(s, GPU_E_HANDLE,
+    return fail(s, KILN_GPU_E_HANDLE,
                 "%s: operand %c: no memory with handle %u in this session",
                 call, which, g->mem);
   out->memory = m;
@@ -466,18 +433,18 @@ static int32_t tensor_in(kiln_gpu_session *s, const guest_tensor *g,
   out->rank = g->rank;
   memcpy(out->shape, g->shape, sizeof out->shape);
   memcpy(out->stride, g->stride, sizeof out->stride);
-  return GPU_OK;
+  return KILN_GPU_OK;
 }
 
-static int32_t op_in(kiln_gpu_session *s, const guest_op *g, kiln_op *op,
+static int32_t op_in(kiln_gpu_session *s, const kiln_gpu_op *g, kiln_op *op,
                      const char *call) {
   memset(op, 0, sizeof *op);
   if (g->kind >= KILN_OP_KIND_COUNT)
-    return fail(s, GPU_E_INVALID, "%s: unknown op kind %u", call, g->kind);
+    return fail(s, KILN_GPU_E_INVALID, "%s: unknown op kind %u", call, g->kind);
   if (g->flags & ~(uint32_t)(KILN_OP_TRANS_A | KILN_OP_TRANS_B))
-    return fail(s, GPU_E_INVALID, "%s: unknown flags 0x%x", call, g->flags);
+    return fail(s, KILN_GPU_E_INVALID, "%s: unknown flags 0x%x", call, g->flags);
   if (g->reserved)
-    return fail(s, GPU_E_INVALID, "%s: reserved field is %u, must be 0",
+    return fail(s, KILN_GPU_E_INVALID, "%s: reserved field is %u, must be 0",
                 call, g->reserved);
   op->kind = (kiln_op_kind)g->kind;
   op->flags = g->flags;
@@ -492,7 +459,7 @@ static int32_t op_in(kiln_gpu_session *s, const guest_op *g, kiln_op *op,
   op->beta = g->beta;
   op->eps = g->eps;
   op->pos = g->pos;
-  return GPU_OK;
+  return KILN_GPU_OK;
 }
 
 /* The calls below with a `do_` prefix are the work of one import once its
@@ -500,24 +467,24 @@ static int32_t op_in(kiln_gpu_session *s, const guest_op *g, kiln_op *op,
  * host-side API (kiln_gpu_session_submit_op, ...). Session lock held. */
 
 /* *g is the caller's private copy. */
-static int32_t do_submit(kiln_gpu_session *s, const guest_op *g) {
+static int32_t do_submit(kiln_gpu_session *s, const kiln_gpu_op *g) {
   kiln_op op;
   int32_t r = op_in(s, g, &op, "submit");
   if (r) return r;
   if (s->recording) {
     if (s->recording_ops >= s->opts.max_program_ops)
-      return fail(s, GPU_E_RESOURCE, "submit: a program holds at most %u ops",
+      return fail(s, KILN_GPU_E_RESOURCE, "submit: a program holds at most %u ops",
                   s->opts.max_program_ops);
     kiln_status st = kiln_program_add(s->recording, &op);
     if (st) return fail_status(s, "submit (recording)", st);
     s->recording_ops++;
-    return GPU_OK;
+    return KILN_GPU_OK;
   }
   kiln_transfer_report rep = {0};
   kiln_status st = kiln_device_submit(s->device, &op, &rep);
   if (st) return fail_status(s, "submit", st);
   s->last_op = rep;
-  return GPU_OK;
+  return KILN_GPU_OK;
 }
 
 static int32_t do_sync(kiln_gpu_session *s) {
@@ -527,27 +494,27 @@ static int32_t do_sync(kiln_gpu_session *s) {
   if (st) {
     /* Everything sync reports was raised while ops ran. */
     fail_status(s, "sync", st);
-    return GPU_E_DEVICE;
+    return KILN_GPU_E_DEVICE;
   }
-  return GPU_OK;
+  return KILN_GPU_OK;
 }
 
 static int32_t do_place(kiln_gpu_session *s, uint32_t mem, uint64_t offset,
                         uint64_t length, uint32_t placement) {
   kiln_memory *target = memory_of(s, mem);
   if (!target)
-    return fail(s, GPU_E_HANDLE,
+    return fail(s, KILN_GPU_E_HANDLE,
                 "place: no memory with handle %u in this session", mem);
   if (placement != KILN_PLACEMENT_MAPPED &&
       placement != KILN_PLACEMENT_RESIDENT)
-    return fail(s, GPU_E_INVALID, "place: unknown placement %u", placement);
+    return fail(s, KILN_GPU_E_INVALID, "place: unknown placement %u", placement);
   if (!kiln_memory_range_or_null(target, offset, length))
-    return fail(s, GPU_E_RANGE, "place: [%llu, +%llu) is outside memory %u",
+    return fail(s, KILN_GPU_E_RANGE, "place: [%llu, +%llu) is outside memory %u",
                 (unsigned long long)offset, (unsigned long long)length, mem);
   kiln_status st = kiln_device_place(s->device, target, offset, length,
                                      (kiln_placement)placement);
   if (st) return fail_status(s, "place", st);
-  return GPU_OK;
+  return KILN_GPU_OK;
 }
 
 static uint32_t host_submit(kiln_caller *c, uint32_t op_ptr) {
@@ -555,9 +522,9 @@ static uint32_t host_submit(kiln_caller *c, uint32_t op_ptr) {
   kiln_memory *m;
   int32_t r = enter(c, &s, &m, "submit");
   if (r) return (uint32_t)r;
-  guest_op g;
+  kiln_gpu_op g;
   if (!copy_in(m, op_ptr, &g, sizeof g))
-    return leave(s, fail(s, GPU_E_FAULT,
+    return leave(s, fail(s, KILN_GPU_E_FAULT,
                          "submit: op struct at %u (%zu bytes) is outside "
                          "guest memory", op_ptr, sizeof g));
   return leave(s, do_submit(s, &g));
@@ -587,10 +554,10 @@ static uint32_t host_placement(kiln_caller *c, uint32_t mem, uint64_t offset) {
   if (r) return (uint32_t)r;
   kiln_memory *target = memory_of(s, mem);
   if (!target)
-    return leave(s, fail(s, GPU_E_HANDLE,
+    return leave(s, fail(s, KILN_GPU_E_HANDLE,
                          "placement: no memory with handle %u", mem));
   if (offset >= kiln_memory_size(target))
-    return leave(s, fail(s, GPU_E_RANGE,
+    return leave(s, fail(s, KILN_GPU_E_RANGE,
                          "placement: offset %llu is outside memory %u",
                          (unsigned long long)offset, mem));
   return leave(s, (int32_t)kiln_device_placement(s->device, target, offset));
@@ -603,49 +570,49 @@ static uint32_t host_address(kiln_caller *c, uint32_t mem, uint64_t offset,
   int32_t r = enter(c, &s, &m, "address");
   if (r) return (uint32_t)r;
   if (!s->opts.allow_address_query)
-    return leave(s, fail(s, GPU_E_STATE,
+    return leave(s, fail(s, KILN_GPU_E_STATE,
                          "address: the host does not allow address queries"));
   kiln_memory *target = memory_of(s, mem);
   if (!target)
-    return leave(s, fail(s, GPU_E_HANDLE, "address: no memory with handle %u",
+    return leave(s, fail(s, KILN_GPU_E_HANDLE, "address: no memory with handle %u",
                          mem));
   if (!kiln_memory_range_or_null(m, out_ptr, sizeof(uint64_t)))
-    return leave(s, fail(s, GPU_E_FAULT,
+    return leave(s, fail(s, KILN_GPU_E_FAULT,
                          "address: out pointer %u is outside guest memory",
                          out_ptr));
   if (offset >= kiln_memory_size(target))
-    return leave(s, fail(s, GPU_E_RANGE,
+    return leave(s, fail(s, KILN_GPU_E_RANGE,
                          "address: offset %llu is outside memory %u",
                          (unsigned long long)offset, mem));
   uint64_t addr = 0;
   kiln_status st = kiln_device_address(s->device, target, offset, &addr);
   if (st) return leave(s, fail_status(s, "address", st));
   copy_out(m, out_ptr, &addr, sizeof addr);
-  return leave(s, GPU_OK);
+  return leave(s, KILN_GPU_OK);
 }
 
 static int32_t do_program_begin(kiln_gpu_session *s) {
   if (s->recording)
-    return fail(s, GPU_E_STATE, "program_begin: already recording a program");
+    return fail(s, KILN_GPU_E_STATE, "program_begin: already recording a program");
   kiln_status st = kiln_program_create(s->device, &s->recording);
   if (st) {
     s->recording = NULL;
     return fail_status(s, "program_begin", st);
   }
   s->recording_ops = 0;
-  return GPU_OK;
+  return KILN_GPU_OK;
 }
 
 static int32_t do_program_end(kiln_gpu_session *s) {
   if (!s->recording)
-    return fail(s, GPU_E_STATE, "program_end: no program_begin before it");
+    return fail(s, KILN_GPU_E_STATE, "program_end: no program_begin before it");
   uint32_t slot = 0;
   while (slot < s->programs_cap && s->programs[slot]) slot++;
   if (slot == s->programs_cap) {
     if (s->programs_cap >= s->opts.max_programs) {
       kiln_program_release(s->recording);
       s->recording = NULL;
-      return fail(s, GPU_E_RESOURCE, "program_end: at most %u live programs",
+      return fail(s, KILN_GPU_E_RESOURCE, "program_end: at most %u live programs",
                   s->opts.max_programs);
     }
     uint32_t cap = s->programs_cap ? 2 * s->programs_cap : 8;
@@ -654,7 +621,7 @@ static int32_t do_program_end(kiln_gpu_session *s) {
     if (!p) {
       kiln_program_release(s->recording);
       s->recording = NULL;
-      return fail(s, GPU_E_RESOURCE, "program_end: out of memory");
+      return fail(s, KILN_GPU_E_RESOURCE, "program_end: out of memory");
     }
     for (uint32_t i = s->programs_cap; i < cap; i++) p[i] = NULL;
     s->programs = p;
@@ -673,30 +640,30 @@ static kiln_program *program_of(kiln_gpu_session *s, uint32_t h) {
 static int32_t do_program_submit(kiln_gpu_session *s, uint32_t h) {
   kiln_program *p = program_of(s, h);
   if (!p)
-    return fail(s, GPU_E_HANDLE, "program_submit: no program %d", (int32_t)h);
+    return fail(s, KILN_GPU_E_HANDLE, "program_submit: no program %d", (int32_t)h);
   if (s->recording)
-    return fail(s, GPU_E_STATE,
+    return fail(s, KILN_GPU_E_STATE,
                 "program_submit: not while recording a program");
   kiln_transfer_report rep = {0};
   kiln_status st = kiln_device_submit_program(s->device, p, &rep);
   if (st) return fail_status(s, "program_submit", st);
   s->last_op = rep;
-  return GPU_OK;
+  return KILN_GPU_OK;
 }
 
 static int32_t do_program_free(kiln_gpu_session *s, uint32_t h) {
   kiln_program *p = program_of(s, h);
   if (!p)
-    return fail(s, GPU_E_HANDLE, "program_free: no program %d", (int32_t)h);
+    return fail(s, KILN_GPU_E_HANDLE, "program_free: no program %d", (int32_t)h);
   /* A submitted program may still be running: let it finish. */
   kiln_status st = kiln_device_sync(s->device, &s->last_sync);
   s->programs[h - 1] = NULL;
   kiln_program_release(p);
   if (st) {
     fail_status(s, "program_free (sync)", st);
-    return GPU_E_DEVICE;
+    return KILN_GPU_E_DEVICE;
   }
-  return GPU_OK;
+  return KILN_GPU_OK;
 }
 
 static uint32_t host_program_begin(kiln_caller *c) {
@@ -740,7 +707,7 @@ static uint32_t host_last_error(kiln_caller *c, uint32_t buf, uint32_t len) {
   if (len) {
     char *p = kiln_memory_range_or_null(m, buf, len);
     if (!p)
-      return leave(s, fail(s, GPU_E_FAULT,
+      return leave(s, fail(s, KILN_GPU_E_FAULT,
                            "last_error: buffer [%u, +%u) is outside guest "
                            "memory", buf, len));
     size_t k = n < len - 1 ? n : len - 1;
@@ -757,7 +724,7 @@ static uint32_t host_stats(kiln_caller *c, uint32_t out_ptr) {
   if (r) return (uint32_t)r;
   kiln_device_stats ds;
   kiln_device_get_stats(s->device, &ds);
-  guest_stats g = {
+  kiln_gpu_stats g = {
       .ops = ds.ops,
       .syncs = ds.syncs,
       .bytes_to_device = ds.bytes_to_device,
@@ -772,31 +739,31 @@ static uint32_t host_stats(kiln_caller *c, uint32_t out_ptr) {
       .device_kind = (uint32_t)kiln_device_kind_of(s->device),
   };
   if (!copy_out(m, out_ptr, &g, sizeof g))
-    return leave(s, fail(s, GPU_E_FAULT,
+    return leave(s, fail(s, KILN_GPU_E_FAULT,
                          "stats: out struct at %u (%zu bytes) is outside "
                          "guest memory", out_ptr, sizeof g));
-  return leave(s, GPU_OK);
+  return leave(s, KILN_GPU_OK);
 }
 
 /* Copies a guest name (not NUL-terminated) into buf. */
 static int32_t name_in(kiln_gpu_session *s, kiln_memory *m, uint32_t ptr,
                        uint32_t len, char *buf, const char *call) {
   if (len == 0 || len > NAME_MAX_BYTES)
-    return fail(s, GPU_E_NOT_FOUND, "%s: a name has 1..%u bytes, not %u",
+    return fail(s, KILN_GPU_E_NOT_FOUND, "%s: a name has 1..%u bytes, not %u",
                 call, NAME_MAX_BYTES, len);
   if (!copy_in(m, ptr, buf, len))
-    return fail(s, GPU_E_FAULT, "%s: name [%u, +%u) is outside guest memory",
+    return fail(s, KILN_GPU_E_FAULT, "%s: name [%u, +%u) is outside guest memory",
                 call, ptr, len);
   buf[len] = 0;
   if (strlen(buf) != len)
-    return fail(s, GPU_E_NOT_FOUND, "%s: the name holds a NUL byte", call);
-  return GPU_OK;
+    return fail(s, KILN_GPU_E_NOT_FOUND, "%s: the name holds a NUL byte", call);
+  return KILN_GPU_OK;
 }
 
 static int32_t do_memory_lookup(kiln_gpu_session *s, const char *name) {
   for (uint32_t i = 0; i < s->ngrants; i++)
     if (!strcmp(s->grants[i].name, name)) return (int32_t)i + 1;
-  return fail(s, GPU_E_NOT_FOUND,
+  return fail(s, KILN_GPU_E_NOT_FOUND,
               "memory_lookup: no memory named '%s' in this session", name);
 }
 
@@ -826,19 +793,19 @@ static uint32_t host_tensor_lookup(kiln_caller *c, uint32_t name_ptr,
     const kiln_tensor *t = &s->tensors[i].tensor;
     int64_t h = handle_of(s, t->memory);
     if (h < 0) break;
-    guest_tensor g = {.mem = (uint32_t)h,
+    kiln_gpu_tensor g = {.mem = (uint32_t)h,
                       .dtype = (uint32_t)t->dtype,
                       .rank = t->rank,
                       .offset = t->offset};
     memcpy(g.shape, t->shape, sizeof g.shape);
     memcpy(g.stride, t->stride, sizeof g.stride);
     if (!copy_out(m, out_ptr, &g, sizeof g))
-      return leave(s, fail(s, GPU_E_FAULT,
+      return leave(s, fail(s, KILN_GPU_E_FAULT,
                            "tensor_lookup: out struct at %u is outside guest "
                            "memory", out_ptr));
-    return leave(s, GPU_OK);
+    return leave(s, KILN_GPU_OK);
   }
-  return leave(s, fail(s, GPU_E_NOT_FOUND,
+  return leave(s, fail(s, KILN_GPU_E_NOT_FOUND,
                        "tensor_lookup: no tensor named '%s' in this session",
                        name));
 }
@@ -855,8 +822,8 @@ static uint32_t host_tensor_lookup(kiln_caller *c, uint32_t name_ptr,
 
 int32_t kiln_gpu_session_submit_op(kiln_gpu_session *s,
                                    const struct kiln_gpu_op *op) {
-  guest_op g;
-  memcpy(&g, op, sizeof g); /* the layout of sdk/kiln_gpu.h, asserted above */
+  kiln_gpu_op g;
+  memcpy(&g, op, sizeof g); /* the caller's may change while it runs */
   HOST_CALL(s, do_submit(s, &g));
 }
 
@@ -888,7 +855,7 @@ int32_t kiln_gpu_session_program_free(kiln_gpu_session *s, int32_t h) {
 
 int32_t kiln_gpu_session_memory_lookup(kiln_gpu_session *s, const char *name) {
   if (!name_ok(name))
-    HOST_CALL(s, fail(s, GPU_E_NOT_FOUND,
+    HOST_CALL(s, fail(s, KILN_GPU_E_NOT_FOUND,
                       "memory_lookup: a name has 1..%u bytes", NAME_MAX_BYTES));
   HOST_CALL(s, do_memory_lookup(s, name));
 }
