@@ -1,3 +1,9 @@
+#!/bin/sh
+# GPU probe of a standalone `kiln generate` prefill (1B shape, 512-token
+# prompt in one pass): KILN_DEVICE_TIMING for guest and twin, twice each
+# (the first run in a process pays first-use costs), then
+# KILN_CUDA_PROFILE=1 totals (launches by kind, syncs, bytes uploaded and
+# copied back). Output on stdout.
 . scripts/gpu-env.sh
 DATA=/tmp/kiln-llm-data; mkdir -p $DATA
 timeout 200 python3 tools/make_random_llama.py --shape 1b --out $DATA/llama-1b > /dev/null 2>&1
