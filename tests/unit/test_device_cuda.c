@@ -580,6 +580,14 @@ static void ops_attention(kiln_test *t, fx *f) {
       {5, 8, 2, 128, 64, 10, true},    /* prefill */
       {3, 2, 1, 256, 16, 0, false},    /* big heads, from position 0 */
       {2, 4, 2, 40, 100, 50, true},    /* head size not a warp multiple */
+      /* Prefill of at least KC_AT_Q (16) queries: key tiles shared by
+       * query tiles on cuda. Three query tiles, the last partial, keys
+       * across tile boundaries; from position 0 with the cache full; a
+       * head size that is not a warp multiple; one key and value head. */
+      {40, 8, 2, 64, 100, 30, true},
+      {17, 4, 4, 128, 17, 0, false},
+      {33, 2, 1, 40, 80, 7, true},
+      {16, 4, 1, 32, 64, 48, true},
   };
   for (size_t c = 0; c < sizeof cases / sizeof *cases; c++)
     for (size_t i = 0; i < 3; i++) {
@@ -1064,7 +1072,7 @@ static void test_gemv_chain_program(kiln_test *t) {
 static void test_device_errors_then_valid_op(kiln_test *t) {
   fx f;
   if (!fx_open(t, &f, KILN_PLACEMENT_MAPPED)) return;
-  kiln_op bad[3];
+  kiln_op bad[4];
   bad[0] = op_of(KILN_OP_COPY); /* rows 9, 10 of a cache of 10 */
   bad[0].a = input(&f, KILN_DTYPE_F32, 3, 2, 2, 32, 0);
   bad[0].b = output(&f, KILN_DTYPE_F32, 3, 10, 2, 32, 0, false);
@@ -1081,7 +1089,13 @@ static void test_device_errors_then_valid_op(kiln_test *t) {
   bad[2].c = input(&f, KILN_DTYPE_F32, 3, 16, 1, 32, 0);
   bad[2].d = output(&f, KILN_DTYPE_F32, 3, 1, 2, 32, 0, false);
   bad[2].index = index_tensor(&f, 16, NULL);
-  for (int i = 0; i < 3; i++) {
+  bad[3] = op_of(KILN_OP_ATTENTION); /* 16 queries at 10 of a 16-row cache */
+  bad[3].a = input(&f, KILN_DTYPE_F32, 3, 16, 2, 64, 0);
+  bad[3].b = input(&f, KILN_DTYPE_F32, 3, 16, 1, 64, 0);
+  bad[3].c = input(&f, KILN_DTYPE_F32, 3, 16, 1, 64, 0);
+  bad[3].d = output(&f, KILN_DTYPE_F32, 3, 16, 2, 64, 0, false);
+  bad[3].index = index_tensor(&f, 10, NULL);
+  for (int i = 0; i < 4; i++) {
     kiln_op g = gpu_twin(&f, &bad[i]);
     KILN_EXPECT_OK(t, kiln_device_submit(f.gpu, &g, NULL));
     kiln_status s = kiln_device_sync(f.gpu, NULL);

@@ -428,6 +428,9 @@ static kiln_status load_kernels(kiln_cuda_device *cd) {
     for (int i = 0; i < KC_ATTN_DPL_COUNT; i++) {
       snprintf(name, sizeof name, "kiln_attn_%s_%d", kTypes[t], kDpl[i]);
       GET(cd->attn[t][i], name);
+      if (i >= 3) continue;
+      snprintf(name, sizeof name, "kiln_attn_tile_%s_%d", kTypes[t], kDpl[i]);
+      GET(cd->attn_tile[t][i], name);
     }
 #undef GET
   return KILN_OK;
@@ -509,6 +512,8 @@ kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
   cd->sgemv = sg && strcmp(sg, "cublas") == 0;
   const char *rope_ep = getenv("KILN_CUDA_ROPE_EPILOGUE");
   cd->rope_epilogue = !(rope_ep && strcmp(rope_ep, "0") == 0);
+  const char *at = getenv("KILN_CUDA_ATTN_TILE");
+  cd->tile_attention = !(at && strcmp(at, "0") == 0);
   const char *ab = getenv("KILN_CUDA_ATTN_BLOCKS");
   cd->attn_blocks = ab && atoi(ab) > 0 && atoi(ab) <= 64 ? atoi(ab) : 4;
   const char *amk = getenv("KILN_CUDA_ATTN_MIN_KEYS");

@@ -55,6 +55,7 @@ typedef struct kiln_cuda_device {
    * norm + RoPE epilogue (kernels_abi.h, kc_gemv1_params). */
   CUfunction gemv1[3][5];
   CUfunction attn[3][KC_ATTN_DPL_COUNT];     /* k/v f32, f16, bf16 */
+  CUfunction attn_tile[3][3];               /* prefill: DPL 1, 2, 4 */
   int sm_count;
   int cc_major, cc_minor;
   bool can_use_host_ptr;
@@ -81,6 +82,9 @@ typedef struct kiln_cuda_device {
    * (KILN_CUDA_ATTN_BLOCKS, default 4) and the fewest cache rows a split
    * takes (KILN_CUDA_ATTN_MIN_KEYS, default 16), for comparisons. */
   int attn_blocks, attn_min_keys;
+  /* Attention of at least KC_AT_Q queries (prefill) by kiln_attn_tile_*
+   * (KILN_CUDA_ATTN_TILE=0: by kiln_attn_*, for comparisons). */
+  bool tile_attention;
   /* cuBLAS, when present (otherwise GEMM uses kiln_tiled). */
   const kiln_cublas_api *blas;
   cublasHandle_t blas_handle;

@@ -647,6 +647,12 @@ static kiln_status launch_attention(kiln_cuda_device *cd, const kiln_dop *op) {
     return kiln_make_status(KILN_CODE_UNIMPLEMENTED,
                             "attention on cuda: %lld queries x %lld heads",
                             (long long)T, (long long)Hq);
+  /* Prefill: tiles of keys shared by tiles of queries. */
+  if (cd->tile_attention && T >= KC_AT_Q && dpl <= 2) {
+    p.splits = 1;
+    return launch(cd, 110 + kslot, cd->attn_tile[kslot][dpl], cdiv(T, KC_AT_Q),
+                  Hq, 1, 256, &p);
+  }
   /* Split the cache across blocks until the GPU has ~attn_blocks per SM, in
    * chunks of at least attn_min_keys, as far as the scratch allows. Shapes only:
    * the same grid serves every position a graph replays with. */

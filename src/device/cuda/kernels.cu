@@ -1246,6 +1246,126 @@ KC_GLOBAL void kiln_attn_combine(kc_attn_params p) {
   attn_combine_one(p, blockIdx.x, blockIdx.y);
 }
 
+// ---- ATTENTION for many queries (prefill): key tiles in shared memory --------
+//
+// Block (tile, h): queries t0 .. t0 + KC_AT_Q - 1 of head h, two per warp.
+// The keys they see are taken KC_AT_K at a time into shared memory (as
+// f32; K rows padded by one float so that lane j reading row j hits its
+// own bank), where all the block's queries use them: each key and value
+// row leaves L2 once per tile of queries, not once per query as in
+// attn_impl. For a query, lane j scores key j of the tile (the query is
+// read from shared memory, the same address for every lane); the online
+// softmax goes through the tiles in key order, and lane l accumulates
+// output dimensions l + 32 i.
+template <int KT, int DPL>
+__device__ __forceinline__ void attn_tile_impl(const kc_attn_params &p) {
+  constexpr int DM = 32 * DPL;   // the head size this instance holds
+  __shared__ float qs[KC_AT_Q][DM];
+  __shared__ float ks[KC_AT_K][DM + 1];
+  __shared__ float vs[KC_AT_K][DM];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t T = p.q.shape[0], Hq = p.q.shape[1], D = p.q.shape[2];
+  const int64_t S = p.k.shape[0], Hkv = p.k.shape[1];
+  const int64_t t0 = (int64_t)blockIdx.x * KC_AT_Q, h = blockIdx.y;
+  int64_t pos0;
+  if (!attn_pos_ok(p, &pos0)) {
+    if (blockIdx.x == 0 && h == 0 && threadIdx.x == 0)
+      report(p.err, KC_ERR_ATTN_POS, 0, pos0, S, T);
+    return;
+  }
+  const int64_t hk = h / (Hq / Hkv);
+  const int nq = T - t0 < KC_AT_Q ? (int)(T - t0) : KC_AT_Q;
+  for (int i = threadIdx.x; i < KC_AT_Q * DM; i += blockDim.x) {
+    const int qi = i / DM, d = i % DM;
+    float v = 0.0f;
+    if (qi < nq && d < D)
+      v = ((const float *)p.q.addr)[(t0 + qi) * p.q.stride[0] +
+                                    h * p.q.stride[1] + d] * p.scale;
+    qs[qi][d] = v;
+  }
+  float m[2], l[2], acc[2][DPL];
+#pragma unroll
+  for (int e = 0; e < 2; e++) {
+    m[e] = -INFINITY;
+    l[e] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < DPL; i++) acc[e][i] = 0.0f;
+  }
+  const size_t ksz = KT == KC_F32 ? 4 : 2;
+  const int64_t kend = pos0 + t0 + nq;   // keys the block's queries see
+  for (int64_t k0 = 0; k0 < kend; k0 += KC_AT_K) {
+    __syncthreads();   // the tile before is used up (and qs is written)
+    for (int i = threadIdx.x; i < KC_AT_K * DM; i += blockDim.x) {
+      const int j = i / DM, d = i % DM;
+      const int64_t kk = k0 + j;
+      float kv = 0.0f, vv = 0.0f;
+      if (kk < kend && d < D) {
+        kv = load_kv<KT>((const char *)p.k.addr +
+                             (kk * p.k.stride[0] + hk * p.k.stride[1]) * ksz, d);
+        vv = load_kv<KT>((const char *)p.v.addr +
+                             (kk * p.v.stride[0] + hk * p.v.stride[1]) * ksz, d);
+      }
+      ks[j][d] = kv;
+      vs[j][d] = vv;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+      const int qi = warp * 2 + e;
+      if (qi >= nq) break;   // the whole warp
+      const int64_t kk = k0 + lane;
+      float s = -INFINITY;
+      if (kk <= pos0 + t0 + qi) {   // causal: keys up to the query's position
+        float dot = 0.0f;
+#pragma unroll 16
+        for (int d = 0; d < DM; d++) dot += qs[qi][d] * ks[lane][d];
+        s = dot;
+      }
+      const float tmax = warp_max(s);
+      if (tmax == -INFINITY) continue;   // no key of this tile: the whole warp
+      const float m_new = fmaxf(m[e], tmax);
+      const float corr = m[e] == -INFINITY ? 0.0f : expf(m[e] - m_new);
+      const float pj = s == -INFINITY ? 0.0f : expf(s - m_new);
+      l[e] = l[e] * corr + warp_sum(pj);
+#pragma unroll
+      for (int i = 0; i < DPL; i++) acc[e][i] *= corr;
+#pragma unroll 8
+      for (int j = 0; j < KC_AT_K; j++) {
+        const float pb = __shfl_sync(0xffffffffu, pj, j);
+#pragma unroll
+        for (int i = 0; i < DPL; i++) acc[e][i] += pb * vs[j][lane + 32 * i];
+      }
+      m[e] = m_new;
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < 2; e++) {
+    const int qi = warp * 2 + e;
+    if (qi >= nq) break;
+    float *o = (float *)p.o.addr + (t0 + qi) * p.o.stride[0] + h * p.o.stride[1];
+#pragma unroll
+    for (int i = 0; i < DPL; i++) {
+      const int64_t d = lane + 32 * i;
+      if (d < D) o[d] = acc[e][i] / l[e];
+    }
+  }
+}
+
+#define KC_ATTN_TILE(TAG, KT, DPL)                                       \
+  KC_GLOBAL void __launch_bounds__(256) kiln_attn_tile_##TAG##_##DPL(    \
+      kc_attn_params p) {                                                \
+    attn_tile_impl<KT, DPL>(p);                                          \
+  }
+KC_ATTN_TILE(f32, KC_F32, 1)
+KC_ATTN_TILE(f32, KC_F32, 2)
+KC_ATTN_TILE(f32, KC_F32, 4)
+KC_ATTN_TILE(f16, KC_F16, 1)
+KC_ATTN_TILE(f16, KC_F16, 2)
+KC_ATTN_TILE(f16, KC_F16, 4)
+KC_ATTN_TILE(bf16, KC_BF16, 1)
+KC_ATTN_TILE(bf16, KC_BF16, 2)
+KC_ATTN_TILE(bf16, KC_BF16, 4)
+
 #define KC_ATTN(TAG, KT, DPL)                                                 \
   KC_GLOBAL void __launch_bounds__(256) kiln_attn_##TAG##_##DPL(kc_attn_params p) { \
     attn_impl<KT, DPL>(p);                                                    \

@@ -192,6 +192,9 @@ typedef struct kc_tiled_params {
  * head) merges them, counting in counters (an int per (t, h), 0 between
  * launches); without counters kiln_attn_combine merges them. */
 enum { KC_ATTN_MAX_SPLITS = 1024 };
+/* kiln_attn_tile_* (prefill, D <= 128): grid (ceil(T / KC_AT_Q), Hq),
+ * 256 threads; keys in tiles of KC_AT_K. */
+enum { KC_AT_Q = 16, KC_AT_K = 32 };
 typedef struct kc_attn_params {
   kc_tensor q, k, v, o;
   uint64_t index;
