@@ -1257,6 +1257,8 @@ KC_GLOBAL void kiln_attn_combine(kc_attn_params p) {
 // read from shared memory, the same address for every lane); the online
 // softmax goes through the tiles in key order, and lane l accumulates
 // output dimensions l + 32 i.
+static_assert(KC_AT_Q == 2 * 8 && KC_AT_K == 32,
+              "256 threads: 8 warps of two queries; a lane per key of a tile");
 template <int KT, int DPL>
 __device__ __forceinline__ void attn_tile_impl(const kc_attn_params &p) {
   constexpr int DM = 32 * DPL;   // the head size this instance holds
