@@ -1085,6 +1085,16 @@ __device__ __forceinline__ bool attn_pos_ok(const kc_attn_params &p,
   return *pos0 >= 0 && *pos0 <= S - T;
 }
 
+// attn_pos_ok, with the failure reported once, by the grid's first block
+// (first: this block is it).
+__device__ __forceinline__ bool attn_pos_checked(const kc_attn_params &p,
+                                                 bool first, int64_t *pos0) {
+  if (attn_pos_ok(p, pos0)) return true;
+  if (first && threadIdx.x == 0)
+    report(p.err, KC_ERR_ATTN_POS, 0, *pos0, p.k.shape[0], p.q.shape[0]);
+  return false;
+}
+
 __device__ void attn_combine_one(const kc_attn_params &p, int64_t h, int64_t t);
 
 template <int KT, int DPL>
@@ -1094,14 +1104,10 @@ __device__ __forceinline__ void attn_impl(const kc_attn_params &p) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int nwarps = blockDim.x >> 5;
   const int64_t T = p.q.shape[0], Hq = p.q.shape[1], D = p.q.shape[2];
-  const int64_t S = p.k.shape[0], Hkv = p.k.shape[1];
+  const int64_t Hkv = p.k.shape[1];
   const int64_t split = blockIdx.x, h = blockIdx.y, t = blockIdx.z;
   int64_t pos0;
-  if (!attn_pos_ok(p, &pos0)) {
-    if (split == 0 && h == 0 && t == 0 && threadIdx.x == 0)
-      report(p.err, KC_ERR_ATTN_POS, 0, pos0, S, T);
-    return;
-  }
+  if (!attn_pos_checked(p, split == 0 && h == 0 && t == 0, &pos0)) return;
   const int64_t n_keys = pos0 + t + 1;
   const int64_t hk = h / (Hq / Hkv);
   // The grid is fixed (a graph replays it at every position); the keys in
@@ -1267,14 +1273,10 @@ __device__ __forceinline__ void attn_tile_impl(const kc_attn_params &p) {
   __shared__ float vs[KC_AT_K][DM];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t T = p.q.shape[0], Hq = p.q.shape[1], D = p.q.shape[2];
-  const int64_t S = p.k.shape[0], Hkv = p.k.shape[1];
+  const int64_t Hkv = p.k.shape[1];
   const int64_t t0 = (int64_t)blockIdx.x * KC_AT_Q, h = blockIdx.y;
   int64_t pos0;
-  if (!attn_pos_ok(p, &pos0)) {
-    if (blockIdx.x == 0 && h == 0 && threadIdx.x == 0)
-      report(p.err, KC_ERR_ATTN_POS, 0, pos0, S, T);
-    return;
-  }
+  if (!attn_pos_checked(p, blockIdx.x == 0 && h == 0, &pos0)) return;
   const int64_t hk = h / (Hq / Hkv);
   const int nq = T - t0 < KC_AT_Q ? (int)(T - t0) : KC_AT_Q;
   for (int i = threadIdx.x; i < KC_AT_Q * DM; i += blockDim.x) {
