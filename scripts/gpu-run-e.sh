@@ -3,7 +3,7 @@
 # cuBLAS), test_llm on cuda, bench_llm 1B and 8B under configurations
 # interleaved (CFGS): fusion on and off (fuse, nofuse: KILN_CUDA_FUSE), or
 # any KILN_CUDA_* settings (FUSE1.ROPE_EPILOGUE0: KILN_CUDA_FUSE=1
-# KILN_CUDA_ROPE_EPILOGUE=0), then
+# KILN_CUDA_ROPE_EPILOGUE=0) or KILN_DEVICE_* (DEVICE_ONLY0), then
 # the zero-copy benchmark (ZC=0: not). The benchmarks run only if the cuda
 # tests pass. Logs to $OUT.
 . scripts/gpu-env.sh
@@ -27,8 +27,10 @@ for s in ${SHAPES:-1b 8b}; do
     case $cfg in
       fuse) envs="KILN_CUDA_FUSE=1" ;;
       nofuse) envs="KILN_CUDA_FUSE=0" ;;
-      # NAMEn.NAMEn...: KILN_CUDA_NAME=n for each (FUSE1.ROPE_EPILOGUE0)
-      *[0-9]) envs=$(echo "$cfg" | tr . '\n' | sed 's/^\([A-Z_]*\)\([0-9]*\)$/KILN_CUDA_\1=\2/' | tr '\n' ' ') ;;
+      # NAMEn.NAMEn...: KILN_CUDA_NAME=n for each (FUSE1.ROPE_EPILOGUE0),
+      # KILN_DEVICE_NAME=n for DEVICE_NAMEn (DEVICE_ONLY0)
+      *[0-9]) envs=$(echo "$cfg" | tr . '\n' | sed -e 's/^\(DEVICE_[A-Z_]*\)\([0-9]*\)$/KILN_\1=\2/' \
+                -e 's/^\([A-Z][A-Z_]*\)\([0-9]*\)$/KILN_CUDA_\1=\2/' | tr '\n' ' ') ;;
     esac
     env $envs timeout 200 build/bench/bench_llm --model "$DATA/llama-$s" --device cuda --reps ${REPS:-1} --kv f32 \
       --out "$OUT/kiln-$s-$cfg.json" >> "$OUT/bench-$s-$cfg.log" 2>&1

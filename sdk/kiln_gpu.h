@@ -128,6 +128,7 @@ enum {
   KILN_GPU_PLACEMENT_NONE = 0,
   KILN_GPU_PLACEMENT_MAPPED = 1,
   KILN_GPU_PLACEMENT_RESIDENT = 2,
+  KILN_GPU_PLACEMENT_DEVICE = 3,   /* device-only: sync copies nothing back */
 };
 
 #define KILN_GPU_MAX_RANK 4
@@ -210,8 +211,12 @@ KILN_GPU_IMPORT_(submit) int32_t kiln_gpu_submit(const kiln_gpu_op *op);
  * another code). [() -> i32] */
 KILN_GPU_IMPORT_(sync) int32_t kiln_gpu_sync(void);
 /* Place [offset, offset+length) of memory `mem`, widened to whole host
- * pages, as KILN_GPU_PLACEMENT_MAPPED or _RESIDENT. Syncs first. RESIDENT
- * ranges may not overlap; placing MAPPED again ends a residency.
+ * pages, as KILN_GPU_PLACEMENT_MAPPED, _RESIDENT or _DEVICE. Syncs first.
+ * RESIDENT and DEVICE ranges may not overlap (the same range may change
+ * between the two); placing MAPPED again ends a residency. A DEVICE range
+ * lives on the device only: ops read and write it there, sync copies
+ * nothing back, the guest's own bytes there are stale until the range is
+ * placed MAPPED or RESIDENT again, which brings the device's bytes back.
  * [(i32, i64, i64, i32) -> i32] */
 KILN_GPU_IMPORT_(place) int32_t kiln_gpu_place(uint32_t mem, uint64_t offset,
                                                uint64_t length,

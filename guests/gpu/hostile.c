@@ -318,6 +318,12 @@ static void attack_placement_and_programs(void) {
   expect("place length wraps",
          kiln_gpu_place(0, 4096, UINT64_MAX, KILN_GPU_PLACEMENT_RESIDENT),
          KILN_GPU_E_RANGE, 0);
+  expect("place DEVICE past end",
+         kiln_gpu_place(0, size - 4096, 8192, KILN_GPU_PLACEMENT_DEVICE),
+         KILN_GPU_E_RANGE, 0);
+  expect("place DEVICE length wraps",
+         kiln_gpu_place(0, 4096, UINT64_MAX, KILN_GPU_PLACEMENT_DEVICE),
+         KILN_GPU_E_RANGE, 0);
   expect("placement past end", kiln_gpu_placement(0, size), KILN_GPU_E_RANGE,
          0);
   expect("program_end without begin", kiln_gpu_program_end(),

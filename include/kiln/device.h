@@ -30,12 +30,22 @@
  *             - bytes the device writes are copied back to the host at the
  *               next sync (exactly the bytes ops wrote), so after sync the
  *               guest reads results through its own pointer.
- *             Good for data the device reuses: weights, KV cache,
- *             activations. docs/gpu.md gives the measurements behind it.
+ *             Good for data the device reuses and the host reads or
+ *             writes: weights, inputs, results. docs/gpu.md gives the
+ *             measurements behind it.
+ *   DEVICE    the device keeps the only current copy of the range: ops
+ *             read and write it there, a sync copies nothing back, and
+ *             host writes do not reach the device (the host's bytes are
+ *             stale until the range ends). The copy starts as the host's
+ *             bytes; placing the range MAPPED or RESIDENT again, detaching
+ *             the memory or releasing the device brings the device's bytes
+ *             back, so nothing the ops wrote is lost. Good for what only
+ *             the device uses: activations, a KV cache, scratch. A RESIDENT
+ *             range may be placed DEVICE (the same range) and back.
  *   Read-only memories (model files mapped with kiln_memory_create_from_file)
  *   attach as RESIDENT: their bytes go to the device without passing
  *   through any guest.
- *   On the cpu backend (no mirror) both placements compute in place.
+ *   On the cpu backend (no mirror) every placement computes in place.
  *
  * Asynchrony. kiln_device_submit validates an op completely, then queues
  * it and returns; ops run in submission order. kiln_device_sync waits for
@@ -239,6 +249,7 @@ typedef enum kiln_placement {
   KILN_PLACEMENT_NONE = 0,     /* memory not attached */
   KILN_PLACEMENT_MAPPED = 1,
   KILN_PLACEMENT_RESIDENT = 2,
+  KILN_PLACEMENT_DEVICE = 3,
 } kiln_placement;
 
 const char *kiln_placement_name(kiln_placement p);
@@ -257,15 +268,19 @@ kiln_status kiln_device_attach_aligned(kiln_device *d, kiln_memory *m,
                                        uint64_t data_offset);
 void kiln_device_detach(kiln_device *d, kiln_memory *m);
 /* Places [offset, offset + length), widened to whole host pages. RESIDENT
- * ranges may not overlap each other; placing a range MAPPED again ends its
- * residency (after syncing it back). Syncs the device first. */
+ * and DEVICE ranges may not overlap each other (except that the same range
+ * may change between the two); placing a range MAPPED again ends its
+ * residency (after syncing it back). Syncs the device first.
+ * KILN_DEVICE_ONLY=0 in the environment makes DEVICE requests RESIDENT (for
+ * comparisons). */
 kiln_status kiln_device_place(kiln_device *d, kiln_memory *m,
                               uint64_t offset, uint64_t length,
                               kiln_placement p);
 kiln_placement kiln_device_placement(kiln_device *d, const kiln_memory *m,
                                      uint64_t offset);
 /* The address the device uses for byte `offset` of `m`: the host address
- * for MAPPED ranges (pointer identity), the device copy for RESIDENT. */
+ * for MAPPED ranges (pointer identity), the device copy for RESIDENT and
+ * DEVICE. */
 kiln_status kiln_device_address(kiln_device *d, const kiln_memory *m,
                                 uint64_t offset, uint64_t *out_address);
 
@@ -273,9 +288,11 @@ typedef struct kiln_device_stats {
   uint64_t ops;                 /* ops run (programs count each op) */
   uint64_t syncs;
   uint64_t bytes_to_device;     /* RESIDENT uploads, all time */
-  uint64_t bytes_to_host;       /* RESIDENT copy-backs, all time */
+  uint64_t bytes_to_host;       /* RESIDENT copy-backs (and DEVICE ranges
+                                   brought back), all time */
   uint64_t write_faults;        /* first stores to protected pages */
-  uint64_t resident_bytes;      /* device memory held for RESIDENT ranges */
+  uint64_t resident_bytes;      /* device memory held for RESIDENT and
+                                   DEVICE ranges */
   uint64_t mapped_bytes;        /* host bytes registered for MAPPED use */
   /* Ops of programs that ran inside another op's kernel (cuda fuses an
    * RMSNORM into the GEMVs after it, GEMVs sharing x, a SWIGLU into the

@@ -230,17 +230,19 @@ static void resident_free(kiln_device *d, kiln_resident *r) {
 
 /* With `align`, the device copy starts up to 255 bytes into its allocation
  * so that memory byte `align_at` lands on a 256-byte boundary
- * (kiln_device_attach_aligned). */
+ * (kiln_device_attach_aligned). `device_only`: a DEVICE range, whose copy
+ * starts as the host's bytes and is never tracked. */
 static kiln_status resident_create(kiln_device *d, kiln_device_attachment *att,
                                    uint64_t offset, uint64_t length,
                                    bool align, uint64_t align_at,
-                                   kiln_resident **out) {
+                                   bool device_only, kiln_resident **out) {
   kiln_resident *r = calloc(1, sizeof *r);
   if (!r) return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
   r->att = att;
   r->offset = offset;
   r->length = length;
   r->slot = -1;
+  r->device_only = device_only;
   if (d->vt->alloc) {
     kiln_status s = d->vt->alloc(d, length + (align ? 255 : 0), &r->dev_alloc);
     if (s) {
@@ -255,7 +257,14 @@ static kiln_status resident_create(kiln_device *d, kiln_device_attachment *att,
       r->dev_addr += (256 - (r->dev_alloc + align_at - offset) % 256) % 256;
     d->stats.resident_bytes += length;
   }
-  if (r->dev_addr && !att->read_only) {
+  if (r->dev_addr && device_only) {
+    kiln_status s = d->vt->upload(d, r->dev_addr, base_of(att) + offset, length);
+    if (s) {
+      resident_free(d, r);
+      return kiln_status_annotate(s, "filling a DEVICE range");
+    }
+    d->stats.bytes_to_device += length;
+  } else if (r->dev_addr && !att->read_only) {
     /* Every page starts dirty (and writable): the device copy is filled
      * lazily by the first ops that read it. */
     r->tracked = true;
@@ -305,7 +314,8 @@ kiln_status kiln_device_attach_aligned(kiln_device *d, kiln_memory *m,
     uint64_t size = kiln_memory_size(m);
     kiln_resident *r = NULL;
     if (size)
-      s = resident_create(d, att, 0, size, data_offset != 0, data_offset, &r);
+      s = resident_create(d, att, 0, size, data_offset != 0, data_offset,
+                          false, &r);
     if (!s && r && r->dev_addr) {
       s = d->vt->upload(d, r->dev_addr, kiln_memory_base(m), size);
       if (!s) d->stats.bytes_to_device += size;
@@ -328,6 +338,12 @@ kiln_status kiln_device_attach_aligned(kiln_device *d, kiln_memory *m,
   return KILN_OK;
 }
 
+/* Keeps s (or frees it) for the next kiln_device_sync to report. */
+static void keep_error(kiln_device *d, kiln_status s) {
+  if (!d->pending_error) d->pending_error = s;
+  else kiln_status_free(s);
+}
+
 /* Syncs the device before placement changes; a device-side error is kept
  * for the next kiln_device_sync. */
 static void sync_keep_error(kiln_device *d) {
@@ -345,6 +361,23 @@ static void sync_keep_error(kiln_device *d) {
     kiln_status_free(s);
     kiln_status_free(s2);
   }
+}
+
+/* A DEVICE range holds the only current copy of its bytes: before it ends
+ * (placed again, detached, the device released) they are queued to come
+ * back to the host, behind the ops that may still write them; the caller
+ * then syncs. Ranges of att overlapping [lo, hi). */
+static kiln_status bring_back(kiln_device *d, kiln_device_attachment *att,
+                              uint64_t lo, uint64_t hi) {
+  for (kiln_resident *r = att->residents; r; r = r->next) {
+    if (!r->device_only || !r->dev_addr || r->offset >= hi ||
+        lo >= r->offset + r->length)
+      continue;
+    KILN_RETURN_IF_ERROR(d->vt->download(d, base_of(att) + r->offset,
+                                         r->dev_addr, r->length));
+    d->stats.bytes_to_host += r->length;
+  }
+  return KILN_OK;
 }
 
 static void attachment_free(kiln_device *d, kiln_device_attachment *att) {
@@ -372,13 +405,19 @@ void kiln_device_detach(kiln_device *d, kiln_memory *m) {
   kiln_device_attachment **p = &d->attachments;
   while (*p && (*p)->memory != m) p = &(*p)->next;
   if (!*p) return;
-  sync_keep_error(d);
   kiln_device_attachment *att = *p;
+  keep_error(d, bring_back(d, att, 0, UINT64_MAX));
+  sync_keep_error(d);
   *p = att->next;
   attachment_free(d, att);
 }
 
 void kiln_coherence_detach_all(kiln_device *d) {
+  /* The device may be failing by now: what cannot come back is lost
+   * with it, and the release goes on. */
+  for (kiln_device_attachment *att = d->attachments; att; att = att->next)
+    kiln_status_free(bring_back(d, att, 0, UINT64_MAX));
+  if (d->attachments) kiln_status_free(d->vt->sync(d));
   while (d->attachments) {
     kiln_device_attachment *att = d->attachments;
     d->attachments = att->next;
@@ -394,9 +433,12 @@ kiln_status kiln_device_place(kiln_device *d, kiln_memory *m, uint64_t offset,
     return kiln_make_status(KILN_CODE_FAILED_PRECONDITION,
                             "memory '%s' is not attached to this device",
                             kiln_memory_name(m));
-  if (p != KILN_PLACEMENT_MAPPED && p != KILN_PLACEMENT_RESIDENT)
+  if (p != KILN_PLACEMENT_MAPPED && p != KILN_PLACEMENT_RESIDENT &&
+      p != KILN_PLACEMENT_DEVICE)
     return kiln_make_status(KILN_CODE_INVALID_ARGUMENT,
-                            "placement must be mapped or resident");
+                            "placement must be mapped, resident or device");
+  if (p == KILN_PLACEMENT_DEVICE && d->device_as_resident)
+    p = KILN_PLACEMENT_RESIDENT;
   uint64_t ps = host_page(), end, size = kiln_memory_size(m);
   if (__builtin_add_overflow(offset, length, &end) || end > size)
     return kiln_make_status(KILN_CODE_OUT_OF_RANGE,
@@ -414,33 +456,45 @@ kiln_status kiln_device_place(kiln_device *d, kiln_memory *m, uint64_t offset,
                             "read-only memory '%s' stays RESIDENT",
                             kiln_memory_name(m));
   }
-  for (kiln_resident *r = att->residents; r; r = r->next)
-    if (p == KILN_PLACEMENT_RESIDENT && r->offset == lo && r->length == hi - lo)
-      return KILN_OK; /* placing the same range twice is harmless */
-  sync_keep_error(d);
-  if (p == KILN_PLACEMENT_MAPPED) {
-    for (kiln_resident **q = &att->residents; *q;) {
-      kiln_resident *r = *q;
-      if (r->offset < hi && lo < r->offset + r->length) {
-        *q = r->next;
-        resident_free(d, r);
-      } else {
-        q = &r->next;
-      }
-    }
-    return KILN_OK;
-  }
-  for (kiln_resident *r = att->residents; r; r = r->next)
-    if (r->offset < hi && lo < r->offset + r->length)
+  /* The same range again: harmless when the placement is the same; a
+   * RESIDENT range may become DEVICE and back (below). Any other overlap
+   * with a range on the device is refused. */
+  kiln_resident *same = NULL;
+  for (kiln_resident *r = att->residents; r; r = r->next) {
+    if (r->offset >= hi || lo >= r->offset + r->length) continue;
+    if (r->offset == lo && r->length == hi - lo) {
+      same = r;
+    } else if (p != KILN_PLACEMENT_MAPPED) {
       return kiln_make_status(KILN_CODE_INVALID_ARGUMENT,
-                              "[%llu, %llu) overlaps the RESIDENT range "
+                              "[%llu, %llu) overlaps the %s range "
                               "[%llu, %llu) of memory '%s'",
                               (unsigned long long)lo, (unsigned long long)hi,
+                              r->device_only ? "DEVICE" : "RESIDENT",
                               (unsigned long long)r->offset,
                               (unsigned long long)(r->offset + r->length),
                               kiln_memory_name(m));
+    }
+  }
+  if (same && p != KILN_PLACEMENT_MAPPED &&
+      same->device_only == (p == KILN_PLACEMENT_DEVICE))
+    return KILN_OK;
+  /* Ranges that end come back to the host first: after this sync the
+   * host's bytes are the current ones everywhere in [lo, hi). */
+  keep_error(d, bring_back(d, att, lo, hi));
+  sync_keep_error(d);
+  for (kiln_resident **q = &att->residents; *q;) {
+    kiln_resident *r = *q;
+    if (r->offset < hi && lo < r->offset + r->length) {
+      *q = r->next;
+      resident_free(d, r);
+    } else {
+      q = &r->next;
+    }
+  }
+  if (p == KILN_PLACEMENT_MAPPED) return KILN_OK;
   kiln_resident *r;
-  return resident_create(d, att, lo, hi - lo, false, 0, &r);
+  return resident_create(d, att, lo, hi - lo, false, 0,
+                         p == KILN_PLACEMENT_DEVICE, &r);
 }
 
 kiln_placement kiln_device_placement(kiln_device *d, const kiln_memory *m,
@@ -448,8 +502,8 @@ kiln_placement kiln_device_placement(kiln_device *d, const kiln_memory *m,
   kiln_device_attachment *att = kiln_attachment_find(d, m);
   if (!att) return KILN_PLACEMENT_NONE;
   bool straddles;
-  if (kiln_resident_find(att, offset, offset + 1, &straddles))
-    return KILN_PLACEMENT_RESIDENT;
+  const kiln_resident *r = kiln_resident_find(att, offset, offset + 1, &straddles);
+  if (r) return r->device_only ? KILN_PLACEMENT_DEVICE : KILN_PLACEMENT_RESIDENT;
   return KILN_PLACEMENT_MAPPED;
 }
 

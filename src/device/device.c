@@ -68,6 +68,7 @@ const char *kiln_placement_name(kiln_placement p) {
     case KILN_PLACEMENT_NONE: return "none";
     case KILN_PLACEMENT_MAPPED: return "mapped";
     case KILN_PLACEMENT_RESIDENT: return "resident";
+    case KILN_PLACEMENT_DEVICE: return "device";
     default: return "unknown-placement";
   }
 }
@@ -122,6 +123,8 @@ static void init_header(kiln_device *d, const kiln_device_options *o) {
   if (eager && *eager) d->resident_eager_max = strtoull(eager, NULL, 0);
   const char *ng = getenv("KILN_DEVICE_NO_GRAPHS");
   if (ng && *ng && *ng != '0') d->no_graphs = true;
+  const char *dev_only = getenv("KILN_DEVICE_ONLY");
+  d->device_as_resident = dev_only && !strcmp(dev_only, "0");
   d->attachments = NULL;
   d->pending_error = KILN_OK;
   memset(&d->stats, 0, sizeof d->stats);
@@ -408,7 +411,7 @@ static kiln_status operand(check_ctx *c, int which, int required, int out,
   if (straddles)
     return fail(c, KILN_CODE_INVALID_ARGUMENT,
                 "operand %s: bytes [%llu, %llu) cross a placement boundary "
-                "(part RESIDENT, part not)",
+                "(part on the device, part not)",
                 nm, (unsigned long long)t->offset, (unsigned long long)end);
   /* Size-1 dimensions get the stride of a row-major neighbour, so that
    * backends may test collapsibility with plain equalities. */

@@ -31,6 +31,9 @@ typedef struct kiln_resident {
   uint64_t dev_addr;
   uint64_t dev_alloc;        /* what alloc returned: dev_addr minus a shift */
   bool aligned;              /* allocated with 255 spare bytes for it */
+  /* A DEVICE range: the device copy is the only current one (not
+   * tracked; brought back to the host when the range ends). */
+  bool device_only;
   /* Small tracked range (kiln_device_options.resident_eager_max): never
    * protected; every op that reads it sends the bytes it reads. */
   bool eager;

@@ -115,6 +115,8 @@ struct kiln_device {
   /* core, KILN_DEVICE_TIMING=1: host time spent in program submits and in
    * syncs, printed to stderr at release (where a step's time goes). */
   bool timing;
+  /* KILN_DEVICE_ONLY=0: DEVICE placements are made RESIDENT (comparisons). */
+  bool device_as_resident;
   uint64_t timing_submit_ns, timing_submits, timing_sync_ns, timing_syncs;
 };
 

@@ -59,6 +59,7 @@ SAME(KILN_GPU_OP_KIND_COUNT, KILN_OP_KIND_COUNT);
 SAME(KILN_GPU_PLACEMENT_NONE, KILN_PLACEMENT_NONE);
 SAME(KILN_GPU_PLACEMENT_MAPPED, KILN_PLACEMENT_MAPPED);
 SAME(KILN_GPU_PLACEMENT_RESIDENT, KILN_PLACEMENT_RESIDENT);
+SAME(KILN_GPU_PLACEMENT_DEVICE, KILN_PLACEMENT_DEVICE);
 SAME(KILN_GPU_MAX_RANK, KILN_MAX_RANK);
 #undef SAME
 
@@ -506,7 +507,8 @@ static int32_t do_place(kiln_gpu_session *s, uint32_t mem, uint64_t offset,
     return fail(s, KILN_GPU_E_HANDLE,
                 "place: no memory with handle %u in this session", mem);
   if (placement != KILN_PLACEMENT_MAPPED &&
-      placement != KILN_PLACEMENT_RESIDENT)
+      placement != KILN_PLACEMENT_RESIDENT &&
+      placement != KILN_PLACEMENT_DEVICE)
     return fail(s, KILN_GPU_E_INVALID, "place: unknown placement %u", placement);
   if (!kiln_memory_range_or_null(target, offset, length))
     return fail(s, KILN_GPU_E_RANGE, "place: [%llu, +%llu) is outside memory %u",

@@ -103,14 +103,18 @@ struct lf_state {
   void *block;           /* the one allocation in memory 0 */
   uint64_t block_off, block_bytes;
   /* Prefill activations (max_batch rows) and decode activations (one row,
-   * packed without gaps: the bytes a decode step writes are one interval,
-   * so a RESIDENT sync copies them back in one transfer). */
+   * packed without gaps: q, k and v of a token lie back to back). */
   lf_acts pre, dec;
   lf_buf norms, inv_freq, tok, pos;
   /* KV cache, [S, L, 2, Hkv, D]: position p of every layer's k and v is
-   * one contiguous row (again one copy-back interval per decode step);
-   * layer l's k cache is the strided view [S, Hkv, D] at (2l) * Hkv * D. */
+   * one contiguous row (one COPY appends a decode step's k and v); layer
+   * l's k cache is the strided view [S, Hkv, D] at (2l) * Hkv * D. */
   lf_buf kv;
+  /* The block's first device_bytes (activations, norms, KV cache) are
+   * placed DEVICE: only ops use them, and a sync copies none of them back.
+   * The rest (what the host writes: tokens, positions, RoPE frequencies;
+   * and reads: logits, argmax) is RESIDENT. */
+  uint64_t device_bytes;
   uint64_t kv_row_elems;  /* L * 2 * Hkv * D */
   int32_t program;       /* decode program handle, 0: none */
   int32_t n_ops;         /* ops emitted in the current recording */
@@ -358,10 +362,11 @@ static void take(layout *L, lf_buf *b, uint64_t bytes, uint64_t align) {
   L->at += bytes;
 }
 
-/* One activation set of `rows` rows. Packed (16-byte alignment only) so
- * that a one-row set is one contiguous run of bytes. */
+/* One activation set of `rows` rows, without its logits and argmax.
+ * Packed (16-byte alignment only) so that a one-row set is one contiguous
+ * run of bytes. */
 static void take_acts(layout *L, lf_acts *a, const km_llama_config *c,
-                      uint64_t rows, uint64_t logit_rows, bool permuted) {
+                      uint64_t rows, bool permuted) {
   const uint64_t H = (uint64_t)c->hidden, I = (uint64_t)c->intermediate,
                  Q = (uint64_t)c->n_heads * (uint64_t)c->head_dim,
                  K = (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim;
@@ -377,8 +382,6 @@ static void take_acts(layout *L, lf_acts *a, const km_llama_config *c,
   take(L, &a->att, rows * Q * 4, 16);
   take(L, &a->hb, rows * I * 4, 16);
   take(L, &a->hb2, rows * I * 4, 16);
-  take(L, &a->logits, logit_rows * (uint64_t)c->vocab * 4, 16);
-  take(L, &a->next, 4, 16);
 }
 
 static void fix_acts(lf_acts *a, uint8_t *block, uint64_t block_off) {
@@ -429,14 +432,25 @@ int32_t lf_create(const km_llama_config *c, const lf_weights *w,
                  S = (uint64_t)s->o.max_seq, L = (uint64_t)c->n_layers;
   const uint64_t kv_es = s->o.kv_dtype == KILN_GPU_F32 ? 4 : 2;
   s->kv_row_elems = L * 2 * Hkv * D;
+  const uint64_t V4 = (uint64_t)c->vocab * 4;
   layout lay = {0};
-  take_acts(&lay, &s->pre, c, B, s->o.all_logits ? B : 1, s->permuted);
-  take_acts(&lay, &s->dec, c, 1, 1, s->permuted);
+  /* DEVICE: what only the ops use. */
+  take_acts(&lay, &s->pre, c, B, s->permuted);
+  take_acts(&lay, &s->dec, c, 1, s->permuted);
   take(&lay, &s->norms, (2 * L + 1) * H * 4, 256);
+  take(&lay, &s->kv, S * s->kv_row_elems * kv_es, 256);
+  if (s->o.argmax_only) take(&lay, &s->dec.logits, V4, 256);
+  /* 64 KiB: whole guest pages, and whole host pages on any host. */
+  s->device_bytes = align_up(lay.at, 65536);
+  lay.at = s->device_bytes;
+  /* RESIDENT: what the host writes or reads. */
   take(&lay, &s->inv_freq, D / 2 * 4, 256);
   take(&lay, &s->pos, 4, 256); /* pos and tok: one page the host writes */
   take(&lay, &s->tok, B * 4, 16);
-  take(&lay, &s->kv, S * s->kv_row_elems * kv_es, 256);
+  take(&lay, &s->pre.logits, (s->o.all_logits ? B : 1) * V4, 256);
+  take(&lay, &s->pre.next, 4, 16);
+  if (!s->o.argmax_only) take(&lay, &s->dec.logits, V4, 256);
+  take(&lay, &s->dec.next, 4, 16);
   s->block_bytes = align_up(lay.at, 65536);
   if (s->block_bytes > 0xF0000000ull) {
     snprintf(msg, msglen,
@@ -469,8 +483,12 @@ int32_t lf_create(const km_llama_config *c, const lf_weights *w,
     return KILN_GPU_E_INVALID;
   }
 
-  int32_t rc = sink->place(sink->ctx, 0, s->block_off, s->block_bytes,
-                           KILN_GPU_PLACEMENT_RESIDENT);
+  int32_t rc = sink->place(sink->ctx, 0, s->block_off, s->device_bytes,
+                           KILN_GPU_PLACEMENT_DEVICE);
+  if (rc >= 0)
+    rc = sink->place(sink->ctx, 0, s->block_off + s->device_bytes,
+                     s->block_bytes - s->device_bytes,
+                     KILN_GPU_PLACEMENT_RESIDENT);
   if (rc < 0) {
     sink_fail(s, rc, "placing the run state");
     lf_free(s);
@@ -591,7 +609,7 @@ int32_t lf_decode(lf_state *s, int32_t id, const float **logits,
   }
   if ((rc = s->sink.sync(s->sink.ctx)) < 0) return sink_fail(s, rc, "sync");
   s->n_pos++;
-  *logits = (const float *)s->dec.logits.ptr;
+  *logits = s->o.argmax_only ? NULL : (const float *)s->dec.logits.ptr;
   if (argmax) *argmax = *(const int32_t *)s->dec.next.ptr;
   return 0;
 }

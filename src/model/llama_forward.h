@@ -17,9 +17,12 @@
  * (mem = the granted handle, offset = the byte offset in the file). The run
  * state (activations, KV cache, token and position slots, f32 copies of
  * norm weights, RoPE inverse frequencies) is one block of memory 0 (the
- * guest's own linear memory), allocated through the sink and placed
- * RESIDENT: the device keeps it, and only what ops wrote comes back at
- * sync.
+ * guest's own linear memory), allocated through the sink. What only ops
+ * use (activations, norm copies, the KV cache) is placed DEVICE: it lives
+ * on the device and a sync copies none of it back (a 512-token prefill of
+ * the 8B shape writes 230 MB there). What the host writes or reads
+ * (tokens, positions, RoPE frequencies, logits, the argmax) is RESIDENT:
+ * host writes go up, what ops wrote comes back at sync.
  *
  * Steps. lf_prefill runs T prompt tokens in one pass (GEMV with M = T rows,
  * causal attention over the cache), in chunks of max_batch. lf_decode runs
@@ -99,6 +102,9 @@ typedef struct lf_options {
   bool all_logits;    /* prefill keeps logits of every row (tests) */
   uint32_t kv_dtype;  /* KILN_GPU_F32 (default), _F16 or _BF16 */
   bool no_program;    /* decode by direct submits (comparisons) */
+  /* decode returns the argmax only (greedy): its logits stay on the
+   * device, and lf_decode's *logits is NULL */
+  bool argmax_only;
 } lf_options;
 
 typedef struct lf_state lf_state;
@@ -121,8 +127,8 @@ void lf_reset(lf_state *s);
  * n <= max_batch: to n rows of vocab logits), valid until the next call. */
 int32_t lf_prefill(lf_state *s, const int32_t *ids, int32_t n,
                    const float **logits, char *msg, size_t msglen);
-/* Runs one token at lf_position(). *logits: vocab floats; *argmax (may be
- * NULL): the device's argmax of them. */
+/* Runs one token at lf_position(). *logits: vocab floats (NULL with
+ * argmax_only); *argmax (may be NULL): the device's argmax of them. */
 int32_t lf_decode(lf_state *s, int32_t id, const float **logits,
                   int32_t *argmax, char *msg, size_t msglen);
 

@@ -549,6 +549,7 @@ int lr_main(int argc, char **argv, const lf_sink *sink) {
   lo.max_batch = a.batch ? a.batch : 128;
   lo.kv_dtype = a.kv;
   lo.no_program = a.no_program;
+  lo.argmax_only = !(smp.temperature > 0); /* greedy: the argmax suffices */
   if (lf_create(&m.cfg, &w, m.rope_freqs, &lo, sink, &st, msg, sizeof msg)) {
     fprintf(stderr, "%s: %s\n", who, msg);
     goto out;

@@ -740,6 +740,130 @@ static void test_program_follows_placement_changes(kiln_test *t) {
   kiln_memory_release(m.m);
 }
 
+/* DEVICE: the device copy starts as the host's bytes; ops read and write
+ * it there; a sync copies nothing back and host writes do not reach it;
+ * placing the range MAPPED brings the device's bytes back. */
+static void test_device_range_stays_on_the_device(kiln_test *t) {
+  kiln_device *d = open_cpu(t, 2, true);
+  tmem m = tmem_new(t, d, 1);
+  const int64_t n = 256;
+  uint64_t a = tmem_alloc(&m, PAGE, PAGE), b = tmem_alloc(&m, PAGE, PAGE);
+  uint64_t c = tmem_alloc(&m, PAGE, PAGE);
+  for (int64_t i = 0; i < n; i++) tf32(&m, a)[i] = (float)i;
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, a, 2 * PAGE, KILN_PLACEMENT_DEVICE));
+  KILN_EXPECT(t, kiln_device_placement(d, m.m, a) == KILN_PLACEMENT_DEVICE);
+  KILN_EXPECT(t, kiln_device_placement(d, m.m, b + PAGE - 1) == KILN_PLACEMENT_DEVICE);
+  KILN_EXPECT(t, kiln_device_placement(d, m.m, c) == KILN_PLACEMENT_MAPPED);
+  kiln_device_stats s0, s1;
+  stats(d, &s0);
+  KILN_EXPECT(t, s0.resident_bytes == 2 * PAGE && s0.bytes_to_device == 2 * PAGE);
+  /* b = 2a on the device; nothing comes back at sync. */
+  kiln_op op = scale_op(&m, a, b, n, 2);
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, NULL));
+  KILN_EXPECT_OK(t, kiln_device_sync(d, NULL));
+  stats(d, &s1);
+  KILN_EXPECT(t, s1.bytes_to_host == s0.bytes_to_host);
+  KILN_EXPECT(t, tf32(&m, b)[5] == 0.0f);
+  /* Host writes into the range stay on the host (no fault, no upload):
+   * c = 3b reads the device's b. */
+  tf32(&m, a)[5] = 1000;
+  tf32(&m, b)[5] = 1000;
+  op = scale_op(&m, b, c, n, 3);
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, NULL));
+  KILN_EXPECT_OK(t, kiln_device_sync(d, NULL));
+  stats(d, &s1);
+  KILN_EXPECT(t, s1.write_faults == 0 && s1.bytes_to_device == s0.bytes_to_device);
+  int bad = 0;
+  for (int64_t i = 0; i < n; i++) bad += tf32(&m, c)[i] != 6.0f * (float)i;
+  KILN_EXPECTF(t, bad == 0, "c = 3b from the device's b: %d wrong", bad);
+  /* An operand across the edge of the range is refused. */
+  op = scale_op(&m, b + PAGE - 8, c, 4, 1);
+  KILN_EXPECT_CODE(t, KILN_CODE_INVALID_ARGUMENT, kiln_device_submit(d, &op, NULL));
+  /* Overlapping it with another range is refused; the same range again is
+   * harmless. */
+  KILN_EXPECT_CODE(t, KILN_CODE_INVALID_ARGUMENT,
+                   kiln_device_place(d, m.m, b, 2 * PAGE, KILN_PLACEMENT_RESIDENT));
+  KILN_EXPECT_CODE(t, KILN_CODE_INVALID_ARGUMENT,
+                   kiln_device_place(d, m.m, b, PAGE, KILN_PLACEMENT_DEVICE));
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, a, 2 * PAGE, KILN_PLACEMENT_DEVICE));
+  /* MAPPED again: the device's bytes come back, over the host's writes. */
+  op = scale_op(&m, a, a, n, -1);
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, NULL));
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, a, 2 * PAGE, KILN_PLACEMENT_MAPPED));
+  KILN_EXPECT(t, kiln_device_placement(d, m.m, a) == KILN_PLACEMENT_MAPPED);
+  bad = 0;
+  for (int64_t i = 0; i < n; i++)
+    bad += tf32(&m, a)[i] != -(float)i || tf32(&m, b)[i] != 2.0f * (float)i;
+  KILN_EXPECTF(t, bad == 0, "brought back: %d wrong", bad);
+  stats(d, &s1);
+  KILN_EXPECT(t, s1.resident_bytes == 0);
+  kiln_device_release(d);
+  kiln_memory_release(m.m);
+}
+
+/* The same range RESIDENT -> DEVICE -> RESIDENT keeps its bytes, including
+ * what ops wrote that no sync has copied back yet; detaching or releasing
+ * the device brings a DEVICE range back. */
+static void test_device_range_changes_and_ends_without_loss(kiln_test *t) {
+  kiln_device *d = open_cpu(t, 2, true);
+  tmem m = tmem_new(t, d, 1);
+  const int64_t n = 256;
+  uint64_t a = tmem_alloc(&m, PAGE, PAGE), b = tmem_alloc(&m, PAGE, PAGE);
+  for (int64_t i = 0; i < n; i++) tf32(&m, a)[i] = (float)i;
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, a, PAGE, KILN_PLACEMENT_RESIDENT));
+  kiln_op op = scale_op(&m, a, a, n, 2);   /* a = 2i, not synced */
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, NULL));
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, a, PAGE, KILN_PLACEMENT_DEVICE));
+  KILN_EXPECT(t, kiln_device_placement(d, m.m, a) == KILN_PLACEMENT_DEVICE);
+  op = scale_op(&m, a, a, n, 3);           /* a = 6i on the device */
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, NULL));
+  KILN_EXPECT_OK(t, kiln_device_sync(d, NULL));
+  KILN_EXPECT(t, tf32(&m, a)[7] == 14.0f);  /* stale: the first result */
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, a, PAGE, KILN_PLACEMENT_RESIDENT));
+  KILN_EXPECT(t, kiln_device_placement(d, m.m, a) == KILN_PLACEMENT_RESIDENT);
+  int bad = 0;
+  for (int64_t i = 0; i < n; i++) bad += tf32(&m, a)[i] != 6.0f * (float)i;
+  KILN_EXPECTF(t, bad == 0, "RESIDENT -> DEVICE -> RESIDENT: %d wrong", bad);
+  /* b DEVICE, written, then the memory detached: its bytes come back. */
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, b, PAGE, KILN_PLACEMENT_DEVICE));
+  op = scale_op(&m, a, b, n, 0.5f);
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, NULL));
+  kiln_device_detach(d, m.m);
+  bad = 0;
+  for (int64_t i = 0; i < n; i++) bad += tf32(&m, b)[i] != 3.0f * (float)i;
+  KILN_EXPECTF(t, bad == 0, "after detach: %d wrong", bad);
+  /* Attached again, b DEVICE, written, then the device released. */
+  KILN_EXPECT_OK(t, kiln_device_attach(d, m.m));
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, b, PAGE, KILN_PLACEMENT_DEVICE));
+  op = scale_op(&m, b, b, n, 2);
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, NULL));
+  kiln_device_release(d);
+  bad = 0;
+  for (int64_t i = 0; i < n; i++) bad += tf32(&m, b)[i] != 6.0f * (float)i;
+  KILN_EXPECTF(t, bad == 0, "after release: %d wrong", bad);
+  kiln_memory_release(m.m);
+}
+
+/* Without a mirror (the cpu backend computes on host memory) DEVICE is
+ * bookkeeping: ops compute in place and the host sees their results. */
+static void test_device_without_mirror_computes_in_place(kiln_test *t) {
+  kiln_device *d = open_cpu(t, 2, false);
+  tmem m = tmem_new(t, d, 1);
+  uint64_t a = tmem_alloc(&m, PAGE, PAGE);
+  for (int i = 0; i < 8; i++) tf32(&m, a)[i] = (float)i;
+  KILN_EXPECT_OK(t, kiln_device_place(d, m.m, a, PAGE, KILN_PLACEMENT_DEVICE));
+  KILN_EXPECT(t, kiln_device_placement(d, m.m, a) == KILN_PLACEMENT_DEVICE);
+  kiln_op op = scale_op(&m, a, a, 8, 2);
+  KILN_EXPECT_OK(t, kiln_device_submit(d, &op, NULL));
+  KILN_EXPECT_OK(t, kiln_device_sync(d, NULL));
+  KILN_EXPECT(t, tf32(&m, a)[7] == 14.0f);
+  kiln_device_stats s;
+  stats(d, &s);
+  KILN_EXPECT(t, s.resident_bytes == 0 && s.bytes_to_host == 0);
+  kiln_device_release(d);
+  kiln_memory_release(m.m);
+}
+
 KILN_TEST_MAIN(test_resident_weight_reused_and_host_writes_tracked,
                test_hot_page_cools,
                test_scattered_host_writes_in_a_long_range,
@@ -752,4 +876,7 @@ KILN_TEST_MAIN(test_resident_weight_reused_and_host_writes_tracked,
                test_device_written_index, test_attach_aligned_file,
                test_small_resident_range_is_sent_eagerly,
                test_syscall_writes_into_resident_pages,
-               test_program_follows_placement_changes)
+               test_program_follows_placement_changes,
+               test_device_range_stays_on_the_device,
+               test_device_range_changes_and_ends_without_loss,
+               test_device_without_mirror_computes_in_place)

@@ -1517,11 +1517,68 @@ static void test_resident_range_across_grown_registrations(kiln_test *t) {
   kiln_device_release(gpu);
 }
 
+/* DEVICE on cuda: the range starts as the host's bytes, ops (direct and a
+ * replayed graph) compute there, a sync copies nothing back, placing it
+ * MAPPED brings the device's bytes back. */
+static void test_device_range(kiln_test *t) {
+  kiln_device *gpu = open_gpu();
+  if (!gpu) {
+    KILN_TEST_SKIP(t, "%s", g_skip);
+    return;
+  }
+  kiln_memory *m = new_memory(t, 1, "device-only");
+  KILN_EXPECT_OK(t, kiln_device_attach(gpu, m));
+  const int64_t n = 16384;
+  const uint64_t a_off = 0, b_off = (uint64_t)n * 4;
+  float *a = (float *)(kiln_memory_base(m) + a_off);
+  float *b = (float *)(kiln_memory_base(m) + b_off);
+  for (int64_t i = 0; i < n; i++) a[i] = (float)(i % 97) - 48.0f, b[i] = -1;
+  KILN_EXPECT_OK(t, kiln_device_place(gpu, m, a_off, (uint64_t)n * 8,
+                                      KILN_PLACEMENT_DEVICE));
+  KILN_EXPECT(t, kiln_device_placement(gpu, m, b_off) == KILN_PLACEMENT_DEVICE);
+  kiln_op op = {.kind = KILN_OP_SCALE, .alpha = 0.5f};
+  op.a = kiln_tensor_make(m, a_off, KILN_DTYPE_F32, 1, &n);
+  op.b = kiln_tensor_make(m, b_off, KILN_DTYPE_F32, 1, &n);
+  kiln_device_stats s0, s1;
+  kiln_device_get_stats(gpu, &s0);
+  KILN_EXPECT_OK(t, kiln_device_submit(gpu, &op, NULL));
+  KILN_EXPECT_OK(t, kiln_device_sync(gpu, NULL));
+  kiln_op back = {.kind = KILN_OP_SCALE, .alpha = 2.0f};  /* b = 2b */
+  back.a = op.b;
+  back.b = op.b;
+  kiln_program *p = NULL;
+  KILN_EXPECT_OK(t, kiln_program_create(gpu, &p));
+  KILN_EXPECT_OK(t, kiln_program_add(p, &back));
+  for (int i = 0; i < 3; i++) {
+    KILN_EXPECT_OK(t, kiln_device_submit_program(gpu, p, NULL));
+    KILN_EXPECT_OK(t, kiln_device_sync(gpu, NULL));
+  }
+  kiln_device_get_stats(gpu, &s1);
+  KILN_EXPECTF(t, s1.bytes_to_host == s0.bytes_to_host && b[7] == -1,
+               "synced DEVICE bytes came back (%llu bytes, b[7] %g)",
+               (unsigned long long)(s1.bytes_to_host - s0.bytes_to_host),
+               (double)b[7]);
+  KILN_EXPECT_OK(t, kiln_device_place(gpu, m, a_off, (uint64_t)n * 8,
+                                      KILN_PLACEMENT_MAPPED));
+  int bad = 0;
+  for (int64_t i = 0; i < n; i++) {
+    const float x = (float)(i % 97) - 48.0f;
+    bad += b[i] != 4.0f * x || a[i] != x;   /* 0.5 x, doubled 3 times */
+  }
+  KILN_EXPECTF(t, bad == 0, "%d of %lld elements wrong after MAPPED", bad,
+               (long long)n);
+  kiln_program_release(p);
+  kiln_device_detach(gpu, m);
+  kiln_memory_release(m);
+  kiln_device_release(gpu);
+}
+
 KILN_TEST_MAIN(test_no_gpu_fallback, test_mapped_pointer_identity,
                test_every_op_mapped, test_every_op_resident,
                test_graph_replay_mapped, test_graph_replay_resident,
                test_fused_program_mapped, test_fused_program_resident,
                test_gemv_chain_program,
                test_device_errors_then_valid_op,
-               test_resident_range_across_grown_registrations, test_gemv_bandwidth,
+               test_resident_range_across_grown_registrations, test_device_range,
+               test_gemv_bandwidth,
                test_attention_speed, test_matmul_speed, test_decode_step_parts)
