@@ -467,6 +467,21 @@ static void ops_elementwise(kiln_test *t, fx *f) {
   op.b = input(f, KILN_DTYPE_F32, 2, R, C, 0, 0);
   op.c = output(f, KILN_DTYPE_F32, 2, R, C, 0, 0, false);
   run_both(t, f, "swiglu", &op, &op.c, 1e-4);
+  /* Rows that cuda cannot take four elements at a time: a length not a
+   * multiple of 4, and rows starting one element past an aligned address. */
+  op = op_of(KILN_OP_SWIGLU);
+  op.a = input(f, KILN_DTYPE_F32, 2, R, C + 2, 0, 0);
+  op.b = input(f, KILN_DTYPE_F32, 2, R, C + 2, 0, 0);
+  op.c = output(f, KILN_DTYPE_F32, 2, R, C + 2, 0, 0, false);
+  run_both(t, f, "swiglu, rows of 1002", &op, &op.c, 1e-4);
+  op = op_of(KILN_OP_ADD);
+  op.a = input(f, KILN_DTYPE_F32, 1, R * C + 1, 0, 0, 0);
+  op.a.offset += 4;
+  op.a.rank = 2, op.a.shape[0] = R, op.a.shape[1] = C;
+  op.a.stride[0] = C, op.a.stride[1] = 1;
+  op.b = input(f, KILN_DTYPE_F32, 2, R, C, 0, 0);
+  op.c = output(f, KILN_DTYPE_F32, 2, R, C, 0, 0, false);
+  run_both(t, f, "add, a misaligned by one element", &op, &op.c, 1e-4);
 }
 
 static void ops_rows(kiln_test *t, fx *f) {
@@ -476,6 +491,10 @@ static void ops_rows(kiln_test *t, fx *f) {
   op.c = output(f, KILN_DTYPE_F32, 2, 5, 4096, 0, 0, false);
   op.eps = 1e-5f;
   run_both(t, f, "rmsnorm", &op, &op.c, 1e-4);
+  op.a = input(f, KILN_DTYPE_F32, 2, 5, 4094, 0, 0);   /* not 4 at a time */
+  op.b = input(f, KILN_DTYPE_F32, 1, 4094, 0, 0, 0);
+  op.c = output(f, KILN_DTYPE_F32, 2, 5, 4094, 0, 0, false);
+  run_both(t, f, "rmsnorm, rows of 4094", &op, &op.c, 1e-4);
 
   op = op_of(KILN_OP_SOFTMAX);
   op.alpha = 3.0f;
@@ -505,8 +524,11 @@ static void ops_rows(kiln_test *t, fx *f) {
   op.b = output(f, KILN_DTYPE_I32, 1, 1, 0, 0, 0, false);
   run_both(t, f, "argmax 1x128256 (tie)", &op, &op.b, 0);
 
-  for (int with_index = 0; with_index < 2; with_index++) {
-    const int64_t T = 4, H = 3, D = 128;
+  /* Head sizes: several heads a block on cuda (128, 64; 40 leaves
+   * threads over), one head along a block (256). */
+  static const int64_t rope_d[] = {128, 64, 40, 256};
+  for (int with_index = 0; with_index < 5; with_index++) {
+    const int64_t T = 4, H = 3, D = rope_d[with_index % 4];
     op = op_of(KILN_OP_ROPE);
     op.a = input(f, KILN_DTYPE_F32, 3, T, H, D, 0);
     op.b = output(f, KILN_DTYPE_F32, 3, T, H, D, 0, false);
@@ -515,9 +537,11 @@ static void ops_rows(kiln_test *t, fx *f) {
     for (int64_t i = 0; i < D / 2; i++)
       inv[i] = powf(10000.0f, -2.0f * (float)i / (float)D);
     op.pos = 11;
-    if (with_index) op.index = index_tensor(f, 300, NULL);
-    run_both(t, f, with_index ? "rope (index)" : "rope (pos)", &op, &op.b,
-             1e-4);
+    if (with_index % 2) op.index = index_tensor(f, 300, NULL);
+    char what[64];
+    snprintf(what, sizeof what, "rope D=%lld (%s)", (long long)D,
+             with_index % 2 ? "index" : "pos");
+    run_both(t, f, what, &op, &op.b, 1e-4);
   }
 }
 
@@ -531,6 +555,26 @@ static void ops_copy_gather(kiln_test *t, fx *f) {
   op.b.stride[0] = 1;
   op.b.stride[1] = 8;
   run_both(t, f, "copy f32->f16 transposed", &op, &op.b, 1e-2);
+
+  /* Contiguous conversions (four elements a thread on cuda) and one whose
+   * rows are not a multiple of 4. */
+  static const struct {
+    kiln_dtype from, to;
+    int64_t cols;
+  } conv[] = {{KILN_DTYPE_F32, KILN_DTYPE_BF16, 1000},
+              {KILN_DTYPE_BF16, KILN_DTYPE_F32, 1000},
+              {KILN_DTYPE_F16, KILN_DTYPE_F16, 1000},
+              {KILN_DTYPE_F32, KILN_DTYPE_F16, 1002}};
+  for (size_t i = 0; i < sizeof conv / sizeof *conv; i++) {
+    op = op_of(KILN_OP_COPY);
+    op.a = input(f, conv[i].from, 2, 7, conv[i].cols, 0, 0);
+    op.b = output(f, conv[i].to, 2, 7, conv[i].cols, 0, 0, false);
+    char what[64];
+    snprintf(what, sizeof what, "copy %s->%s, rows of %lld",
+             kiln_dtype_name(conv[i].from), kiln_dtype_name(conv[i].to),
+             (long long)conv[i].cols);
+    run_both(t, f, what, &op, &op.b, 1e-2);
+  }
 
   op = op_of(KILN_OP_COPY);
   op.a = input(f, KILN_DTYPE_Q8_0, 2, 6, 64, 0, 0);
@@ -1526,7 +1570,7 @@ static void test_device_range(kiln_test *t) {
     KILN_TEST_SKIP(t, "%s", g_skip);
     return;
   }
-  kiln_memory *m = new_memory(t, 1, "device-only");
+  kiln_memory *m = new_memory(t, 2, "device-only");   /* a and b: 128 KiB */
   KILN_EXPECT_OK(t, kiln_device_attach(gpu, m));
   const int64_t n = 16384;
   const uint64_t a_off = 0, b_off = (uint64_t)n * 4;

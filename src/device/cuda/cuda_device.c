@@ -512,6 +512,8 @@ kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
   cd->sgemv = sg && strcmp(sg, "cublas") == 0;
   const char *rope_ep = getenv("KILN_CUDA_ROPE_EPILOGUE");
   cd->rope_epilogue = !(rope_ep && strcmp(rope_ep, "0") == 0);
+  const char *v4 = getenv("KILN_CUDA_VEC4");
+  cd->vec4 = !(v4 && strcmp(v4, "0") == 0);
   const char *at = getenv("KILN_CUDA_ATTN_TILE");
   cd->tile_attention = !(at && strcmp(at, "0") == 0);
   const char *ab = getenv("KILN_CUDA_ATTN_BLOCKS");

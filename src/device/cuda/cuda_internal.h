@@ -85,6 +85,10 @@ typedef struct kiln_cuda_device {
   /* Attention of at least KC_AT_Q queries (prefill) by kiln_attn_tile_*
    * (KILN_CUDA_ATTN_TILE=0: by kiln_attn_*, for comparisons). */
   bool tile_attention;
+  /* Elementwise ops, RMSNORM and COPY four elements a thread where rows
+   * allow, ROPE of short heads several heads a block (KILN_CUDA_VEC4=0:
+   * one element a thread, for comparisons). */
+  bool vec4;
   /* cuBLAS, when present (otherwise GEMM uses kiln_tiled). */
   const kiln_cublas_api *blas;
   cublasHandle_t blas_handle;

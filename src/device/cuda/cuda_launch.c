@@ -76,6 +76,22 @@ static int row_block(int64_t cols) {
   return (int)max64(32, cdiv(cols, 32) * 32);
 }
 
+/* Whether the rows of t can be read or written four elements at a time
+ * (load4/store4): a float type, the last dimension contiguous, and every
+ * row starting at a multiple of 4 elements from an address aligned for 4.
+ * The caller checks that the row length is a multiple of 4. */
+static bool vec4_ok(const kiln_dtensor *t) {
+  if (t->dtype != KILN_DTYPE_F32 && t->dtype != KILN_DTYPE_F16 &&
+      t->dtype != KILN_DTYPE_BF16)
+    return false;
+  if (t->addr % (4 * kiln_dtype_size(t->dtype))) return false;
+  if (!t->rank) return true;
+  if (t->shape[t->rank - 1] > 1 && t->stride[t->rank - 1] != 1) return false;
+  for (uint32_t k = 0; k + 1 < t->rank; k++)
+    if (t->shape[k] > 1 && t->stride[k] % 4) return false;
+  return true;
+}
+
 static kc_err_ref err_ref(kiln_cuda_device *cd) {
   kc_err_ref e = {cd->err_claim, cd->err_record_dev};
   return e;
@@ -95,8 +111,10 @@ static kiln_status launch_ew(kiln_cuda_device *cd, const kiln_dtensor *a,
   p.op = op;
   p.alpha = alpha;
   if (p.rows <= 0 || p.cols <= 0) return KILN_OK;
+  p.vec4 = cd->vec4 && p.cols % 4 == 0 && vec4_ok(a) && (!b || vec4_ok(b)) &&
+           vec4_ok(c);
   int64_t gx, gy;
-  grid2d(p.rows, p.cols, &gx, &gy);
+  grid2d(p.rows, p.vec4 ? p.cols / 4 : p.cols, &gx, &gy);
   return launch(cd, KC_FN_EW, cd->fn[KC_FN_EW], gx, gy, 1, 256, &p);
 }
 
@@ -109,6 +127,8 @@ static kiln_status launch_rmsnorm(kiln_cuda_device *cd, const kiln_dop *op) {
   p.cols = last_dim(&op->a);
   p.eps = op->eps;
   if (p.rows <= 0 || p.cols <= 0) return KILN_OK;
+  p.vec4 = cd->vec4 && p.cols % 4 == 0 && vec4_ok(&op->a) &&
+           vec4_ok(&op->b) && vec4_ok(&op->c);
   /* A decode step normalises one long row: give it a whole 1024-thread
    * block so that its two passes are not latency-bound. */
   const int threads = p.rows <= 8 && p.cols >= 1024 ? 1024 : row_block(p.cols);
@@ -156,7 +176,14 @@ static kiln_status launch_rope(kiln_cuda_device *cd, const kiln_dop *op) {
   p.D = p.a.shape[2];
   if (p.T * p.H <= 0 || p.D < 2) return KILN_OK;
   int64_t gx, gy;
-  grid2d(p.T * p.H, p.D / 2, &gx, &gy);
+  const int64_t half = p.D / 2, rows = p.T * p.H;
+  if (cd->vec4 && half <= 64) {   /* several heads a block: 128 threads busy */
+    p.rpb = 128 / half;
+    gx = 1;
+    gy = min64(cdiv(rows, p.rpb), 65535);
+  } else {
+    grid2d(rows, half, &gx, &gy);
+  }
   return launch(cd, KC_FN_ROPE, cd->fn[KC_FN_ROPE], gx, gy, 1, 128, &p);
 }
 
@@ -194,8 +221,9 @@ static kiln_status launch_copy(kiln_cuda_device *cd, const kiln_dop *op) {
   p.rows = lead_rows(&op->a);
   p.cols = last_dim(&op->a);
   if (p.rows <= 0 || p.cols <= 0) return KILN_OK;
+  p.vec4 = cd->vec4 && p.cols % 4 == 0 && vec4_ok(&op->a) && vec4_ok(&op->b);
   int64_t gx, gy;
-  grid2d(p.rows, p.cols, &gx, &gy);
+  grid2d(p.rows, p.vec4 ? p.cols / 4 : p.cols, &gx, &gy);
   return launch(cd, KC_FN_COPY, cd->fn[KC_FN_COPY], gx, gy, 1, 256, &p);
 }
 

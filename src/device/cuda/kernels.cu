@@ -79,6 +79,37 @@ __device__ __forceinline__ void store_f(uint64_t addr, int dt, int64_t e,
   }
 }
 
+// Elements e .. e + 3 of a float-typed tensor, e a multiple of 4 and the
+// address aligned for it (the host's vec4 check): one 16- or 8-byte access.
+__device__ __forceinline__ float4 load4(uint64_t addr, int dt, int64_t e) {
+  if (dt == KC_F32) return *(const float4 *)((const float *)addr + e);
+  const uint2 u = *(const uint2 *)((const uint16_t *)addr + e);
+  const uint16_t h0 = (uint16_t)u.x, h1 = (uint16_t)(u.x >> 16);
+  const uint16_t h2 = (uint16_t)u.y, h3 = (uint16_t)(u.y >> 16);
+  if (dt == KC_BF16)
+    return make_float4(bf16_to_f32(h0), bf16_to_f32(h1), bf16_to_f32(h2),
+                       bf16_to_f32(h3));
+  return make_float4(f16_to_f32(h0), f16_to_f32(h1), f16_to_f32(h2),
+                     f16_to_f32(h3));
+}
+
+__device__ __forceinline__ void store4(uint64_t addr, int dt, int64_t e,
+                                       float4 v) {
+  if (dt == KC_F32) {
+    *(float4 *)((float *)addr + e) = v;
+    return;
+  }
+  uint32_t h0, h1, h2, h3;
+  if (dt == KC_BF16) {
+    h0 = f32_to_bf16(v.x), h1 = f32_to_bf16(v.y);
+    h2 = f32_to_bf16(v.z), h3 = f32_to_bf16(v.w);
+  } else {
+    h0 = f32_to_f16(v.x), h1 = f32_to_f16(v.y);
+    h2 = f32_to_f16(v.z), h3 = f32_to_f16(v.w);
+  }
+  *(uint2 *)((uint16_t *)addr + e) = make_uint2(h0 | h1 << 16, h2 | h3 << 16);
+}
+
 // Offset (elements) of row r of t, rows being all dimensions but the last.
 __device__ __forceinline__ int64_t row_off(const kc_tensor &t, int64_t r) {
   int64_t off = 0;
@@ -165,29 +196,47 @@ KC_GLOBAL void kiln_nop(void) {}
 
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 
+__device__ __forceinline__ float ew_apply(int op, float x, float y,
+                                         float alpha) {
+  switch (op) {
+    case KC_EW_ADD: return x + y;
+    case KC_EW_MUL: return x * y;
+    case KC_EW_SCALE: return alpha * x;
+    case KC_EW_SILU: return silu(x);
+    case KC_EW_GELU:
+      return 0.5f * x *
+             (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    case KC_EW_SWIGLU: return silu(x) * y;
+  }
+  return 0.0f;
+}
+
+// vec4 (rows of a multiple of 4 elements, every tensor aligned for it):
+// four elements a thread, 16-byte accesses for f32.
 KC_GLOBAL void kiln_ew(kc_ew_params p) {
   const int64_t step = (int64_t)gridDim.x * blockDim.x;
+  const int64_t first = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   for (int64_t r = blockIdx.y; r < p.rows; r += gridDim.y) {
     const int64_t ao = row_off(p.a, r), co = row_off(p.c, r);
     // A one-row b has leading shape 1 (or rank 1): row_off gives 0.
     const int64_t bo = p.b.addr ? row_off(p.b, r) : 0;
-    for (int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-         j < p.cols; j += step) {
-      float x = load_f(p.a.addr, p.a.dtype, ao + j), v;
-      float y = p.b.addr ? load_f(p.b.addr, p.b.dtype, bo + j) : 0.0f;
-      switch (p.op) {
-        case KC_EW_ADD: v = x + y; break;
-        case KC_EW_MUL: v = x * y; break;
-        case KC_EW_SCALE: v = p.alpha * x; break;
-        case KC_EW_SILU: v = silu(x); break;
-        case KC_EW_GELU:
-          v = 0.5f * x *
-              (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-          break;
-        case KC_EW_SWIGLU: v = silu(x) * y; break;
-        default: v = 0.0f;
+    if (p.vec4) {
+      for (int64_t j = 4 * first; j < p.cols; j += 4 * step) {
+        const float4 x = load4(p.a.addr, p.a.dtype, ao + j);
+        const float4 y = p.b.addr ? load4(p.b.addr, p.b.dtype, bo + j)
+                                  : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        store4(p.c.addr, p.c.dtype, co + j,
+               make_float4(ew_apply(p.op, x.x, y.x, p.alpha),
+                           ew_apply(p.op, x.y, y.y, p.alpha),
+                           ew_apply(p.op, x.z, y.z, p.alpha),
+                           ew_apply(p.op, x.w, y.w, p.alpha)));
       }
-      store_f(p.c.addr, p.c.dtype, co + j, v);
+      continue;
+    }
+    for (int64_t j = first; j < p.cols; j += step) {
+      const float x = load_f(p.a.addr, p.a.dtype, ao + j);
+      const float y = p.b.addr ? load_f(p.b.addr, p.b.dtype, bo + j) : 0.0f;
+      store_f(p.c.addr, p.c.dtype, co + j, ew_apply(p.op, x, y, p.alpha));
     }
   }
 }
@@ -198,6 +247,26 @@ KC_GLOBAL void kiln_rmsnorm(kc_rmsnorm_params p) {
   __shared__ float red[32];
   for (int64_t r = blockIdx.x; r < p.rows; r += gridDim.x) {
     const int64_t ao = row_off(p.a, r), co = row_off(p.c, r);
+    if (p.vec4) {   // the same sums and products, four elements a thread
+      float ss = 0.0f;
+      for (int64_t j = 4 * threadIdx.x; j < p.cols; j += 4 * blockDim.x) {
+        const float4 x = load4(p.a.addr, p.a.dtype, ao + j);
+        ss += x.x * x.x;
+        ss += x.y * x.y;
+        ss += x.z * x.z;
+        ss += x.w * x.w;
+      }
+      ss = block_sum(ss, red);
+      const float inv = 1.0f / sqrtf(ss / (float)p.cols + p.eps);
+      for (int64_t j = 4 * threadIdx.x; j < p.cols; j += 4 * blockDim.x) {
+        const float4 x = load4(p.a.addr, p.a.dtype, ao + j);
+        const float4 w = load4(p.w.addr, p.w.dtype, j);
+        store4(p.c.addr, p.c.dtype, co + j,
+               make_float4(x.x * inv * w.x, x.y * inv * w.y, x.z * inv * w.z,
+                           x.w * inv * w.w));
+      }
+      continue;
+    }
     float ss = 0.0f;
     for (int64_t j = threadIdx.x; j < p.cols; j += blockDim.x) {
       float x = load_f(p.a.addr, p.a.dtype, ao + j);
@@ -253,19 +322,26 @@ __device__ __forceinline__ void rope_pair(float pos, float inv_freq, float x0,
   y1 = x1 * cs + x0 * sn;
 }
 
+// rpb > 1: a block holds rpb rows (heads) of half threads each, a thread
+// a pair (short heads would leave most of a block idle); rpb = 1: the
+// block's threads and blockIdx.x go along one row.
 KC_GLOBAL void kiln_rope(kc_rope_params p) {
   const int64_t half = p.D / 2;
   const int64_t pos0 = p.index ? read_index(p.index) : p.pos;
   const float *inv_freq = (const float *)p.inv_freq;
-  const int64_t step = (int64_t)gridDim.x * blockDim.x;
-  for (int64_t r = blockIdx.y; r < p.T * p.H; r += gridDim.y) {
+  const int64_t rpb = p.rpb > 1 ? p.rpb : 1;
+  const int64_t sub = rpb > 1 ? threadIdx.x / half : 0;
+  if (sub >= rpb) return;
+  const int64_t i0 = rpb > 1 ? threadIdx.x % half
+                             : (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const int64_t step = rpb > 1 ? half : (int64_t)gridDim.x * blockDim.x;
+  for (int64_t r = blockIdx.y * rpb + sub; r < p.T * p.H; r += gridDim.y * rpb) {
     const int64_t t = r / p.H, h = r % p.H;
     const int64_t ao = t * p.a.stride[0] + h * p.a.stride[1];
     const int64_t bo = t * p.b.stride[0] + h * p.b.stride[1];
     const int64_t as = p.a.stride[2], bs = p.b.stride[2];
     const float pos = (float)(pos0 + t);
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < half;
-         i += step) {
+    for (int64_t i = i0; i < half; i += step) {
       float y0, y1;
       rope_pair(pos, inv_freq[i], load_f(p.a.addr, p.a.dtype, ao + i * as),
                 load_f(p.a.addr, p.a.dtype, ao + (i + half) * as), y0, y1);
@@ -435,6 +511,7 @@ KC_GLOBAL void kiln_copy(kc_copy_params p) {
   const int64_t as = p.a.stride[last], bs = p.b.stride[last];
   const bool raw32 = p.a.dtype == KC_I32 && p.b.dtype == KC_I32;
   const int64_t step = (int64_t)gridDim.x * blockDim.x;
+  const int64_t first = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   for (int64_t r = blockIdx.y; r < p.rows; r += gridDim.y) {
     // Leading indices of a's row r, applied to both tensors (same shape
     // except b's dimension 0 is offset by row0 when indexed).
@@ -445,8 +522,12 @@ KC_GLOBAL void kiln_copy(kc_copy_params p) {
       ao += i * p.a.stride[k];
       bo += i * p.b.stride[k];
     }
-    for (int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-         j < p.cols; j += step) {
+    if (p.vec4) {   // float types, contiguous rows, 4 elements a thread
+      for (int64_t j = 4 * first; j < p.cols; j += 4 * step)
+        store4(p.b.addr, p.b.dtype, bo + j, load4(p.a.addr, p.a.dtype, ao + j));
+      continue;
+    }
+    for (int64_t j = first; j < p.cols; j += step) {
       if (raw32)
         ((int32_t *)p.b.addr)[bo + j * bs] =
             ((const int32_t *)p.a.addr)[ao + j * as];

@@ -62,14 +62,14 @@ typedef struct kc_ew_params {
   int32_t op;
   int32_t b_bcast;
   float alpha;
-  float pad_;
+  int32_t vec4;          /* rows in aligned groups of 4 (load4/store4) */
 } kc_ew_params;
 
 typedef struct kc_rmsnorm_params {
   kc_tensor a, w, c;
   int64_t rows, cols;
   float eps;
-  float pad_;
+  int32_t vec4;          /* a, w, c in aligned groups of 4 */
 } kc_rmsnorm_params;
 
 /* Causal when index != 0: row r belongs to query t = r / rows_per_t and
@@ -88,6 +88,7 @@ typedef struct kc_rope_params {
   uint64_t index;        /* 0: positions start at pos */
   int64_t pos;
   int64_t T, H, D;
+  int64_t rpb;           /* kiln_rope: rows (heads) per block, 0 or 1: one */
 } kc_rope_params;
 
 typedef struct kc_argmax_params {
@@ -103,6 +104,7 @@ typedef struct kc_copy_params {
   uint64_t index;
   kc_err_ref err;
   int64_t rows, cols;
+  int64_t vec4;          /* float types, rows in aligned groups of 4 */
 } kc_copy_params;
 
 /* ROPE in place on one query's heads [1, Hr, D] and the COPY after it that
