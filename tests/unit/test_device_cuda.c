@@ -632,6 +632,14 @@ static void ops_attention(kiln_test *t, fx *f) {
       {17, 4, 4, 128, 17, 0, false},
       {33, 2, 1, 40, 80, 7, true},
       {16, 4, 1, 32, 64, 48, true},
+      /* At least KC_AF_Q (64) queries: register-blocked tiles of 64 on
+       * cuda. Two query tiles, the second partial, after 150 cached rows;
+       * one whole tile from position 0 with the cache full; head sizes 40
+       * and 128 (rounded up to 64 and 128); key tiles cut by the end. */
+      {100, 8, 2, 64, 300, 150, true},
+      {64, 4, 4, 128, 64, 0, false},
+      {70, 2, 1, 40, 90, 20, true},
+      {130, 4, 2, 128, 200, 3, true},
   };
   for (size_t c = 0; c < sizeof cases / sizeof *cases; c++)
     for (size_t i = 0; i < 3; i++) {
@@ -1415,6 +1423,19 @@ static void test_attention_speed(kiln_test *t) {
   printf("  attention prefill bf16 T=%lld at %lld: %.1f us/op, %.1f TFLOP/s\n",
          (long long)Tp, (long long)(S - Tp), dt * 1e6,
          4.0 * Tp * Hq * D * (S - Tp / 2) / dt / 1e12);
+  /* A 512-token prompt of the 1B shape (D = 64) from position 0 with an
+   * f32 cache, as bench_llm's prefill. */
+  const int64_t T1 = 512, D1 = 64, cs1[3] = {T1, Hkv, D1}, qs1[3] = {T1, Hq, D1};
+  const uint64_t cb1 = (uint64_t)T1 * Hkv * D1 * 4;
+  op.b = kiln_tensor_make(m, 0, KILN_DTYPE_F32, 3, cs1);
+  op.c = kiln_tensor_make(m, cb1, KILN_DTYPE_F32, 3, cs1);
+  op.a = kiln_tensor_make(m, 2 * cb1, KILN_DTYPE_F32, 3, qs1);
+  op.d = kiln_tensor_make(m, 2 * cb1 + (uint64_t)T1 * Hq * D1 * 4, KILN_DTYPE_F32, 3, qs1);
+  op.pos = 0;
+  dt = time_op(t, gpu, &op);
+  printf("  attention prefill f32 T=%lld D=%lld at 0: %.1f us/op, %.1f TFLOP/s\n",
+         (long long)T1, (long long)D1, dt * 1e6,
+         4.0 * T1 * Hq * D1 * (T1 / 2) / dt / 1e12);
   kiln_device_detach(gpu, m);
   kiln_memory_release(m);
 out:

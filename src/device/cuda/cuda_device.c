@@ -432,6 +432,18 @@ static kiln_status load_kernels(kiln_cuda_device *cd) {
       snprintf(name, sizeof name, "kiln_attn_tile_%s_%d", kTypes[t], kDpl[i]);
       GET(cd->attn_tile[t][i], name);
     }
+  /* Long prefills: head sizes up to 64 and 128, with more dynamic shared
+   * memory than the default 48 KiB. */
+  for (int t = 0; t < 3; t++)
+    for (int i = 0; i < 2; i++) {
+      const int dv = 64 << i;
+      snprintf(name, sizeof name, "kiln_attn_flash_%s_%d", kTypes[t], dv);
+      GET(cd->attn_flash[t][i], name);
+      r = cd->cu->cuFuncSetAttribute(
+          cd->attn_flash[t][i], KILN_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+          (int)KC_AF_SMEM(dv));
+      if (r) return kiln_cuda_status(KILN_CODE_UNAVAILABLE, r, name);
+    }
 #undef GET
   return KILN_OK;
 }
@@ -516,6 +528,8 @@ kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
   cd->vec4 = !(v4 && strcmp(v4, "0") == 0);
   const char *at = getenv("KILN_CUDA_ATTN_TILE");
   cd->tile_attention = !(at && strcmp(at, "0") == 0);
+  const char *af = getenv("KILN_CUDA_ATTN_FLASH");
+  cd->flash_attention = !(af && strcmp(af, "0") == 0);
   const char *ab = getenv("KILN_CUDA_ATTN_BLOCKS");
   cd->attn_blocks = ab && atoi(ab) > 0 && atoi(ab) <= 64 ? atoi(ab) : 4;
   const char *amk = getenv("KILN_CUDA_ATTN_MIN_KEYS");

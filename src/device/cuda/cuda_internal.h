@@ -56,6 +56,7 @@ typedef struct kiln_cuda_device {
   CUfunction gemv1[3][5];
   CUfunction attn[3][KC_ATTN_DPL_COUNT];     /* k/v f32, f16, bf16 */
   CUfunction attn_tile[3][3];               /* prefill: DPL 1, 2, 4 */
+  CUfunction attn_flash[3][2];              /* long prefill: D <= 64, 128 */
   int sm_count;
   int cc_major, cc_minor;
   bool can_use_host_ptr;
@@ -85,6 +86,9 @@ typedef struct kiln_cuda_device {
   /* Attention of at least KC_AT_Q queries (prefill) by kiln_attn_tile_*
    * (KILN_CUDA_ATTN_TILE=0: by kiln_attn_*, for comparisons). */
   bool tile_attention;
+  /* Attention of at least KC_AF_Q queries, D <= 128, by kiln_attn_flash_*
+   * (KILN_CUDA_ATTN_FLASH=0: as shorter prefills, for comparisons). */
+  bool flash_attention;
   /* Elementwise ops, RMSNORM and COPY four elements a thread where rows
    * allow, ROPE of short heads several heads a block (KILN_CUDA_VEC4=0:
    * one element a thread, for comparisons). */

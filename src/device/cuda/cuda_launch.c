@@ -675,6 +675,14 @@ static kiln_status launch_attention(kiln_cuda_device *cd, const kiln_dop *op) {
     return kiln_make_status(KILN_CODE_UNIMPLEMENTED,
                             "attention on cuda: %lld queries x %lld heads",
                             (long long)T, (long long)Hq);
+  /* Long prefill: register-blocked tiles of 64 queries. */
+  if (cd->flash_attention && T >= KC_AF_Q && dpl <= 2) {
+    p.splits = 1;
+    const int dv = dpl <= 1 ? 0 : 1;
+    return launch_smem(cd, 120 + kslot, cd->attn_flash[kslot][dv],
+                       cdiv(T, KC_AF_Q), Hq, 1, 256,
+                       (unsigned)KC_AF_SMEM(64 << dv), &p);
+  }
   /* Prefill: tiles of keys shared by tiles of queries. */
   if (cd->tile_attention && T >= KC_AT_Q && dpl <= 2) {
     p.splits = 1;

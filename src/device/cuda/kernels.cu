@@ -1451,6 +1451,173 @@ KC_ATTN_TILE(bf16, KC_BF16, 1)
 KC_ATTN_TILE(bf16, KC_BF16, 2)
 KC_ATTN_TILE(bf16, KC_BF16, 4)
 
+// ---- ATTENTION for long prefills: register-blocked tiles (T >= KC_AF_Q) ------
+//
+// Block (tile, h): queries t0 .. t0 + 63 of head h against the keys they
+// see, KC_AF_K at a time, in f32 as attn_tile_impl, but each thread holds
+// a 4 x 2 block of scores and a 4 x DV/16 block of the output, so every
+// value it reads from shared memory feeds several multiply-adds (attn_tile
+// reads two operands for each one). Thread (ty, tx) = (tid / 16, tid % 16)
+// owns queries ty + 16 i (i < 4), keys tx + 16 j of a tile (j < 2) and
+// output dimensions 4 tx + 64 g + c (c < 4, g < DV / 64).
+//   S = Q K^T: rows of Q and K in shared memory with DV + 4 floats (16-byte
+//     loads; rows tx + 16 j of K fall on distinct banks);
+//   online softmax per query: its 32 scores of the tile lie with the 16
+//     threads of its ty, which share a half-warp (max and sum by xor
+//     shuffles over tx), then P goes to shared memory as [key][query];
+//   O += P V: V rows in shared memory, 16-byte loads of 4 dimensions.
+// Dynamic shared memory: KC_AF_SMEM(DV) bytes (cuda_device.c raises the
+// limit).
+static_assert(KC_AF_Q == 64 && KC_AF_K == 32,
+              "256 threads: 16 x 16, 4 queries and 2 keys of a tile each");
+template <int KT, int DV>
+__device__ __forceinline__ void attn_flash_impl(const kc_attn_params &p) {
+  constexpr int QS = DV + 4, PS = KC_AF_Q + 1, NG = DV / 64;
+  extern __shared__ float4 af_smem4[];
+  float *qs = (float *)af_smem4;            // [KC_AF_Q][QS]
+  float *ks = qs + KC_AF_Q * QS;            // [KC_AF_K][QS]
+  float *vs = ks + KC_AF_K * QS;            // [KC_AF_K][DV]
+  float *ps = vs + KC_AF_K * DV;            // [KC_AF_K][PS]
+  const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+  const int64_t T = p.q.shape[0], Hq = p.q.shape[1], D = p.q.shape[2];
+  const int64_t Hkv = p.k.shape[1];
+  const int64_t t0 = (int64_t)blockIdx.x * KC_AF_Q, h = blockIdx.y;
+  int64_t pos0;
+  if (!attn_pos_checked(p, blockIdx.x == 0 && h == 0, &pos0)) return;
+  const int64_t hk = h / (Hq / Hkv);
+  const int nq = T - t0 < KC_AF_Q ? (int)(T - t0) : KC_AF_Q;
+  for (int i = tid; i < KC_AF_Q * DV; i += blockDim.x) {
+    const int qi = i / DV, d = i % DV;
+    float v = 0.0f;
+    if (qi < nq && d < D)
+      v = ((const float *)p.q.addr)[(t0 + qi) * p.q.stride[0] +
+                                    h * p.q.stride[1] + d] * p.scale;
+    qs[qi * QS + d] = v;
+  }
+  float m[4], l[4], acc[4][4 * NG];
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    m[i] = -INFINITY;
+    l[i] = 0.0f;
+#pragma unroll
+    for (int c = 0; c < 4 * NG; c++) acc[i][c] = 0.0f;
+  }
+  const size_t ksz = KT == KC_F32 ? 4 : 2;
+  const int64_t kend = pos0 + t0 + nq;   // keys the block's queries see
+  for (int64_t k0 = 0; k0 < kend; k0 += KC_AF_K) {
+    __syncthreads();   // the tile before is used up (and qs is written)
+    for (int i = tid; i < KC_AF_K * DV; i += blockDim.x) {
+      const int j = i / DV, d = i % DV;
+      const int64_t kk = k0 + j;
+      float kv = 0.0f, vv = 0.0f;
+      if (kk < kend && d < D) {
+        kv = load_kv<KT>((const char *)p.k.addr +
+                             (kk * p.k.stride[0] + hk * p.k.stride[1]) * ksz, d);
+        vv = load_kv<KT>((const char *)p.v.addr +
+                             (kk * p.v.stride[0] + hk * p.v.stride[1]) * ksz, d);
+      }
+      ks[j * QS + d] = kv;
+      vs[j * DV + d] = vv;
+    }
+    __syncthreads();
+    float sc[4][2];
+#pragma unroll
+    for (int i = 0; i < 4; i++) sc[i][0] = sc[i][1] = 0.0f;
+#pragma unroll 4
+    for (int d = 0; d < DV; d += 4) {
+      float4 qv[4], kv[2];
+#pragma unroll
+      for (int i = 0; i < 4; i++)
+        qv[i] = *(const float4 *)&qs[(ty + 16 * i) * QS + d];
+#pragma unroll
+      for (int j = 0; j < 2; j++)
+        kv[j] = *(const float4 *)&ks[(tx + 16 * j) * QS + d];
+#pragma unroll
+      for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+          sc[i][j] += qv[i].x * kv[j].x + qv[i].y * kv[j].y +
+                      qv[i].z * kv[j].z + qv[i].w * kv[j].w;
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const int qi = ty + 16 * i;
+      float mx = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < 2; j++) {
+        const int64_t kk = k0 + tx + 16 * j;
+        // causal: keys up to the query's position; rows past nq see none
+        if (qi >= nq || kk > pos0 + t0 + qi) sc[i][j] = -INFINITY;
+        mx = fmaxf(mx, sc[i][j]);
+      }
+#pragma unroll
+      for (int o = 1; o < 16; o <<= 1)
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      const float m_new = fmaxf(m[i], mx);
+      const float corr = m[i] == -INFINITY ? 0.0f : expf(m[i] - m_new);
+      float sum = 0.0f;
+#pragma unroll
+      for (int j = 0; j < 2; j++) {
+        const float pj = sc[i][j] == -INFINITY ? 0.0f : expf(sc[i][j] - m_new);
+        ps[(tx + 16 * j) * PS + qi] = pj;
+        sum += pj;
+      }
+#pragma unroll
+      for (int o = 1; o < 16; o <<= 1)
+        sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      if (m_new != -INFINITY) {   // else nothing seen yet: all stays 0
+        l[i] = l[i] * corr + sum;
+#pragma unroll
+        for (int c = 0; c < 4 * NG; c++) acc[i][c] *= corr;
+        m[i] = m_new;
+      }
+    }
+    __syncthreads();
+#pragma unroll 4
+    for (int j = 0; j < KC_AF_K; j++) {
+      float pv[4];
+#pragma unroll
+      for (int i = 0; i < 4; i++) pv[i] = ps[j * PS + ty + 16 * i];
+#pragma unroll
+      for (int g = 0; g < NG; g++) {
+        const float4 v = *(const float4 *)&vs[j * DV + 64 * g + 4 * tx];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+          acc[i][4 * g + 0] += pv[i] * v.x;
+          acc[i][4 * g + 1] += pv[i] * v.y;
+          acc[i][4 * g + 2] += pv[i] * v.z;
+          acc[i][4 * g + 3] += pv[i] * v.w;
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const int qi = ty + 16 * i;
+    if (qi >= nq) continue;
+    float *o = (float *)p.o.addr + (t0 + qi) * p.o.stride[0] + h * p.o.stride[1];
+#pragma unroll
+    for (int g = 0; g < NG; g++)
+#pragma unroll
+      for (int c = 0; c < 4; c++) {
+        const int64_t d = 64 * g + 4 * tx + c;
+        if (d < D) o[d] = acc[i][4 * g + c] / l[i];
+      }
+  }
+}
+
+#define KC_ATTN_FLASH(TAG, KT, DV)                                       \
+  KC_GLOBAL void __launch_bounds__(256) kiln_attn_flash_##TAG##_##DV(    \
+      kc_attn_params p) {                                                \
+    attn_flash_impl<KT, DV>(p);                                          \
+  }
+KC_ATTN_FLASH(f32, KC_F32, 64)
+KC_ATTN_FLASH(f32, KC_F32, 128)
+KC_ATTN_FLASH(f16, KC_F16, 64)
+KC_ATTN_FLASH(f16, KC_F16, 128)
+KC_ATTN_FLASH(bf16, KC_BF16, 64)
+KC_ATTN_FLASH(bf16, KC_BF16, 128)
+
 #define KC_ATTN(TAG, KT, DPL)                                                 \
   KC_GLOBAL void __launch_bounds__(256) kiln_attn_##TAG##_##DPL(kc_attn_params p) { \
     attn_impl<KT, DPL>(p);                                                    \

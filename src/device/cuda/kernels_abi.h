@@ -197,6 +197,13 @@ enum { KC_ATTN_MAX_SPLITS = 1024 };
 /* kiln_attn_tile_* (prefill, D <= 128): grid (ceil(T / KC_AT_Q), Hq),
  * 256 threads; keys in tiles of KC_AT_K. */
 enum { KC_AT_Q = 16, KC_AT_K = 32 };
+/* kiln_attn_flash_* (prefill of at least KC_AF_Q queries, D <= 128): grid
+ * (ceil(T / KC_AF_Q), Hq), 256 threads, KC_AF_SMEM(DV) bytes of dynamic
+ * shared memory, DV = 64 or 128 (the head size rounded up). */
+enum { KC_AF_Q = 64, KC_AF_K = 32 };
+#define KC_AF_SMEM(DV) \
+  ((size_t)4 * ((KC_AF_Q + KC_AF_K) * ((DV) + 4) + KC_AF_K * (DV) + \
+                KC_AF_K * (KC_AF_Q + 1)))
 typedef struct kc_attn_params {
   kc_tensor q, k, v, o;
   uint64_t index;
