@@ -1344,6 +1344,51 @@ KC_GLOBAL void kiln_attn_combine(kc_attn_params p) {
 // read from shared memory, the same address for every lane); the online
 // softmax goes through the tiles in key order, and lane l accumulates
 // output dimensions l + 32 i.
+// The prefill attention kernels' tile loads (attn_tile_impl,
+// attn_flash_impl), as f32 into shared memory with zeros past the ends.
+// Queries t0 .. t0 + rows - 1 of head h, times the scale, into qs (rows of
+// qstride floats, dm of them filled; zero past nq queries and D).
+__device__ __forceinline__ void attn_load_q(const kc_attn_params &p,
+                                            int64_t t0, int64_t h, int nq,
+                                            int rows, int dm, int qstride,
+                                            float *qs) {
+  const int64_t D = p.q.shape[2];
+  for (int i = threadIdx.x; i < rows * dm; i += blockDim.x) {
+    const int qi = i / dm, d = i % dm;
+    float v = 0.0f;
+    if (qi < nq && d < D)
+      v = ((const float *)p.q.addr)[(t0 + qi) * p.q.stride[0] +
+                                    h * p.q.stride[1] + d] * p.scale;
+    qs[qi * qstride + d] = v;
+  }
+}
+
+// Cache rows k0 .. k0 + rows - 1 of kv head hk: keys into ks, values into
+// vs (rows of kstride and vstride floats, dm filled; zero from row kend
+// and past D).
+template <int KT>
+__device__ __forceinline__ void attn_load_kv(const kc_attn_params &p,
+                                             int64_t k0, int64_t kend,
+                                             int64_t hk, int rows, int dm,
+                                             float *ks, int kstride, float *vs,
+                                             int vstride) {
+  const int64_t D = p.q.shape[2];
+  const size_t ksz = KT == KC_F32 ? 4 : 2;
+  for (int i = threadIdx.x; i < rows * dm; i += blockDim.x) {
+    const int j = i / dm, d = i % dm;
+    const int64_t kk = k0 + j;
+    float kv = 0.0f, vv = 0.0f;
+    if (kk < kend && d < D) {
+      kv = load_kv<KT>((const char *)p.k.addr +
+                           (kk * p.k.stride[0] + hk * p.k.stride[1]) * ksz, d);
+      vv = load_kv<KT>((const char *)p.v.addr +
+                           (kk * p.v.stride[0] + hk * p.v.stride[1]) * ksz, d);
+    }
+    ks[j * kstride + d] = kv;
+    vs[j * vstride + d] = vv;
+  }
+}
+
 static_assert(KC_AT_Q == 2 * 8 && KC_AT_K == 32,
               "256 threads: 8 warps of two queries; a lane per key of a tile");
 template <int KT, int DPL>
@@ -1360,14 +1405,7 @@ __device__ __forceinline__ void attn_tile_impl(const kc_attn_params &p) {
   if (!attn_pos_checked(p, blockIdx.x == 0 && h == 0, &pos0)) return;
   const int64_t hk = h / (Hq / Hkv);
   const int nq = T - t0 < KC_AT_Q ? (int)(T - t0) : KC_AT_Q;
-  for (int i = threadIdx.x; i < KC_AT_Q * DM; i += blockDim.x) {
-    const int qi = i / DM, d = i % DM;
-    float v = 0.0f;
-    if (qi < nq && d < D)
-      v = ((const float *)p.q.addr)[(t0 + qi) * p.q.stride[0] +
-                                    h * p.q.stride[1] + d] * p.scale;
-    qs[qi][d] = v;
-  }
+  attn_load_q(p, t0, h, nq, KC_AT_Q, DM, DM, &qs[0][0]);
   float m[2], l[2], acc[2][DPL];
 #pragma unroll
   for (int e = 0; e < 2; e++) {
@@ -1376,23 +1414,11 @@ __device__ __forceinline__ void attn_tile_impl(const kc_attn_params &p) {
 #pragma unroll
     for (int i = 0; i < DPL; i++) acc[e][i] = 0.0f;
   }
-  const size_t ksz = KT == KC_F32 ? 4 : 2;
   const int64_t kend = pos0 + t0 + nq;   // keys the block's queries see
   for (int64_t k0 = 0; k0 < kend; k0 += KC_AT_K) {
     __syncthreads();   // the tile before is used up (and qs is written)
-    for (int i = threadIdx.x; i < KC_AT_K * DM; i += blockDim.x) {
-      const int j = i / DM, d = i % DM;
-      const int64_t kk = k0 + j;
-      float kv = 0.0f, vv = 0.0f;
-      if (kk < kend && d < D) {
-        kv = load_kv<KT>((const char *)p.k.addr +
-                             (kk * p.k.stride[0] + hk * p.k.stride[1]) * ksz, d);
-        vv = load_kv<KT>((const char *)p.v.addr +
-                             (kk * p.v.stride[0] + hk * p.v.stride[1]) * ksz, d);
-      }
-      ks[j][d] = kv;
-      vs[j][d] = vv;
-    }
+    attn_load_kv<KT>(p, k0, kend, hk, KC_AT_K, DM, &ks[0][0], DM + 1,
+                     &vs[0][0], DM);
     __syncthreads();
 #pragma unroll
     for (int e = 0; e < 2; e++) {
@@ -1436,11 +1462,15 @@ __device__ __forceinline__ void attn_tile_impl(const kc_attn_params &p) {
   }
 }
 
-#define KC_ATTN_TILE(TAG, KT, DPL)                                       \
-  KC_GLOBAL void __launch_bounds__(256) kiln_attn_tile_##TAG##_##DPL(    \
-      kc_attn_params p) {                                                \
-    attn_tile_impl<KT, DPL>(p);                                          \
+// Entry points of the attention templates, one per cache dtype and size
+// parameter: kiln_<NAME>_<TAG>_<N> runs IMPL<KT, N>.
+#define KC_ATTN_ENTRY(NAME, IMPL, TAG, KT, N)                          \
+  KC_GLOBAL void __launch_bounds__(256) kiln_##NAME##_##TAG##_##N(      \
+      kc_attn_params p) {                                              \
+    IMPL<KT, N>(p);                                                    \
   }
+#define KC_ATTN_TILE(TAG, KT, DPL) \
+  KC_ATTN_ENTRY(attn_tile, attn_tile_impl, TAG, KT, DPL)
 KC_ATTN_TILE(f32, KC_F32, 1)
 KC_ATTN_TILE(f32, KC_F32, 2)
 KC_ATTN_TILE(f32, KC_F32, 4)
@@ -1486,14 +1516,7 @@ __device__ __forceinline__ void attn_flash_impl(const kc_attn_params &p) {
   if (!attn_pos_checked(p, blockIdx.x == 0 && h == 0, &pos0)) return;
   const int64_t hk = h / (Hq / Hkv);
   const int nq = T - t0 < KC_AF_Q ? (int)(T - t0) : KC_AF_Q;
-  for (int i = tid; i < KC_AF_Q * DV; i += blockDim.x) {
-    const int qi = i / DV, d = i % DV;
-    float v = 0.0f;
-    if (qi < nq && d < D)
-      v = ((const float *)p.q.addr)[(t0 + qi) * p.q.stride[0] +
-                                    h * p.q.stride[1] + d] * p.scale;
-    qs[qi * QS + d] = v;
-  }
+  attn_load_q(p, t0, h, nq, KC_AF_Q, DV, QS, qs);
   float m[4], l[4], acc[4][4 * NG];
 #pragma unroll
   for (int i = 0; i < 4; i++) {
@@ -1502,23 +1525,10 @@ __device__ __forceinline__ void attn_flash_impl(const kc_attn_params &p) {
 #pragma unroll
     for (int c = 0; c < 4 * NG; c++) acc[i][c] = 0.0f;
   }
-  const size_t ksz = KT == KC_F32 ? 4 : 2;
   const int64_t kend = pos0 + t0 + nq;   // keys the block's queries see
   for (int64_t k0 = 0; k0 < kend; k0 += KC_AF_K) {
     __syncthreads();   // the tile before is used up (and qs is written)
-    for (int i = tid; i < KC_AF_K * DV; i += blockDim.x) {
-      const int j = i / DV, d = i % DV;
-      const int64_t kk = k0 + j;
-      float kv = 0.0f, vv = 0.0f;
-      if (kk < kend && d < D) {
-        kv = load_kv<KT>((const char *)p.k.addr +
-                             (kk * p.k.stride[0] + hk * p.k.stride[1]) * ksz, d);
-        vv = load_kv<KT>((const char *)p.v.addr +
-                             (kk * p.v.stride[0] + hk * p.v.stride[1]) * ksz, d);
-      }
-      ks[j * QS + d] = kv;
-      vs[j * DV + d] = vv;
-    }
+    attn_load_kv<KT>(p, k0, kend, hk, KC_AF_K, DV, ks, QS, vs, DV);
     __syncthreads();
     float sc[4][2];
 #pragma unroll
@@ -1606,11 +1616,8 @@ __device__ __forceinline__ void attn_flash_impl(const kc_attn_params &p) {
   }
 }
 
-#define KC_ATTN_FLASH(TAG, KT, DV)                                       \
-  KC_GLOBAL void __launch_bounds__(256) kiln_attn_flash_##TAG##_##DV(    \
-      kc_attn_params p) {                                                \
-    attn_flash_impl<KT, DV>(p);                                          \
-  }
+#define KC_ATTN_FLASH(TAG, KT, DV) \
+  KC_ATTN_ENTRY(attn_flash, attn_flash_impl, TAG, KT, DV)
 KC_ATTN_FLASH(f32, KC_F32, 64)
 KC_ATTN_FLASH(f32, KC_F32, 128)
 KC_ATTN_FLASH(f16, KC_F16, 64)
@@ -1618,10 +1625,7 @@ KC_ATTN_FLASH(f16, KC_F16, 128)
 KC_ATTN_FLASH(bf16, KC_BF16, 64)
 KC_ATTN_FLASH(bf16, KC_BF16, 128)
 
-#define KC_ATTN(TAG, KT, DPL)                                                 \
-  KC_GLOBAL void __launch_bounds__(256) kiln_attn_##TAG##_##DPL(kc_attn_params p) { \
-    attn_impl<KT, DPL>(p);                                                    \
-  }
+#define KC_ATTN(TAG, KT, DPL) KC_ATTN_ENTRY(attn, attn_impl, TAG, KT, DPL)
 #define KC_ATTN_ALL(TAG, KT) \
   KC_ATTN(TAG, KT, 1)        \
   KC_ATTN(TAG, KT, 2)        \
