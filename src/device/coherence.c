@@ -493,8 +493,13 @@ kiln_status kiln_device_place(kiln_device *d, kiln_memory *m, uint64_t offset,
   }
   if (p == KILN_PLACEMENT_MAPPED) return KILN_OK;
   kiln_resident *r;
-  return resident_create(d, att, lo, hi - lo, false, 0,
-                         p == KILN_PLACEMENT_DEVICE, &r);
+  KILN_RETURN_IF_ERROR(resident_create(d, att, lo, hi - lo, false, 0,
+                                       p == KILN_PLACEMENT_DEVICE, &r));
+  /* A DEVICE range starts as the host's bytes at this call: the upload is
+   * done before the guest runs again, so its later writes stay on the host
+   * as documented, not racing the copy. */
+  if (r->device_only && r->dev_addr) sync_keep_error(d);
+  return KILN_OK;
 }
 
 kiln_placement kiln_device_placement(kiln_device *d, const kiln_memory *m,
