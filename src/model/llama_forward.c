@@ -363,8 +363,8 @@ static void take(layout *L, lf_buf *b, uint64_t bytes, uint64_t align) {
 }
 
 /* One activation set of `rows` rows, without its logits and argmax.
- * Packed (16-byte alignment only) so that a one-row set is one contiguous
- * run of bytes. */
+ * Packed (16-byte alignment only): a one-row set's q, k and v lie back to
+ * back, so one ROPE rotates q and k and one COPY appends k and v. */
 static void take_acts(layout *L, lf_acts *a, const km_llama_config *c,
                       uint64_t rows, bool permuted) {
   const uint64_t H = (uint64_t)c->hidden, I = (uint64_t)c->intermediate,

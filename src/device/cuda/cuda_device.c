@@ -483,6 +483,13 @@ static void setup_cublas(kiln_cuda_device *cd, char *why, size_t why_len) {
   snprintf(why, why_len, "cuBLAS %d", v);
 }
 
+/* A switch that is on unless the environment sets it to "0" (the
+ * KILN_CUDA_* comparisons). */
+static bool env_on(const char *name) {
+  const char *v = getenv(name);
+  return !(v && strcmp(v, "0") == 0);
+}
+
 kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
                                     kiln_device **out) {
   (void)o;
@@ -518,18 +525,13 @@ kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
   cd->base.no_graphs = cd->profile;
   /* Attached memories are registered (page-locked): copy-back is DMA. */
   cd->base.dma_downloads = true;
-  const char *fuse = getenv("KILN_CUDA_FUSE");
-  cd->fuse = !(fuse && strcmp(fuse, "0") == 0);
+  cd->fuse = env_on("KILN_CUDA_FUSE");
   const char *sg = getenv("KILN_CUDA_SGEMV");
   cd->sgemv = sg && strcmp(sg, "cublas") == 0;
-  const char *rope_ep = getenv("KILN_CUDA_ROPE_EPILOGUE");
-  cd->rope_epilogue = !(rope_ep && strcmp(rope_ep, "0") == 0);
-  const char *v4 = getenv("KILN_CUDA_VEC4");
-  cd->vec4 = !(v4 && strcmp(v4, "0") == 0);
-  const char *at = getenv("KILN_CUDA_ATTN_TILE");
-  cd->tile_attention = !(at && strcmp(at, "0") == 0);
-  const char *af = getenv("KILN_CUDA_ATTN_FLASH");
-  cd->flash_attention = !(af && strcmp(af, "0") == 0);
+  cd->rope_epilogue = env_on("KILN_CUDA_ROPE_EPILOGUE");
+  cd->vec4 = env_on("KILN_CUDA_VEC4");
+  cd->tile_attention = env_on("KILN_CUDA_ATTN_TILE");
+  cd->flash_attention = env_on("KILN_CUDA_ATTN_FLASH");
   const char *ab = getenv("KILN_CUDA_ATTN_BLOCKS");
   cd->attn_blocks = ab && atoi(ab) > 0 && atoi(ab) <= 64 ? atoi(ab) : 4;
   const char *amk = getenv("KILN_CUDA_ATTN_MIN_KEYS");

@@ -1502,7 +1502,7 @@ static_assert(KC_AF_Q == 64 && KC_AF_K == 32,
               "256 threads: 16 x 16, 4 queries and 2 keys of a tile each");
 template <int KT, int DV>
 __device__ __forceinline__ void attn_flash_impl(const kc_attn_params &p) {
-  constexpr int QS = DV + 4, PS = KC_AF_Q + 1, NG = DV / 64;
+  constexpr int QS = KC_AF_QK_ROW(DV), PS = KC_AF_P_ROW, NG = DV / 64;
   extern __shared__ float4 af_smem4[];
   float *qs = (float *)af_smem4;            // [KC_AF_Q][QS]
   float *ks = qs + KC_AF_Q * QS;            // [KC_AF_K][QS]

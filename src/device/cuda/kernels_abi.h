@@ -201,9 +201,13 @@ enum { KC_AT_Q = 16, KC_AT_K = 32 };
  * (ceil(T / KC_AF_Q), Hq), 256 threads, KC_AF_SMEM(DV) bytes of dynamic
  * shared memory, DV = 64 or 128 (the head size rounded up). */
 enum { KC_AF_Q = 64, KC_AF_K = 32 };
-#define KC_AF_SMEM(DV) \
-  ((size_t)4 * ((KC_AF_Q + KC_AF_K) * ((DV) + 4) + KC_AF_K * (DV) + \
-                KC_AF_K * (KC_AF_Q + 1)))
+/* Its shared memory, in floats: Q [KC_AF_Q] and K [KC_AF_K] rows of
+ * KC_AF_QK_ROW(DV), V [KC_AF_K] rows of DV, P [KC_AF_K] rows of KC_AF_P_ROW. */
+#define KC_AF_QK_ROW(DV) ((DV) + 4)
+#define KC_AF_P_ROW (KC_AF_Q + 1)
+#define KC_AF_SMEM(DV)                                                  \
+  ((size_t)4 * ((KC_AF_Q + KC_AF_K) * KC_AF_QK_ROW(DV) + KC_AF_K * (DV) + \
+                KC_AF_K * KC_AF_P_ROW))
 typedef struct kc_attn_params {
   kc_tensor q, k, v, o;
   uint64_t index;
