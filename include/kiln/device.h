@@ -298,6 +298,10 @@ typedef struct kiln_device_stats {
    * RMSNORM into the GEMVs after it, GEMVs sharing x, a SWIGLU into the
    * GEMVs it combines); counted when launched or recorded into a graph. */
   uint64_t fused_ops;
+  /* One-row GEMV launches whose kernel shares K among a block's warps
+   * (cuda: kiln_gemv1k, for rows a warp each would leave the memory
+   * idle); counted when launched or recorded into a graph. */
+  uint64_t split_gemvs;
 } kiln_device_stats;
 void kiln_device_get_stats(kiln_device *d, kiln_device_stats *out);
 

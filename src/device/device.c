@@ -225,6 +225,7 @@ void kiln_device_get_stats(kiln_device *d, kiln_device_stats *out) {
   out->mapped_bytes =
       __atomic_load_n(&d->stats.mapped_bytes, __ATOMIC_RELAXED);
   out->fused_ops = d->stats.fused_ops;
+  out->split_gemvs = d->stats.split_gemvs;
 }
 
 /* ---- Validation ----------------------------------------------------------- */

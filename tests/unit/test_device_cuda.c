@@ -1116,6 +1116,98 @@ static void test_gemv_chain_program(kiln_test *t) {
   fx_close(&f);
 }
 
+/* ---- one-row GEMVs with K shared among warps ------------------------------ */
+
+/* The cuda backend runs a one-row GEMV, and RMSNORM + gate, up + SWIGLU,
+ * by kiln_gemv1k when rows lie on 16 bytes and an eighth of a row fits a
+ * lane's registers (U = 1, 2, 4, 8 vectors; 4 at most with gate and up):
+ * for each weight type and K from one vector a lane to eight (and past:
+ * K = 14336 f32 and 16-bit gate/up go to kiln_gemv1), a GEMV with a
+ * residual, the norm + gate/up group with its RMSNORM output elsewhere
+ * (stored by block 0) and in place (by the last block), and 4000 gate/up
+ * rows at K = 512 (a block loops over units). Against the cpu backend;
+ * the launches that took kiln_gemv1k counted (kiln_device_stats). */
+static void test_gemv_split_program(kiln_test *t) {
+  fx f;
+  if (!fx_open(t, &f, KILN_PLACEMENT_RESIDENT)) return;
+  const kiln_dtype dts[3] = {KILN_DTYPE_BF16, KILN_DTYPE_F16, KILN_DTYPE_F32};
+  const int64_t Ks[6] = {512, 2048, 4096, 8192, 14336, 512};
+  for (int d = 0; d < 3; d++)
+    for (int ki = 0; ki < 6; ki++) {
+      const kiln_dtype dt = dts[d];
+      const int64_t K = Ks[ki], N = 100, I = ki == 5 ? 4000 : 72;
+      if (ki == 5 && dt != KILN_DTYPE_BF16) continue;
+      f.in_top = f.out_top = 0;
+      kiln_tensor w = input(&f, dt, 2, N, K, 0, 0);
+      kiln_tensor wg = input(&f, dt, 2, I, K, 0, 0);
+      kiln_tensor wu = input(&f, dt, 2, I, K, 0, 0);
+      kiln_tensor x0 = input(&f, KILN_DTYPE_F32, 2, 1, K, 0, 0);
+      kiln_tensor g = input(&f, KILN_DTYPE_F32, 1, K, 0, 0, 0);
+      kiln_tensor y = output(&f, KILN_DTYPE_F32, 2, 1, N, 0, 0, true);
+      kiln_tensor x1 = output(&f, KILN_DTYPE_F32, 2, 1, K, 0, 0, true);
+      kiln_tensor xb = output(&f, KILN_DTYPE_F32, 2, 1, K, 0, 0, false);
+      kiln_tensor x2 = output(&f, KILN_DTYPE_F32, 2, 1, K, 0, 0, true);
+      kiln_tensor hb = output(&f, KILN_DTYPE_F32, 2, 1, I, 0, 0, false);
+      kiln_tensor hb2 = output(&f, KILN_DTYPE_F32, 2, 1, I, 0, 0, false);
+      kiln_tensor hb3 = output(&f, KILN_DTYPE_F32, 2, 1, I, 0, 0, false);
+      kiln_tensor hb4 = output(&f, KILN_DTYPE_F32, 2, 1, I, 0, 0, false);
+      kiln_op ops[12];
+      int n = 0;
+      kiln_op op = op_of(KILN_OP_GEMV);
+      op.a = w, op.b = x0, op.c = y, op.alpha = 0.5f, op.beta = 1.0f;
+      ops[n++] = op;
+      op = op_of(KILN_OP_RMSNORM);
+      op.a = x1, op.b = g, op.c = xb, op.eps = 1e-5f;
+      ops[n++] = op;
+      n += gate_up_swiglu(ops + n, wg, wu, xb, hb, hb2, hb);
+      op = op_of(KILN_OP_RMSNORM);                 /* in place */
+      op.a = x2, op.b = g, op.c = x2, op.eps = 1e-5f;
+      ops[n++] = op;
+      n += gate_up_swiglu(ops + n, wg, wu, x2, hb3, hb4, hb3);
+      /* Which launches qualify: an eighth of K within 32 x U vectors. */
+      const int64_t per = (K / (dt == KILN_DTYPE_F32 ? 4 : 8) + 7) / 8;
+      const uint64_t want = (per <= 256) + 2 * (per <= 128);
+      kiln_program *pc = NULL, *pg = NULL;
+      KILN_EXPECT_OK(t, kiln_program_create(f.cpu, &pc));
+      KILN_EXPECT_OK(t, kiln_program_create(f.gpu, &pg));
+      for (int i = 0; i < n && pc && pg; i++) {
+        kiln_op gop = gpu_twin(&f, &ops[i]);
+        KILN_EXPECT_OK(t, kiln_program_add(pc, &ops[i]));
+        KILN_EXPECT_OK(t, kiln_program_add(pg, &gop));
+      }
+      kiln_device_stats before, after;
+      kiln_device_get_stats(f.gpu, &before);
+      for (int rep = 0; rep < 2 && pc && pg; rep++) {
+        KILN_EXPECT_OK(t, kiln_device_submit_program(f.cpu, pc, NULL));
+        KILN_EXPECT_OK(t, kiln_device_sync(f.cpu, NULL));
+        KILN_EXPECT_OK(t, kiln_device_submit_program(f.gpu, pg, NULL));
+        KILN_EXPECT_OK(t, kiln_device_sync(f.gpu, NULL));
+        const struct {
+          const char *name;
+          const kiln_tensor *t;
+        } outs[] = {{"y", &y},     {"xb", &xb},   {"hb", &hb},  {"hb2", &hb2},
+                    {"x2", &x2},   {"hb3", &hb3}, {"hb4", &hb4}};
+        for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) {
+          char what[96];
+          snprintf(what, sizeof what, "split GEMV %s K=%lld rows %lld rep %d: %s",
+                   kiln_dtype_name(dt), (long long)K, (long long)I, rep,
+                   outs[i].name);
+          expect_close(t, &f, what, outs[i].t, 1e-3);
+        }
+      }
+      kiln_device_get_stats(f.gpu, &after);
+      if (kiln_device_kind_of(f.gpu) == KILN_DEVICE_CUDA)
+        KILN_EXPECTF(t, after.split_gemvs - before.split_gemvs == want,
+                     "%s K=%lld: %llu launches by kiln_gemv1k, want %llu",
+                     kiln_dtype_name(dt), (long long)K,
+                     (unsigned long long)(after.split_gemvs - before.split_gemvs),
+                     (unsigned long long)want);
+      kiln_program_release(pc);
+      kiln_program_release(pg);
+    }
+  fx_close(&f);
+}
+
 /* ---- device-side failures ----------------------------------------------------- */
 
 /* A bad value read on the device fails the op at sync (OUT_OF_RANGE);
@@ -1642,7 +1734,7 @@ KILN_TEST_MAIN(test_no_gpu_fallback, test_mapped_pointer_identity,
                test_every_op_mapped, test_every_op_resident,
                test_graph_replay_mapped, test_graph_replay_resident,
                test_fused_program_mapped, test_fused_program_resident,
-               test_gemv_chain_program,
+               test_gemv_chain_program, test_gemv_split_program,
                test_device_errors_then_valid_op,
                test_resident_range_across_grown_registrations, test_device_range,
                test_gemv_bandwidth,

@@ -420,6 +420,17 @@ static kiln_status load_kernels(kiln_cuda_device *cd) {
       snprintf(name, sizeof name, "kiln_gemv1_%s%s", kTypes[t], kGemv1[v]);
       GET(cd->gemv1[t][v], name);
     }
+  /* kiln_gemv1k: plain and norm + pair, U = 1, 2, 4, 8 (norm + pair has no
+   * U = 8: left NULL). */
+  static const char *const kGemv1k[2] = {"", "_norm_pair"};
+  for (int t = 0; t < 3; t++)
+    for (int v = 0; v < 2; v++)
+      for (int u = 0; u < 4; u++) {
+        if (v == 1 && u == 3) continue;
+        snprintf(name, sizeof name, "kiln_gemv1k_%s%s_u%d", kTypes[t], kGemv1k[v],
+                 1 << u);
+        GET(cd->gemv1k[t][v][u], name);
+      }
   for (int m = 0; m < KC_GEMV_MT_MAX; m++) {
     snprintf(name, sizeof name, "kiln_gemv_q8_0_%d", m + 1);
     GET(cd->gemv_q8[m], name);
@@ -532,6 +543,8 @@ kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
   cd->vec4 = env_on("KILN_CUDA_VEC4");
   cd->tile_attention = env_on("KILN_CUDA_ATTN_TILE");
   cd->flash_attention = env_on("KILN_CUDA_ATTN_FLASH");
+  cd->splitk = env_on("KILN_CUDA_SPLITK");
+  cd->x_early = env_on("KILN_CUDA_X_EARLY");
   const char *ab = getenv("KILN_CUDA_ATTN_BLOCKS");
   cd->attn_blocks = ab && atoi(ab) > 0 && atoi(ab) <= 64 ? atoi(ab) : 4;
   const char *amk = getenv("KILN_CUDA_ATTN_MIN_KEYS");

@@ -54,6 +54,9 @@ typedef struct kiln_cuda_device {
   /* One-row GEMV by dtype and variant: plain, pair, norm, norm + pair,
    * norm + RoPE epilogue (kernels_abi.h, kc_gemv1_params). */
   CUfunction gemv1[3][5];
+  /* The same with K shared by a block's warps (kiln_gemv1k_*): plain and
+   * norm + pair, by U = 1, 2, 4, 8 vectors a lane (NULL: none). */
+  CUfunction gemv1k[3][2][4];
   CUfunction attn[3][KC_ATTN_DPL_COUNT];     /* k/v f32, f16, bf16 */
   CUfunction attn_tile[3][3];               /* prefill: DPL 1, 2, 4 */
   CUfunction attn_flash[3][2];              /* long prefill: D <= 64, 128 */
@@ -93,6 +96,11 @@ typedef struct kiln_cuda_device {
    * allow, ROPE of short heads several heads a block (KILN_CUDA_VEC4=0:
    * one element a thread, for comparisons). */
   bool vec4;
+  /* One-row GEMVs (plain, RMSNORM + gate/up) by kiln_gemv1k_* where they
+   * qualify (KILN_CUDA_SPLITK=0: by kiln_gemv1_*, for comparisons), and
+   * fused RMSNORM outputs stored early when not in place
+   * (KILN_CUDA_X_EARLY=0: by the last block, for comparisons). */
+  bool splitk, x_early;
   /* cuBLAS, when present (otherwise GEMM uses kiln_tiled). */
   const kiln_cublas_api *blas;
   cublasHandle_t blas_handle;

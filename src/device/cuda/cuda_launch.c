@@ -357,6 +357,38 @@ typedef struct gemv1_group {
   kc_rope_copy_params rc;
 } gemv1_group;
 
+static bool overlap(const kiln_dtensor *a, const kiln_dtensor *b);
+
+/* Whether kiln_gemv1k can do p (variant: 0 plain, 1 norm + pair), and with
+ * which kernel (*fn), how many units a block takes at once (*rb, as
+ * gemv1k_rb in kernels.cu) and how many blocks (*grid). It needs every
+ * row on 16 bytes, K a whole number of vectors, x (or a and g) on 16
+ * bytes, an eighth of a row within 32 x 8 vectors a lane; and at most
+ * 32768 units (beyond that, as a long LM head, kiln_gemv1 is measured). */
+static bool gemv1_split(const kiln_cuda_device *cd, const kc_gemv1_params *p,
+                        int slot, int variant, CUfunction *fn, int64_t *grid) {
+  if (!cd->splitk) return false;
+  const int esize = slot == 0 ? 4 : 2, V = 16 / esize;
+  const int64_t units = p->rows;
+  if (p->K <= 0 || p->K % V || p->K > INT_MAX / 2 || units > 32768 || !p->xvec)
+    return false;
+  for (int i = 0; i < p->nseg; i++)
+    if (p->seg[i].w % 16 || (p->seg[i].ws * esize) % 16) return false;
+  const int64_t per = cdiv(p->K / V, 8);
+  int ui = 0;
+  while (ui < 4 && 32 * (1 << ui) < per) ui++;
+  if (ui == 4 || !cd->gemv1k[slot][variant][ui]) return false;
+  const int U = 1 << ui, nr = variant == 1 ? 2 : 1;
+  const int rb = U == 1 ? 4 : U == 2 ? 2 : (U == 4 && nr == 1) ? 2 : 1;
+  *fn = cd->gemv1k[slot][variant][ui];
+  *grid = cdiv(units, rb);
+  /* With the RMSNORM prologue each block sums all of a: at most 6 blocks
+   * an SM (bench/floor/: gate/up 20.1 us against 21.2 uncapped and 22.8 at
+   * 3). */
+  if (variant == 1) *grid = min64(*grid, 6 * (int64_t)cd->sm_count);
+  return true;
+}
+
 static kiln_status launch_gemv1(kiln_cuda_device *cd, const gemv1_group *g) {
   const kiln_dop *g0 = g->gemv[0];
   kc_gemv1_params p = {0};
@@ -385,6 +417,19 @@ static kiln_status launch_gemv1(kiln_cuda_device *cd, const gemv1_group *g) {
   p.xvec = xvec;
   if (p.rows <= 0) return KILN_OK;
   if (g->rope) p.rope = g->rc;
+  /* The RMSNORM output, when it is not the norm's own input, can be stored
+   * by block 0 as soon as it has it, rather than by the last block. */
+  if (g->norm)
+    p.x_early = cd->x_early && !overlap(&g->norm->c, &g->norm->a) &&
+                !overlap(&g->norm->c, &g->norm->b);
+  const int slot = dtype_slot(g0->a.dtype);
+  const int sv = !g->norm && !g->swiglu ? 0 : g->norm && g->swiglu && !g->rope ? 1 : -1;
+  CUfunction kfn;
+  int64_t kgrid;
+  if (sv >= 0 && gemv1_split(cd, &p, slot, sv, &kfn, &kgrid)) {
+    cd->base.stats.split_gemvs += 1;
+    return launch(cd, KC_FN_GEMV_ANY, kfn, kgrid, 1, 1, 256, &p);
+  }
   /* A warp per row (RoPE epilogue: per pair of rows); with the RMSNORM
    * prologue, at most as many blocks as the GPU holds at once (each
    * normalises x once, then loops over rows). */
@@ -393,7 +438,7 @@ static kiln_status launch_gemv1(kiln_cuda_device *cd, const gemv1_group *g) {
       g->norm ? min64(blocks, 3 * (int64_t)cd->sm_count) : min64(blocks, INT_MAX);
   const int variant = g->rope ? 4 : (g->norm ? 2 : 0) + (g->swiglu ? 1 : 0);
   return launch_smem(cd, KC_FN_GEMV_ANY,
-                     cd->gemv1[dtype_slot(g0->a.dtype)][variant], grid, 1, 1,
+                     cd->gemv1[slot][variant], grid, 1, 1,
                      256, g->norm ? (unsigned)(p.K * 4) : 0, &p);
 }
 
@@ -586,6 +631,23 @@ static kiln_status launch_gemv(kiln_cuda_device *cd, const kiln_dop *op) {
       return kiln_make_status(KILN_CODE_INTERNAL, "cublasSgemv: %s",
                               cd->blas->cublasGetStatusString(bs));
     return KILN_OK;
+  }
+  /* One row: kiln_gemv1k where it qualifies (as in a fused group). */
+  if (p.M == 1 && dtype_slot(w->dtype) >= 0) {
+    kc_gemv1_params q = {0};
+    q.seg[0] = (kc_gemv_seg){.w = p.w, .y = p.y, .N = p.N, .ws = p.ws,
+                             .alpha = p.alpha, .beta = p.beta};
+    q.nseg = 1;
+    q.x = p.x;
+    q.rows = p.N;
+    q.K = p.K;
+    q.xvec = p.x % 16 == 0;
+    CUfunction fn;
+    int64_t grid;
+    if (gemv1_split(cd, &q, dtype_slot(w->dtype), 0, &fn, &grid)) {
+      cd->base.stats.split_gemvs += 1;
+      return launch(cd, KC_FN_GEMV_ANY, fn, grid, 1, 1, 256, &q);
+    }
   }
   const int64_t blocks = cdiv(p.N, 8);   /* 8 warps of 256 threads */
   if (p.M <= KC_GEMV_MT_MAX) {

@@ -22,7 +22,9 @@
 
 #include "kernels_abi.h"
 
+#ifndef KC_GLOBAL   // bench/floor/layer_chain.cu includes this file
 #define KC_GLOBAL extern "C" __global__
+#endif
 
 // ---- element access ---------------------------------------------------------
 
@@ -959,6 +961,9 @@ __device__ __forceinline__ void gemv1(const kc_gemv1_params &p) {
     }
     __syncthreads();
     x = xs;
+    if (p.x_early && blockIdx.x == 0)   // the RMSNORM op's output
+      for (int64_t j = threadIdx.x; j < p.K; j += blockDim.x)
+        ((float *)p.x)[j] = xs[j];
   }
   const kc_copy_params &cp = p.rope.copy;
   int64_t cache_row = 0;
@@ -1046,9 +1051,9 @@ __device__ __forceinline__ void gemv1(const kc_gemv1_params &p) {
       *y = v;
     }
   }
-  if (SMEM) {
-    // The RMSNORM op's output, stored by the last block to finish: every
-    // other block is done reading a, which it may overwrite (in place).
+  if (SMEM && !p.x_early) {
+    // The RMSNORM op's output in place, stored by the last block to
+    // finish: every other block is done reading a, which it overwrites.
     __syncthreads();
     if (threadIdx.x == 0) {
       __threadfence();
@@ -1079,6 +1084,245 @@ __device__ __forceinline__ void gemv1(const kc_gemv1_params &p) {
 KC_GEMV1(f32, KC_F32)
 KC_GEMV1(f16, KC_F16)
 KC_GEMV1(bf16, KC_BF16)
+
+// ---- one-row GEMV with K shared by the warps of a block (kc_gemv1_params) --
+//
+// kiln_gemv1's ops (the same params, fusions and epilogues) with the work
+// divided the other way: the 8 warps of a block share K (warp w takes the
+// w-th eighth of every row's 16-byte vectors, lane l the vectors l,
+// l + 32, ... of that eighth) and a block takes RB units at once, so that
+// every load a lane makes is issued before the first is used, and a
+// 2048-row matrix occupies 8 times the warps of one warp a row: enough
+// requests in flight to keep the memory busy, which one warp a row on a
+// 1B model's matrices is not (bench/floor/layer_chain.cu: o 5.1 -> 4.2 us,
+// down 14.1 -> 11.2 us). A lane keeps its columns of x in registers. With
+// the RMSNORM prologue a block sums the squares of all of a while its
+// first weights are in flight, then scales only its lanes' columns. The
+// 8 partial sums of a row are added in warp order by one thread: the order
+// depends on K alone, so results do not depend on the grid or the device.
+//
+// The host launches it (cuda_launch.c, gemv1_split) when every row starts
+// on 16 bytes, K is a multiple of the vector, x (or a and g) is 16-byte
+// aligned, and an eighth of a row is at most 32 * U vectors.
+
+// Unit n's rows: the first row over all segments, its segment and row in
+// that segment, and the weight row of its r-th row (as gemv1).
+template <bool PAIR, bool ROPE>
+struct gemv1k_unit {
+  int64_t row0, nl;
+  int s;
+  __device__ __forceinline__ gemv1k_unit(const kc_gemv1_params &p, int64_t n,
+                                         int64_t half) {
+    row0 = ROPE ? n / half * 2 * half + n % half : n;
+    s = 0;
+    nl = row0;
+    if (!PAIR)
+      while (s + 1 < p.nseg && nl >= p.seg[s].N) nl -= p.seg[s++].N;
+  }
+  template <int esize>
+  __device__ __forceinline__ const uint4 *w(const kc_gemv1_params &p, int r,
+                                           int64_t half) const {
+    const kc_gemv_seg &sg = p.seg[PAIR ? r : s];
+    const int64_t rl = ROPE ? nl + r * half : nl;
+    return (const uint4 *)(sg.w + (uint64_t)(rl * sg.ws) * esize);
+  }
+};
+
+// x = a * inv * g over all of K (K % 4 == 0, a and g 16-byte aligned), by
+// the block: gemv1k's RMSNORM output.
+__device__ __forceinline__ void rmsnorm_store(const kc_gemv1_params &p, float inv) {
+  const float4 *a4 = (const float4 *)p.a, *g4 = (const float4 *)p.g;
+  float *x = (float *)p.x;
+  for (int64_t j = threadIdx.x; j < p.K / 4; j += blockDim.x) {
+    const float4 v = a4[j], g = __ldg(g4 + j);
+    x[4 * j] = v.x * inv * g.x;
+    x[4 * j + 1] = v.y * inv * g.y;
+    x[4 * j + 2] = v.z * inv * g.z;
+    x[4 * j + 3] = v.w * inv * g.w;
+  }
+}
+
+template <int DT, int PRO, bool PAIR, bool ROPE, int U, int RB>
+__device__ __forceinline__ void gemv1k(const kc_gemv1_params &p) {
+  constexpr int V = wvec<DT>::N;
+  constexpr int esize = DT == KC_F32 ? 4 : 2;
+  constexpr int NR = PAIR || ROPE ? 2 : 1;
+  using unit_t = gemv1k_unit<PAIR, ROPE>;
+  __shared__ float part[8][RB][NR];
+  __shared__ float red[32];
+  __shared__ int last;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t nv = p.K / V, per = (nv + 7) / 8;
+  const int64_t units = ROPE ? p.rows / 2 : p.rows;
+  const int64_t half = ROPE ? p.rope.rope.D / 2 : 1;
+  int col[U];   // K < 2^31 (host checks)
+  bool ok[U];
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+    const int j = lane + 32 * u;
+    col[u] = warp * (int)per + j;
+    ok[u] = j < per && col[u] < nv;
+  }
+  auto load = [&](int64_t u0, uint4 (&wv)[RB][NR][U]) {
+#pragma unroll
+    for (int b = 0; b < RB; b++) {
+      const bool in = u0 + b < units;
+      const unit_t un(p, in ? u0 + b : 0, half);
+#pragma unroll
+      for (int r = 0; r < NR; r++) {
+        const uint4 *w = un.template w<esize>(p, r, half);
+#pragma unroll
+        for (int u = 0; u < U; u++)
+          wv[b][r][u] = in && ok[u] ? __ldcs(w + col[u]) : make_uint4(0, 0, 0, 0);
+      }
+    }
+  };
+  int64_t u0 = (int64_t)blockIdx.x * RB;
+  uint4 wv[RB][NR][U];
+  load(u0, wv);
+  // This lane's columns of x.
+  float xr[U][V];
+  float inv = 0.0f;
+  if (PRO == KC_PRO_RMSNORM) {   // as kiln_rmsnorm: a * (1 / sqrt(mean(a^2) + eps)) * g
+    const float4 *a4 = (const float4 *)p.a, *g4 = (const float4 *)p.g;
+    float ss = 0.0f;
+    for (int64_t j = threadIdx.x; j < p.K / 4; j += blockDim.x) {
+      const float4 v = a4[j];
+      ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+    ss = block_sum(ss, red);
+    inv = 1.0f / sqrtf(ss / (float)p.K + p.eps);
+    if (p.x_early && blockIdx.x == 0) rmsnorm_store(p, inv);
+#pragma unroll
+    for (int u = 0; u < U; u++)
+#pragma unroll
+      for (int q = 0; q < V / 4; q++) {
+        float4 v = make_float4(0, 0, 0, 0), g = v;
+        if (ok[u]) v = a4[col[u] * (V / 4) + q], g = __ldg(g4 + col[u] * (V / 4) + q);
+        xr[u][4 * q] = v.x * inv * g.x;
+        xr[u][4 * q + 1] = v.y * inv * g.y;
+        xr[u][4 * q + 2] = v.z * inv * g.z;
+        xr[u][4 * q + 3] = v.w * inv * g.w;
+      }
+  } else {
+    const float4 *x4 = (const float4 *)p.x;
+#pragma unroll
+    for (int u = 0; u < U; u++)
+#pragma unroll
+      for (int q = 0; q < V / 4; q++) {
+        const float4 v = ok[u] ? __ldg(x4 + col[u] * (V / 4) + q) : make_float4(0, 0, 0, 0);
+        xr[u][4 * q] = v.x;
+        xr[u][4 * q + 1] = v.y;
+        xr[u][4 * q + 2] = v.z;
+        xr[u][4 * q + 3] = v.w;
+      }
+  }
+  const kc_copy_params &cp = p.rope.copy;
+  int64_t cache_row = 0;
+  bool cache_ok = false;
+  float rope_pos = 0.0f;
+  if (ROPE) {
+    rope_pos = (float)(p.rope.rope.index ? read_index(p.rope.rope.index)
+                                         : p.rope.rope.pos);
+    cache_row = read_index(cp.index);
+    cache_ok = cache_row >= 0 && cache_row <= cp.b.shape[0] - 1;
+    if (!cache_ok && blockIdx.x == 0 && threadIdx.x == 0)
+      report(cp.err, KC_ERR_COPY_ROW, 0, cache_row, cp.b.shape[0], 1);
+  }
+  for (; u0 < units; u0 += (int64_t)gridDim.x * RB) {
+    if (u0 != (int64_t)blockIdx.x * RB) load(u0, wv);
+#pragma unroll
+    for (int b = 0; b < RB; b++)
+#pragma unroll
+      for (int r = 0; r < NR; r++) {
+        float acc = 0.0f;
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+          float f[V];
+          wvec<DT>::unpack(wv[b][r][u], f);
+#pragma unroll
+          for (int i = 0; i < V; i++) acc += f[i] * xr[u][i];
+        }
+        acc = warp_sum(acc);
+        if (lane == 0) part[warp][b][r] = acc;
+      }
+    __syncthreads();
+    const int64_t n = u0 + threadIdx.x;
+    if (threadIdx.x < RB && n < units) {
+      const unit_t un(p, n, half);
+      const int s = un.s;
+      float acc[NR];
+#pragma unroll
+      for (int r = 0; r < NR; r++) {
+        acc[r] = 0.0f;
+#pragma unroll
+        for (int w = 0; w < 8; w++) acc[r] += part[w][threadIdx.x][r];
+      }
+      if (ROPE) {
+        float v[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+          v[r] = p.seg[s].alpha * acc[r];
+          if (p.seg[s].beta != 0.0f)
+            v[r] += p.seg[s].beta * ((float *)p.seg[s].y)[un.nl + r * half];
+        }
+        gemv1_rope_store(p, un.row0, v, rope_pos, cache_row, cache_ok);
+      } else if (PAIR) {
+        float *y0 = (float *)p.seg[0].y + n, *y1 = (float *)p.seg[1].y + n;
+        float gt = p.seg[0].alpha * acc[0], up = p.seg[1].alpha * acc[NR - 1];
+        if (p.seg[0].beta != 0.0f) gt += p.seg[0].beta * *y0;
+        if (p.seg[1].beta != 0.0f) up += p.seg[1].beta * *y1;
+        *y1 = up;
+        if (p.act != p.seg[0].y) *y0 = gt;
+        ((float *)p.act)[n] = silu(gt) * up;
+      } else {
+        float *y = (float *)p.seg[s].y + un.nl;
+        float v = p.seg[s].alpha * acc[0];
+        if (p.seg[s].beta != 0.0f) v += p.seg[s].beta * *y;
+        *y = v;
+      }
+    }
+    __syncthreads();
+  }
+  if (PRO == KC_PRO_RMSNORM && !p.x_early) {
+    // The RMSNORM op's output in place, stored by the last block to
+    // finish: every other block is done reading a, which it overwrites.
+    if (threadIdx.x == 0) {
+      __threadfence();
+      last = atomicAdd((int *)p.counter, 1) == (int)gridDim.x - 1;
+    }
+    __syncthreads();
+    if (last) {
+      rmsnorm_store(p, inv);
+      if (threadIdx.x == 0) *(volatile int *)p.counter = 0;
+    }
+  }
+}
+
+// Units a block takes at once, by the loads a lane has in flight per unit.
+template <int U, int NR>
+struct gemv1k_rb {
+  static constexpr int v = U == 1 ? 4 : U == 2 ? 2 : (U == 4 && NR == 1) ? 2 : 1;
+};
+#define KC_GEMV1K_KERNEL(NAME, DT, PRO, PAIR, ROPE, U)                       \
+  KC_GLOBAL void __launch_bounds__(256, 2) NAME(kc_gemv1_params p) {         \
+    gemv1k<DT, PRO, PAIR, ROPE, U, gemv1k_rb<U, (PAIR || ROPE) ? 2 : 1>::v>(p); \
+  }
+// The variants cuda_launch.c uses (measured faster than kiln_gemv1 on a 1B
+// layer's matrices): plain (o, down) and RMSNORM + pair (gate, up); the
+// RoPE and plain-RMSNORM variants stayed slower (bench/floor/), and with
+// two rows a unit U = 8 does not fit in registers.
+#define KC_GEMV1K(TAG, DT)                                                          \
+  KC_GEMV1K_KERNEL(kiln_gemv1k_##TAG##_u1, DT, KC_PRO_NONE, false, false, 1)        \
+  KC_GEMV1K_KERNEL(kiln_gemv1k_##TAG##_u2, DT, KC_PRO_NONE, false, false, 2)        \
+  KC_GEMV1K_KERNEL(kiln_gemv1k_##TAG##_u4, DT, KC_PRO_NONE, false, false, 4)        \
+  KC_GEMV1K_KERNEL(kiln_gemv1k_##TAG##_u8, DT, KC_PRO_NONE, false, false, 8)        \
+  KC_GEMV1K_KERNEL(kiln_gemv1k_##TAG##_norm_pair_u1, DT, KC_PRO_RMSNORM, true, false, 1) \
+  KC_GEMV1K_KERNEL(kiln_gemv1k_##TAG##_norm_pair_u2, DT, KC_PRO_RMSNORM, true, false, 2) \
+  KC_GEMV1K_KERNEL(kiln_gemv1k_##TAG##_norm_pair_u4, DT, KC_PRO_RMSNORM, true, false, 4)
+KC_GEMV1K(f32, KC_F32)
+KC_GEMV1K(f16, KC_F16)
+KC_GEMV1K(bf16, KC_BF16)
 
 // ---- tiled matrix product (GEMV prefill, GEMM without cuBLAS) ---------------
 //

@@ -147,7 +147,9 @@ typedef struct kc_gemv_params {
  *   act[n] = silu(y_0[n]) * y_1[n] (the SWIGLU op), and y_0[n] unless act
  *   is y_0.
  * Rows of all segments are numbered one after another (pair: rows of
- * segment 0). counter: a device int that is 0 between launches. */
+ * segment 0). counter: a device int that is 0 between launches.
+ * kiln_gemv1k_* (same params) divide the work among warps differently
+ * (kernels.cu says how and when). */
 enum { KC_GEMV1_SEGS = 4 };
 enum { KC_PRO_NONE = 0, KC_PRO_RMSNORM = 1 };
 typedef struct kc_gemv_seg {
@@ -162,7 +164,10 @@ typedef struct kc_gemv1_params {
   float eps;
   int32_t nseg;
   int32_t xvec;    /* x 16-byte aligned: float4 loads of it */
-  int32_t pad_;
+  /* With the RMSNORM prologue: x overlaps neither a nor g, so block 0
+   * stores it as soon as it has it; otherwise (in place) the last block to
+   * finish does, counting blocks in counter. */
+  int32_t x_early;
   /* Kernels *_norm_rope: the ROPE (in place on q and k, [1, H, D]) and the
    * COPY of heads hs.. (k, v) into a cache row that follow the GEMVs of
    * q, k and v (three segments, outputs back to back, heads of D rows). */
