@@ -420,13 +420,13 @@ static kiln_status load_kernels(kiln_cuda_device *cd) {
       snprintf(name, sizeof name, "kiln_gemv1_%s%s", kTypes[t], kGemv1[v]);
       GET(cd->gemv1[t][v], name);
     }
-  /* kiln_gemv1k: plain and norm + pair, U = 1, 2, 4, 8 (norm + pair has no
-   * U = 8: left NULL). */
-  static const char *const kGemv1k[2] = {"", "_norm_pair"};
+  /* kiln_gemv1k: plain, norm + pair, norm + RoPE, U = 1, 2, 4, 8 (the two
+   * fused variants have no U = 8: left NULL). */
+  static const char *const kGemv1k[3] = {"", "_norm_pair", "_norm_rope"};
   for (int t = 0; t < 3; t++)
-    for (int v = 0; v < 2; v++)
+    for (int v = 0; v < 3; v++)
       for (int u = 0; u < 4; u++) {
-        if (v == 1 && u == 3) continue;
+        if (v > 0 && u == 3) continue;
         snprintf(name, sizeof name, "kiln_gemv1k_%s%s_u%d", kTypes[t], kGemv1k[v],
                  1 << u);
         GET(cd->gemv1k[t][v][u], name);
@@ -439,6 +439,8 @@ static kiln_status load_kernels(kiln_cuda_device *cd) {
     for (int i = 0; i < KC_ATTN_DPL_COUNT; i++) {
       snprintf(name, sizeof name, "kiln_attn_%s_%d", kTypes[t], kDpl[i]);
       GET(cd->attn[t][i], name);
+      snprintf(name, sizeof name, "kiln_attn_dec_%s_%d", kTypes[t], kDpl[i]);
+      GET(cd->attn_dec[t][i], name);
       if (i >= 3) continue;
       snprintf(name, sizeof name, "kiln_attn_tile_%s_%d", kTypes[t], kDpl[i]);
       GET(cd->attn_tile[t][i], name);
@@ -545,6 +547,7 @@ kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
   cd->flash_attention = env_on("KILN_CUDA_ATTN_FLASH");
   cd->splitk = env_on("KILN_CUDA_SPLITK");
   cd->x_early = env_on("KILN_CUDA_X_EARLY");
+  cd->dec_attention = env_on("KILN_CUDA_ATTN_DEC");
   const char *ab = getenv("KILN_CUDA_ATTN_BLOCKS");
   cd->attn_blocks = ab && atoi(ab) > 0 && atoi(ab) <= 64 ? atoi(ab) : 4;
   const char *amk = getenv("KILN_CUDA_ATTN_MIN_KEYS");

@@ -54,10 +54,12 @@ typedef struct kiln_cuda_device {
   /* One-row GEMV by dtype and variant: plain, pair, norm, norm + pair,
    * norm + RoPE epilogue (kernels_abi.h, kc_gemv1_params). */
   CUfunction gemv1[3][5];
-  /* The same with K shared by a block's warps (kiln_gemv1k_*): plain and
-   * norm + pair, by U = 1, 2, 4, 8 vectors a lane (NULL: none). */
-  CUfunction gemv1k[3][2][4];
+  /* The same with K shared by a block's warps (kiln_gemv1k_*): plain,
+   * norm + pair, norm + RoPE epilogue, by U = 1, 2, 4, 8 vectors a lane
+   * (NULL: none). */
+  CUfunction gemv1k[3][3][4];
   CUfunction attn[3][KC_ATTN_DPL_COUNT];     /* k/v f32, f16, bf16 */
+  CUfunction attn_dec[3][KC_ATTN_DPL_COUNT]; /* decode: clusters */
   CUfunction attn_tile[3][3];               /* prefill: DPL 1, 2, 4 */
   CUfunction attn_flash[3][2];              /* long prefill: D <= 64, 128 */
   int sm_count;
@@ -101,6 +103,9 @@ typedef struct kiln_cuda_device {
    * fused RMSNORM outputs stored early when not in place
    * (KILN_CUDA_X_EARLY=0: by the last block, for comparisons). */
   bool splitk, x_early;
+  /* Decode attention by kiln_attn_dec_* (a cluster of blocks per query and
+   * head; KILN_CUDA_ATTN_DEC=0: by kiln_attn_*'s splits, for comparisons). */
+  bool dec_attention;
   /* cuBLAS, when present (otherwise GEMM uses kiln_tiled). */
   const kiln_cublas_api *blas;
   cublasHandle_t blas_handle;

@@ -359,17 +359,17 @@ typedef struct gemv1_group {
 
 static bool overlap(const kiln_dtensor *a, const kiln_dtensor *b);
 
-/* Whether kiln_gemv1k can do p (variant: 0 plain, 1 norm + pair), and with
- * which kernel (*fn), how many units a block takes at once (*rb, as
- * gemv1k_rb in kernels.cu) and how many blocks (*grid). It needs every
- * row on 16 bytes, K a whole number of vectors, x (or a and g) on 16
- * bytes, an eighth of a row within 32 x 8 vectors a lane; and at most
- * 32768 units (beyond that, as a long LM head, kiln_gemv1 is measured). */
+/* Whether kiln_gemv1k can do p (variant: 0 plain, 1 norm + pair, 2 norm +
+ * RoPE epilogue), and with which kernel (*fn) and how many blocks (*grid).
+ * It needs every row on 16 bytes, K a whole number of vectors, x (or a and
+ * g) on 16 bytes, an eighth of a row within 32 x U vectors a lane (U = 8 at
+ * most, 4 for the fused variants); and at most 32768 units (beyond that,
+ * as a long LM head, kiln_gemv1 is what was measured). */
 static bool gemv1_split(const kiln_cuda_device *cd, const kc_gemv1_params *p,
                         int slot, int variant, CUfunction *fn, int64_t *grid) {
   if (!cd->splitk) return false;
   const int esize = slot == 0 ? 4 : 2, V = 16 / esize;
-  const int64_t units = p->rows;
+  const int64_t units = variant == 2 ? p->rows / 2 : p->rows;
   if (p->K <= 0 || p->K % V || p->K > INT_MAX / 2 || units > 32768 || !p->xvec)
     return false;
   for (int i = 0; i < p->nseg; i++)
@@ -378,14 +378,16 @@ static bool gemv1_split(const kiln_cuda_device *cd, const kc_gemv1_params *p,
   int ui = 0;
   while (ui < 4 && 32 * (1 << ui) < per) ui++;
   if (ui == 4 || !cd->gemv1k[slot][variant][ui]) return false;
-  const int U = 1 << ui, nr = variant == 1 ? 2 : 1;
+  /* Units a block takes at once: gemv1k_rb in kernels.cu. */
+  const int U = 1 << ui, nr = variant ? 2 : 1;
   const int rb = U == 1 ? 4 : U == 2 ? 2 : (U == 4 && nr == 1) ? 2 : 1;
   *fn = cd->gemv1k[slot][variant][ui];
   *grid = cdiv(units, rb);
-  /* With the RMSNORM prologue each block sums all of a: at most 6 blocks
-   * an SM (bench/floor/: gate/up 20.1 us against 21.2 uncapped and 22.8 at
-   * 3). */
-  if (variant == 1) *grid = min64(*grid, 6 * (int64_t)cd->sm_count);
+  /* RMSNORM + gate/up: every block sums all of a, and requests its next
+   * step's weights early; at most 2 blocks an SM (bench/floor/: a 1B
+   * gate/up 18.6 us against 20.5 at 3 and 20.0 at 6 without the early
+   * request). */
+  if (variant == 1) *grid = min64(*grid, 2 * (int64_t)cd->sm_count);
   return true;
 }
 
@@ -423,7 +425,10 @@ static kiln_status launch_gemv1(kiln_cuda_device *cd, const gemv1_group *g) {
     p.x_early = cd->x_early && !overlap(&g->norm->c, &g->norm->a) &&
                 !overlap(&g->norm->c, &g->norm->b);
   const int slot = dtype_slot(g0->a.dtype);
-  const int sv = !g->norm && !g->swiglu ? 0 : g->norm && g->swiglu && !g->rope ? 1 : -1;
+  const int sv = !g->norm && !g->swiglu && !g->rope ? 0
+                 : g->norm && g->swiglu && !g->rope   ? 1
+                 : g->norm && g->rope && !g->swiglu   ? 2
+                                                      : -1;
   CUfunction kfn;
   int64_t kgrid;
   if (sv >= 0 && gemv1_split(cd, &p, slot, sv, &kfn, &kgrid)) {
@@ -750,6 +755,12 @@ static kiln_status launch_attention(kiln_cuda_device *cd, const kiln_dop *op) {
     p.splits = 1;
     return launch(cd, 110 + kslot, cd->attn_tile[kslot][dpl], cdiv(T, KC_AT_Q),
                   Hq, 1, 256, &p);
+  }
+  /* Decode: a cluster of blocks per (query, head), merged on chip. */
+  if (cd->dec_attention) {
+    p.splits = KC_AD_SPLITS;
+    return launch(cd, 130 + kslot, cd->attn_dec[kslot][dpl], KC_AD_SPLITS, Hq,
+                  T, 256, &p);
   }
   /* Split the cache across blocks until the GPU has ~attn_blocks per SM, in
    * chunks of at least attn_min_keys, as far as the scratch allows. Shapes only:

@@ -16,6 +16,7 @@
 // precise expf/sincosf, no fast-math), so results follow the cpu
 // reference to rounding; f16/bf16 are converted on load and rounded to
 // nearest even on store.
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
@@ -861,10 +862,14 @@ __device__ __forceinline__ void gemv1_use(const kc_gemv1_params &p,
 // head (the PAIR loop), then stores them as the ROPE op (rotated, for q and
 // k) and the COPY of k and v into the cache row after it would. v[0], v[1]:
 // the two rows' GEMV values.
+__device__ __forceinline__ float rope_inv_freq(const kc_gemv1_params &p, int64_t n) {
+  return ((const float *)p.rope.rope.inv_freq)[n % p.rope.rope.D];
+}
+// ifreq: rope_inv_freq(p, n), which a caller may have loaded early.
 __device__ __forceinline__ void gemv1_rope_store(const kc_gemv1_params &p,
                                                  int64_t n, const float *v,
                                                  float pos, int64_t cache_row,
-                                                 bool cache_ok) {
+                                                 bool cache_ok, float ifreq) {
   const kc_rope_params &r = p.rope.rope;
   const kc_copy_params &c = p.rope.copy;
   const int64_t D = r.D, half = D / 2, head = n / D, d = n % D;
@@ -872,7 +877,7 @@ __device__ __forceinline__ void gemv1_rope_store(const kc_gemv1_params &p,
   const bool to_cache = cache_ok && ch >= 0 && ch < c.a.shape[1];
   const int64_t bo = cache_row * c.b.stride[0] + ch * c.b.stride[1];
   float y0 = v[0], y1 = v[1];
-  if (head < r.H) rope_pair(pos, ((const float *)r.inv_freq)[d], v[0], v[1], y0, y1);
+  if (head < r.H) rope_pair(pos, ifreq, v[0], v[1], y0, y1);
   float *y = (float *)p.seg[0].y;     // q, k and v lie back to back
   y[n] = y0;
   y[n + half] = y1;
@@ -1035,7 +1040,8 @@ __device__ __forceinline__ void gemv1(const kc_gemv1_params &p) {
         if (p.seg[s].beta != 0.0f)
           v[r] += p.seg[s].beta * ((float *)p.seg[s].y)[nl + r * half];
       }
-      gemv1_rope_store(p, row0, v, rope_pos, cache_row, cache_ok);
+      gemv1_rope_store(p, row0, v, rope_pos, cache_row, cache_ok,
+                       rope_inv_freq(p, row0));
     } else if (PAIR) {
       float *y0 = (float *)p.seg[0].y + n, *y1 = (float *)p.seg[1].y + n;
       float gt = p.seg[0].alpha * acc[0], up = p.seg[1].alpha * acc[NR - 1];
@@ -1128,21 +1134,23 @@ struct gemv1k_unit {
   }
 };
 
-// x = a * inv * g over all of K (K % 4 == 0, a and g 16-byte aligned), by
-// the block: gemv1k's RMSNORM output.
-__device__ __forceinline__ void rmsnorm_store(const kc_gemv1_params &p, float inv) {
-  const float4 *a4 = (const float4 *)p.a, *g4 = (const float4 *)p.g;
+// Stores a lane's columns of x (gemv1k's RMSNORM output: the 8 warps of a
+// block hold all of K between them).
+template <int U, int V>
+__device__ __forceinline__ void xr_store(const kc_gemv1_params &p,
+                                         const float (&xr)[U][V],
+                                         const int (&col)[U], const bool (&ok)[U]) {
   float *x = (float *)p.x;
-  for (int64_t j = threadIdx.x; j < p.K / 4; j += blockDim.x) {
-    const float4 v = a4[j], g = __ldg(g4 + j);
-    x[4 * j] = v.x * inv * g.x;
-    x[4 * j + 1] = v.y * inv * g.y;
-    x[4 * j + 2] = v.z * inv * g.z;
-    x[4 * j + 3] = v.w * inv * g.w;
-  }
+#pragma unroll
+  for (int u = 0; u < U; u++)
+    if (ok[u])
+#pragma unroll
+      for (int i = 0; i < V; i++) x[(int64_t)col[u] * V + i] = xr[u][i];
 }
 
-template <int DT, int PRO, bool PAIR, bool ROPE, int U, int RB>
+// PF: a block that takes several steps of RB units requests the next
+// step's weights before it uses this step's.
+template <int DT, int PRO, bool PAIR, bool ROPE, int U, int RB, bool PF = false>
 __device__ __forceinline__ void gemv1k(const kc_gemv1_params &p) {
   constexpr int V = wvec<DT>::N;
   constexpr int esize = DT == KC_F32 ? 4 : 2;
@@ -1180,11 +1188,39 @@ __device__ __forceinline__ void gemv1k(const kc_gemv1_params &p) {
   int64_t u0 = (int64_t)blockIdx.x * RB;
   uint4 wv[RB][NR][U];
   load(u0, wv);
-  // This lane's columns of x.
-  float xr[U][V];
+  // The RoPE epilogue's positions, requested as early as the weights.
+  const kc_copy_params &cp = p.rope.copy;
+  int64_t cache_row = 0;
+  float rope_pos = 0.0f;
+  if (ROPE) {
+    rope_pos = (float)(p.rope.rope.index ? read_index(p.rope.rope.index)
+                                         : p.rope.rope.pos);
+    cache_row = read_index(cp.index);
+  }
+  // This lane's columns of x; with the RMSNORM prologue, its columns of a
+  // (and of g, where registers allow) are requested with the weights,
+  // before the sum of squares over all of a that the scale waits for.
+  constexpr bool GEARLY = U <= 2;
+  float xr[U][V], gr[GEARLY ? U : 1][V];
   float inv = 0.0f;
   if (PRO == KC_PRO_RMSNORM) {   // as kiln_rmsnorm: a * (1 / sqrt(mean(a^2) + eps)) * g
     const float4 *a4 = (const float4 *)p.a, *g4 = (const float4 *)p.g;
+#pragma unroll
+    for (int u = 0; u < U; u++)
+#pragma unroll
+      for (int q = 0; q < V / 4; q++) {
+        float4 v = make_float4(0, 0, 0, 0), g = v;
+        if (ok[u]) {
+          v = a4[col[u] * (V / 4) + q];
+          if (GEARLY) g = __ldg(g4 + col[u] * (V / 4) + q);
+        }
+        xr[u][4 * q] = v.x, xr[u][4 * q + 1] = v.y;
+        xr[u][4 * q + 2] = v.z, xr[u][4 * q + 3] = v.w;
+        if (GEARLY) {
+          gr[GEARLY ? u : 0][4 * q] = g.x, gr[GEARLY ? u : 0][4 * q + 1] = g.y;
+          gr[GEARLY ? u : 0][4 * q + 2] = g.z, gr[GEARLY ? u : 0][4 * q + 3] = g.w;
+        }
+      }
     float ss = 0.0f;
     for (int64_t j = threadIdx.x; j < p.K / 4; j += blockDim.x) {
       const float4 v = a4[j];
@@ -1192,18 +1228,23 @@ __device__ __forceinline__ void gemv1k(const kc_gemv1_params &p) {
     }
     ss = block_sum(ss, red);
     inv = 1.0f / sqrtf(ss / (float)p.K + p.eps);
-    if (p.x_early && blockIdx.x == 0) rmsnorm_store(p, inv);
 #pragma unroll
     for (int u = 0; u < U; u++)
 #pragma unroll
       for (int q = 0; q < V / 4; q++) {
-        float4 v = make_float4(0, 0, 0, 0), g = v;
-        if (ok[u]) v = a4[col[u] * (V / 4) + q], g = __ldg(g4 + col[u] * (V / 4) + q);
-        xr[u][4 * q] = v.x * inv * g.x;
-        xr[u][4 * q + 1] = v.y * inv * g.y;
-        xr[u][4 * q + 2] = v.z * inv * g.z;
-        xr[u][4 * q + 3] = v.w * inv * g.w;
+        float4 g = make_float4(0, 0, 0, 0);
+        if (GEARLY)
+          g = make_float4(gr[GEARLY ? u : 0][4 * q], gr[GEARLY ? u : 0][4 * q + 1],
+                          gr[GEARLY ? u : 0][4 * q + 2], gr[GEARLY ? u : 0][4 * q + 3]);
+        else if (ok[u])
+          g = __ldg(g4 + col[u] * (V / 4) + q);
+        xr[u][4 * q] = xr[u][4 * q] * inv * g.x;
+        xr[u][4 * q + 1] = xr[u][4 * q + 1] * inv * g.y;
+        xr[u][4 * q + 2] = xr[u][4 * q + 2] * inv * g.z;
+        xr[u][4 * q + 3] = xr[u][4 * q + 3] * inv * g.w;
       }
+    // The RMSNORM op's output: a block's lanes hold all of it.
+    if (p.x_early && blockIdx.x == 0) xr_store(p, xr, col, ok);
   } else {
     const float4 *x4 = (const float4 *)p.x;
 #pragma unroll
@@ -1217,20 +1258,25 @@ __device__ __forceinline__ void gemv1k(const kc_gemv1_params &p) {
         xr[u][4 * q + 3] = v.w;
       }
   }
-  const kc_copy_params &cp = p.rope.copy;
-  int64_t cache_row = 0;
   bool cache_ok = false;
-  float rope_pos = 0.0f;
   if (ROPE) {
-    rope_pos = (float)(p.rope.rope.index ? read_index(p.rope.rope.index)
-                                         : p.rope.rope.pos);
-    cache_row = read_index(cp.index);
     cache_ok = cache_row >= 0 && cache_row <= cp.b.shape[0] - 1;
     if (!cache_ok && blockIdx.x == 0 && threadIdx.x == 0)
       report(cp.err, KC_ERR_COPY_ROW, 0, cache_row, cp.b.shape[0], 1);
   }
-  for (; u0 < units; u0 += (int64_t)gridDim.x * RB) {
-    if (u0 != (int64_t)blockIdx.x * RB) load(u0, wv);
+  const int64_t ustep = (int64_t)gridDim.x * RB;
+  for (; u0 < units; u0 += ustep) {
+    uint4 nx[RB][NR][U];   // PF only (otherwise never used)
+    if (PF && u0 + ustep < units) load(u0 + ustep, nx);
+    // What the epilogue thread reads besides the sums, requested before it
+    // waits on them: RoPE's inverse frequency, a plain GEMV's y (beta).
+    float ifreq = 0.0f, y_old = 0.0f;
+    if (threadIdx.x < RB && u0 + threadIdx.x < units) {
+      const unit_t un(p, u0 + threadIdx.x, half);
+      if (ROPE) ifreq = rope_inv_freq(p, un.row0);
+      if (!ROPE && !PAIR && p.seg[un.s].beta != 0.0f)
+        y_old = ((const float *)p.seg[un.s].y)[un.nl];
+    }
 #pragma unroll
     for (int b = 0; b < RB; b++)
 #pragma unroll
@@ -1266,7 +1312,7 @@ __device__ __forceinline__ void gemv1k(const kc_gemv1_params &p) {
           if (p.seg[s].beta != 0.0f)
             v[r] += p.seg[s].beta * ((float *)p.seg[s].y)[un.nl + r * half];
         }
-        gemv1_rope_store(p, un.row0, v, rope_pos, cache_row, cache_ok);
+        gemv1_rope_store(p, un.row0, v, rope_pos, cache_row, cache_ok, ifreq);
       } else if (PAIR) {
         float *y0 = (float *)p.seg[0].y + n, *y1 = (float *)p.seg[1].y + n;
         float gt = p.seg[0].alpha * acc[0], up = p.seg[1].alpha * acc[NR - 1];
@@ -1276,13 +1322,24 @@ __device__ __forceinline__ void gemv1k(const kc_gemv1_params &p) {
         if (p.act != p.seg[0].y) *y0 = gt;
         ((float *)p.act)[n] = silu(gt) * up;
       } else {
-        float *y = (float *)p.seg[s].y + un.nl;
         float v = p.seg[s].alpha * acc[0];
-        if (p.seg[s].beta != 0.0f) v += p.seg[s].beta * *y;
-        *y = v;
+        if (p.seg[s].beta != 0.0f) v += p.seg[s].beta * y_old;
+        ((float *)p.seg[s].y)[un.nl] = v;
       }
     }
     __syncthreads();
+    if (u0 + ustep < units) {
+      if (PF) {
+#pragma unroll
+        for (int b = 0; b < RB; b++)
+#pragma unroll
+          for (int r = 0; r < NR; r++)
+#pragma unroll
+            for (int u = 0; u < U; u++) wv[b][r][u] = nx[b][r][u];
+      } else {
+        load(u0 + ustep, wv);
+      }
+    }
   }
   if (PRO == KC_PRO_RMSNORM && !p.x_early) {
     // The RMSNORM op's output in place, stored by the last block to
@@ -1293,7 +1350,7 @@ __device__ __forceinline__ void gemv1k(const kc_gemv1_params &p) {
     }
     __syncthreads();
     if (last) {
-      rmsnorm_store(p, inv);
+      xr_store(p, xr, col, ok);
       if (threadIdx.x == 0) *(volatile int *)p.counter = 0;
     }
   }
@@ -1304,9 +1361,15 @@ template <int U, int NR>
 struct gemv1k_rb {
   static constexpr int v = U == 1 ? 4 : U == 2 ? 2 : (U == 4 && NR == 1) ? 2 : 1;
 };
-#define KC_GEMV1K_KERNEL(NAME, DT, PRO, PAIR, ROPE, U)                       \
-  KC_GLOBAL void __launch_bounds__(256, 2) NAME(kc_gemv1_params p) {         \
-    gemv1k<DT, PRO, PAIR, ROPE, U, gemv1k_rb<U, (PAIR || ROPE) ? 2 : 1>::v>(p); \
+// Registers capped for 3 blocks an SM (24 warps) where the loads and x fit
+// without spilling (down's U = 4: 10.5 us against 12.0 at 2), else 2 (U = 8,
+// gate/up with the next step's weights in flight, RoPE from U = 2).
+#define KC_GEMV1K_MINB(PAIR, ROPE, U) ((U) == 8 || (PAIR) || ((ROPE) && (U) >= 2) ? 2 : 3)
+#define KC_GEMV1K_KERNEL(NAME, DT, PRO, PAIR, ROPE, U)                        \
+  KC_GLOBAL void __launch_bounds__(256, KC_GEMV1K_MINB(PAIR, ROPE, U))        \
+      NAME(kc_gemv1_params p) {                                               \
+    gemv1k<DT, PRO, PAIR, ROPE, U, gemv1k_rb<U, (PAIR || ROPE) ? 2 : 1>::v,   \
+           PRO == KC_PRO_RMSNORM && PAIR>(p);                                 \
   }
 // The variants cuda_launch.c uses (measured faster than kiln_gemv1 on a 1B
 // layer's matrices): plain (o, down) and RMSNORM + pair (gate, up); the
@@ -1319,7 +1382,10 @@ struct gemv1k_rb {
   KC_GEMV1K_KERNEL(kiln_gemv1k_##TAG##_u8, DT, KC_PRO_NONE, false, false, 8)        \
   KC_GEMV1K_KERNEL(kiln_gemv1k_##TAG##_norm_pair_u1, DT, KC_PRO_RMSNORM, true, false, 1) \
   KC_GEMV1K_KERNEL(kiln_gemv1k_##TAG##_norm_pair_u2, DT, KC_PRO_RMSNORM, true, false, 2) \
-  KC_GEMV1K_KERNEL(kiln_gemv1k_##TAG##_norm_pair_u4, DT, KC_PRO_RMSNORM, true, false, 4)
+  KC_GEMV1K_KERNEL(kiln_gemv1k_##TAG##_norm_pair_u4, DT, KC_PRO_RMSNORM, true, false, 4) \
+  KC_GEMV1K_KERNEL(kiln_gemv1k_##TAG##_norm_rope_u1, DT, KC_PRO_RMSNORM, false, true, 1) \
+  KC_GEMV1K_KERNEL(kiln_gemv1k_##TAG##_norm_rope_u2, DT, KC_PRO_RMSNORM, false, true, 2) \
+  KC_GEMV1K_KERNEL(kiln_gemv1k_##TAG##_norm_rope_u4, DT, KC_PRO_RMSNORM, false, true, 4)
 KC_GEMV1K(f32, KC_F32)
 KC_GEMV1K(f16, KC_F16)
 KC_GEMV1K(bf16, KC_BF16)
@@ -1534,6 +1600,142 @@ __device__ __forceinline__ void attn_impl(const kc_attn_params &p) {
       attn_combine_one(p, h, t);
     }
   }
+}
+
+// Decode attention (fewer than KC_AT_Q queries): the keys in use are
+// shared among a cluster of KC_AD_SPLITS blocks per (query, head); a warp
+// loads B consecutive keys at once (all their loads in flight together)
+// and takes them into its online softmax as one step; a block merges its
+// warps in shared memory, and the blocks merge one another's results
+// through distributed shared memory, each storing a share of the dims. No partials in global memory, no
+// counters, no second pass: attn_impl's splits cost a trip through L2, a
+// fence and an atomic per (query, head), and its warps took two keys a
+// step (bench/floor/layer_chain.cu: a 1B layer's attention at 384 keys
+// 8.7 -> see docs/llm.md). Keys are taken in order within a warp, warps
+// and blocks merged in order: results do not depend on timing.
+template <int KT, int DPL>
+__device__ __forceinline__ void attn_dec_impl(const kc_attn_params &p) {
+  constexpr int NW = 8, B = DPL <= 2 ? 8 : 16 / DPL;
+  __shared__ float wm[NW], wl[NW], wacc[NW][DPL * 32];
+  __shared__ float bm, bl, bacc[DPL * 32];
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t T = p.q.shape[0], D = p.q.shape[2];
+  const int64_t Hq = p.q.shape[1], Hkv = p.k.shape[1];
+  const int split = (int)cluster.block_rank();
+  const int64_t h = blockIdx.y, t = blockIdx.z;
+  // q first: its loads need not wait for the position's.
+  const float *q = (const float *)p.q.addr + t * p.q.stride[0] + h * p.q.stride[1];
+  float qr[DPL], acc[DPL];
+#pragma unroll
+  for (int i = 0; i < DPL; i++) {
+    const int64_t d = lane + 32 * i;
+    qr[i] = d < D ? q[d] * p.scale : 0.0f;
+    acc[i] = 0.0f;
+  }
+  int64_t pos0;
+  // Every block of a cluster sees the same position: all return or none.
+  if (!attn_pos_checked(p, blockIdx.x == 0 && h == 0 && t == 0, &pos0)) return;
+  const int64_t n_keys = pos0 + t + 1, hk = h / (Hq / Hkv);
+  const int64_t chunk = (pos0 + T + KC_AD_SPLITS - 1) / KC_AD_SPLITS;
+  const int64_t s_begin = split * chunk;
+  const int64_t s_end = s_begin + chunk < n_keys ? s_begin + chunk : n_keys;
+  const size_t ksz = KT == KC_F32 ? 4 : 2;
+  float m = -INFINITY, l = 0.0f;
+  for (int64_t j0 = s_begin + (int64_t)warp * B; j0 < s_end; j0 += (int64_t)NW * B) {
+    float kr[B][DPL], vr[B][DPL];
+#pragma unroll
+    for (int b = 0; b < B; b++) {
+      const int64_t j = j0 + b < s_end ? j0 + b : j0;
+      const char *kb = (const char *)p.k.addr +
+                       (j * p.k.stride[0] + hk * p.k.stride[1]) * ksz;
+      const char *vb = (const char *)p.v.addr +
+                       (j * p.v.stride[0] + hk * p.v.stride[1]) * ksz;
+#pragma unroll
+      for (int i = 0; i < DPL; i++) {
+        const int64_t d = lane + 32 * i;
+        kr[b][i] = d < D ? load_kv<KT>(kb, d) : 0.0f;
+        vr[b][i] = d < D ? load_kv<KT>(vb, d) : 0.0f;
+      }
+    }
+    float dot[B];
+#pragma unroll
+    for (int b = 0; b < B; b++) {
+      dot[b] = 0.0f;
+#pragma unroll
+      for (int i = 0; i < DPL; i++) dot[b] += qr[i] * kr[b][i];
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+      for (int b = 0; b < B; b++) dot[b] += __shfl_xor_sync(0xffffffffu, dot[b], o);
+    float mb = m;
+#pragma unroll
+    for (int b = 0; b < B; b++)
+      if (j0 + b < s_end) mb = fmaxf(mb, dot[b]);
+    const float corr = m == -INFINITY ? 0.0f : expf(m - mb);
+    l *= corr;
+#pragma unroll
+    for (int i = 0; i < DPL; i++) acc[i] *= corr;
+#pragma unroll
+    for (int b = 0; b < B; b++)
+      if (j0 + b < s_end) {
+        const float pe = expf(dot[b] - mb);
+        l += pe;
+#pragma unroll
+        for (int i = 0; i < DPL; i++) acc[i] += pe * vr[b][i];
+      }
+    m = mb;
+  }
+  if (lane == 0) {
+    wm[warp] = m;
+    wl[warp] = l;
+  }
+#pragma unroll
+  for (int i = 0; i < DPL; i++) wacc[warp][lane + 32 * i] = acc[i];
+  __syncthreads();
+  float mx = -INFINITY;
+#pragma unroll
+  for (int w = 0; w < NW; w++) mx = fmaxf(mx, wm[w]);
+  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+    float a = 0.0f;
+#pragma unroll
+    for (int w = 0; w < NW; w++)
+      if (wm[w] != -INFINITY) a += wacc[w][d] * expf(wm[w] - mx);
+    bacc[d] = a;
+  }
+  if (threadIdx.x == 0) {
+    float L = 0.0f;
+#pragma unroll
+    for (int w = 0; w < NW; w++)
+      if (wm[w] != -INFINITY) L += wl[w] * expf(wm[w] - mx);
+    bm = mx;
+    bl = L;
+  }
+  cluster.sync();   // every block's (bm, bl, bacc) is ready
+  // Block r of the cluster merges dims r, r + KC_AD_SPLITS, ... of all the
+  // blocks' partials (reading their shared memory) and stores them.
+  for (int64_t d = split + (int64_t)threadIdx.x * KC_AD_SPLITS; d < D;
+       d += (int64_t)blockDim.x * KC_AD_SPLITS) {
+    float cm[KC_AD_SPLITS], cw[KC_AD_SPLITS];
+    float M = -INFINITY;
+#pragma unroll
+    for (int r = 0; r < KC_AD_SPLITS; r++) {
+      cm[r] = *cluster.map_shared_rank(&bm, r);
+      M = fmaxf(M, cm[r]);
+    }
+    float L = 0.0f, a = 0.0f;
+#pragma unroll
+    for (int r = 0; r < KC_AD_SPLITS; r++) {
+      cw[r] = cm[r] == -INFINITY ? 0.0f : expf(cm[r] - M);
+      L += *cluster.map_shared_rank(&bl, r) * cw[r];
+      a += cluster.map_shared_rank(bacc, r)[d] * cw[r];
+    }
+    float *o = (float *)p.o.addr + t * p.o.stride[0] + h * p.o.stride[1];
+    o[d] = a / L;
+  }
+  cluster.sync();   // no block leaves while another reads its shared memory
 }
 
 // Merges the splits' partial results of query t, head h (the block's
@@ -1869,7 +2071,11 @@ KC_ATTN_FLASH(f16, KC_F16, 128)
 KC_ATTN_FLASH(bf16, KC_BF16, 64)
 KC_ATTN_FLASH(bf16, KC_BF16, 128)
 
-#define KC_ATTN(TAG, KT, DPL) KC_ATTN_ENTRY(attn, attn_impl, TAG, KT, DPL)
+#define KC_ATTN(TAG, KT, DPL) KC_ATTN_ENTRY(attn, attn_impl, TAG, KT, DPL)  \
+  KC_GLOBAL void __launch_bounds__(256) __cluster_dims__(KC_AD_SPLITS, 1, 1) \
+      kiln_attn_dec_##TAG##_##DPL(kc_attn_params p) {                     \
+    attn_dec_impl<KT, DPL>(p);                                            \
+  }
 #define KC_ATTN_ALL(TAG, KT) \
   KC_ATTN(TAG, KT, 1)        \
   KC_ATTN(TAG, KT, 2)        \

@@ -199,6 +199,10 @@ typedef struct kc_tiled_params {
  * head) merges them, counting in counters (an int per (t, h), 0 between
  * launches); without counters kiln_attn_combine merges them. */
 enum { KC_ATTN_MAX_SPLITS = 1024 };
+/* kiln_attn_dec_* (decode, fewer than KC_AT_Q queries): grid
+ * (KC_AD_SPLITS, Hq, T) in clusters of KC_AD_SPLITS blocks, 256 threads;
+ * splits and counters unused. */
+enum { KC_AD_SPLITS = 8 };
 /* kiln_attn_tile_* (prefill, D <= 128): grid (ceil(T / KC_AT_Q), Hq),
  * 256 threads; keys in tiles of KC_AT_K. */
 enum { KC_AT_Q = 16, KC_AT_K = 32 };
