@@ -63,6 +63,7 @@ struct kernels {
   bool x_early;   // RMSNORM outputs stored by block 0 (kc_gemv1_params)
   int norm_cap;   // kiln_gemv1k with RMSNORM: at most this many blocks an SM (0: no cap)
   bool attn_dec;  // attn is kiln_attn_dec (clusters)
+  int attn_splits;   // its cluster size (0: KC_AD_SPLITS)
 };
 static const kernels *g_k;
 static int norm_cap_of() { return g_k ? g_k->norm_cap : 0; }
@@ -219,8 +220,8 @@ static void step(cudaStream_t s, const kernels &k, int set, unsigned ops = OP_AL
       lc.gridDim = dim3(SPLITS, NQ, 1);
       lc.blockDim = dim3(128);
       if (k.attn_dec) {   // kiln_attn_dec: clusters of KC_AD_SPLITS
-        p.splits = KC_AD_SPLITS;
-        lc.gridDim = dim3(KC_AD_SPLITS, NQ, 1);
+        p.splits = k.attn_splits ? k.attn_splits : KC_AD_SPLITS;
+        lc.gridDim = dim3(p.splits, NQ, 1);
         lc.blockDim = dim3(256);
       }
       lc.stream = s;
@@ -369,10 +370,6 @@ int main(int argc, char **argv) {
                 cur::kiln_gemv1k_bf16_u1, cur::kiln_gemv1k_bf16_norm_pair_u1,
                 cur::kiln_gemv1k_bf16_u4, cur::kiln_gemv1_bf16_norm,
                 cur::kiln_attn_dec_f32_2, false, 4, 4, 4, 2, true, 2, true});
-  ks.push_back({"splitk, attn_dec; qkv gemv1k; gu cap 3", cur::kiln_gemv1k_bf16_norm_rope_u1,
-                cur::kiln_gemv1k_bf16_u1, cur::kiln_gemv1k_bf16_norm_pair_u1,
-                cur::kiln_gemv1k_bf16_u4, cur::kiln_gemv1_bf16_norm,
-                cur::kiln_attn_dec_f32_2, false, 4, 4, 4, 2, true, 3, true});
   cudaStream_t st;
   CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
   // Bit-for-bit check: one step of each variant from the same state.

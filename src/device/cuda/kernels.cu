@@ -862,14 +862,10 @@ __device__ __forceinline__ void gemv1_use(const kc_gemv1_params &p,
 // head (the PAIR loop), then stores them as the ROPE op (rotated, for q and
 // k) and the COPY of k and v into the cache row after it would. v[0], v[1]:
 // the two rows' GEMV values.
-__device__ __forceinline__ float rope_inv_freq(const kc_gemv1_params &p, int64_t n) {
-  return ((const float *)p.rope.rope.inv_freq)[n % p.rope.rope.D];
-}
-// ifreq: rope_inv_freq(p, n), which a caller may have loaded early.
 __device__ __forceinline__ void gemv1_rope_store(const kc_gemv1_params &p,
                                                  int64_t n, const float *v,
                                                  float pos, int64_t cache_row,
-                                                 bool cache_ok, float ifreq) {
+                                                 bool cache_ok) {
   const kc_rope_params &r = p.rope.rope;
   const kc_copy_params &c = p.rope.copy;
   const int64_t D = r.D, half = D / 2, head = n / D, d = n % D;
@@ -877,7 +873,7 @@ __device__ __forceinline__ void gemv1_rope_store(const kc_gemv1_params &p,
   const bool to_cache = cache_ok && ch >= 0 && ch < c.a.shape[1];
   const int64_t bo = cache_row * c.b.stride[0] + ch * c.b.stride[1];
   float y0 = v[0], y1 = v[1];
-  if (head < r.H) rope_pair(pos, ifreq, v[0], v[1], y0, y1);
+  if (head < r.H) rope_pair(pos, ((const float *)r.inv_freq)[d], v[0], v[1], y0, y1);
   float *y = (float *)p.seg[0].y;     // q, k and v lie back to back
   y[n] = y0;
   y[n + half] = y1;
@@ -1040,8 +1036,7 @@ __device__ __forceinline__ void gemv1(const kc_gemv1_params &p) {
         if (p.seg[s].beta != 0.0f)
           v[r] += p.seg[s].beta * ((float *)p.seg[s].y)[nl + r * half];
       }
-      gemv1_rope_store(p, row0, v, rope_pos, cache_row, cache_ok,
-                       rope_inv_freq(p, row0));
+      gemv1_rope_store(p, row0, v, rope_pos, cache_row, cache_ok);
     } else if (PAIR) {
       float *y0 = (float *)p.seg[0].y + n, *y1 = (float *)p.seg[1].y + n;
       float gt = p.seg[0].alpha * acc[0], up = p.seg[1].alpha * acc[NR - 1];
@@ -1100,8 +1095,9 @@ KC_GEMV1(bf16, KC_BF16)
 // every load a lane makes is issued before the first is used, and a
 // 2048-row matrix occupies 8 times the warps of one warp a row: enough
 // requests in flight to keep the memory busy, which one warp a row on a
-// 1B model's matrices is not (bench/floor/layer_chain.cu: o 5.1 -> 4.2 us,
-// down 14.1 -> 11.2 us). A lane keeps its columns of x in registers. With
+// 1B model's matrices is not (bench/floor/layer_chain.cu, a 1B layer: o
+// 5.3 -> 4.2 us, down 14.3 -> 9.5, RMSNORM + gate/up 21.6 -> 19.0, RMSNORM
+// + q, k, v + RoPE 9.3 -> 7.7). A lane keeps its columns of x in registers. With
 // the RMSNORM prologue a block sums the squares of all of a while its
 // first weights are in flight, then scales only its lanes' columns. The
 // 8 partial sums of a row are added in warp order by one thread: the order
@@ -1134,8 +1130,23 @@ struct gemv1k_unit {
   }
 };
 
-// Stores a lane's columns of x (gemv1k's RMSNORM output: the 8 warps of a
-// block hold all of K between them).
+// x = a * inv * g over all of K (K % 4 == 0, a and g 16-byte aligned), by
+// the block: gemv1k's RMSNORM output.
+__device__ __forceinline__ void rmsnorm_store(const kc_gemv1_params &p, float inv) {
+  const float4 *a4 = (const float4 *)p.a, *g4 = (const float4 *)p.g;
+  float *x = (float *)p.x;
+  for (int64_t j = threadIdx.x; j < p.K / 4; j += blockDim.x) {
+    const float4 v = a4[j], g = __ldg(g4 + j);
+    x[4 * j] = v.x * inv * g.x;
+    x[4 * j + 1] = v.y * inv * g.y;
+    x[4 * j + 2] = v.z * inv * g.z;
+    x[4 * j + 3] = v.w * inv * g.w;
+  }
+}
+
+// Stores a lane's columns of x (gemv1k's RMSNORM output in place, by the
+// last block: a may be overwritten now; the 8 warps of a block hold all of
+// K between them).
 template <int U, int V>
 __device__ __forceinline__ void xr_store(const kc_gemv1_params &p,
                                          const float (&xr)[U][V],
@@ -1228,6 +1239,10 @@ __device__ __forceinline__ void gemv1k(const kc_gemv1_params &p) {
     }
     ss = block_sum(ss, red);
     inv = 1.0f / sqrtf(ss / (float)p.K + p.eps);
+    // The RMSNORM op's output, by block 0 as soon as it has the scale
+    // (storing it from the lanes' registers after scaling instead, as the
+    // last block does in place, measured 0.3 us slower on a 1B q, k, v).
+    if (p.x_early && blockIdx.x == 0) rmsnorm_store(p, inv);
 #pragma unroll
     for (int u = 0; u < U; u++)
 #pragma unroll
@@ -1243,8 +1258,6 @@ __device__ __forceinline__ void gemv1k(const kc_gemv1_params &p) {
         xr[u][4 * q + 2] = xr[u][4 * q + 2] * inv * g.z;
         xr[u][4 * q + 3] = xr[u][4 * q + 3] * inv * g.w;
       }
-    // The RMSNORM op's output: a block's lanes hold all of it.
-    if (p.x_early && blockIdx.x == 0) xr_store(p, xr, col, ok);
   } else {
     const float4 *x4 = (const float4 *)p.x;
 #pragma unroll
@@ -1268,14 +1281,13 @@ __device__ __forceinline__ void gemv1k(const kc_gemv1_params &p) {
   for (; u0 < units; u0 += ustep) {
     uint4 nx[RB][NR][U];   // PF only (otherwise never used)
     if (PF && u0 + ustep < units) load(u0 + ustep, nx);
-    // What the epilogue thread reads besides the sums, requested before it
-    // waits on them: RoPE's inverse frequency, a plain GEMV's y (beta).
-    float ifreq = 0.0f, y_old = 0.0f;
-    if (threadIdx.x < RB && u0 + threadIdx.x < units) {
+    // A plain GEMV's y (beta), which the epilogue thread reads besides the
+    // sums, requested before it waits on them (a 1B down projection 10.5 ->
+    // 9.5 us). Asking for RoPE's inverse frequency early made no difference.
+    float y_old = 0.0f;
+    if (!ROPE && !PAIR && threadIdx.x < RB && u0 + threadIdx.x < units) {
       const unit_t un(p, u0 + threadIdx.x, half);
-      if (ROPE) ifreq = rope_inv_freq(p, un.row0);
-      if (!ROPE && !PAIR && p.seg[un.s].beta != 0.0f)
-        y_old = ((const float *)p.seg[un.s].y)[un.nl];
+      if (p.seg[un.s].beta != 0.0f) y_old = ((const float *)p.seg[un.s].y)[un.nl];
     }
 #pragma unroll
     for (int b = 0; b < RB; b++)
@@ -1312,7 +1324,7 @@ __device__ __forceinline__ void gemv1k(const kc_gemv1_params &p) {
           if (p.seg[s].beta != 0.0f)
             v[r] += p.seg[s].beta * ((float *)p.seg[s].y)[un.nl + r * half];
         }
-        gemv1_rope_store(p, un.row0, v, rope_pos, cache_row, cache_ok, ifreq);
+        gemv1_rope_store(p, un.row0, v, rope_pos, cache_row, cache_ok);
       } else if (PAIR) {
         float *y0 = (float *)p.seg[0].y + n, *y1 = (float *)p.seg[1].y + n;
         float gt = p.seg[0].alpha * acc[0], up = p.seg[1].alpha * acc[NR - 1];
@@ -1372,9 +1384,10 @@ struct gemv1k_rb {
            PRO == KC_PRO_RMSNORM && PAIR>(p);                                 \
   }
 // The variants cuda_launch.c uses (measured faster than kiln_gemv1 on a 1B
-// layer's matrices): plain (o, down) and RMSNORM + pair (gate, up); the
-// RoPE and plain-RMSNORM variants stayed slower (bench/floor/), and with
-// two rows a unit U = 8 does not fit in registers.
+// layer's matrices): plain (o, down), RMSNORM + pair (gate, up) and RMSNORM
+// + RoPE epilogue (q, k, v); with two rows a unit U = 8 does not fit in
+// registers (kiln_gemv1 does those). RMSNORM alone (the LM head's 128k
+// rows) stays with kiln_gemv1.
 #define KC_GEMV1K(TAG, DT)                                                          \
   KC_GEMV1K_KERNEL(kiln_gemv1k_##TAG##_u1, DT, KC_PRO_NONE, false, false, 1)        \
   KC_GEMV1K_KERNEL(kiln_gemv1k_##TAG##_u2, DT, KC_PRO_NONE, false, false, 2)        \
@@ -1606,12 +1619,12 @@ __device__ __forceinline__ void attn_impl(const kc_attn_params &p) {
 // shared among a cluster of KC_AD_SPLITS blocks per (query, head); a warp
 // loads B consecutive keys at once (all their loads in flight together)
 // and takes them into its online softmax as one step; a block merges its
-// warps in shared memory, and the blocks merge one another's results
-// through distributed shared memory, each storing a share of the dims. No partials in global memory, no
+// warps in shared memory, and block 0 of the cluster merges the blocks
+// through distributed shared memory. No partials in global memory, no
 // counters, no second pass: attn_impl's splits cost a trip through L2, a
 // fence and an atomic per (query, head), and its warps took two keys a
 // step (bench/floor/layer_chain.cu: a 1B layer's attention at 384 keys
-// 8.7 -> see docs/llm.md). Keys are taken in order within a warp, warps
+// 8.7 -> 6.3 us). Keys are taken in order within a warp, warps
 // and blocks merged in order: results do not depend on timing.
 template <int KT, int DPL>
 __device__ __forceinline__ void attn_dec_impl(const kc_attn_params &p) {
@@ -1714,10 +1727,9 @@ __device__ __forceinline__ void attn_dec_impl(const kc_attn_params &p) {
     bl = L;
   }
   cluster.sync();   // every block's (bm, bl, bacc) is ready
-  // Block r of the cluster merges dims r, r + KC_AD_SPLITS, ... of all the
-  // blocks' partials (reading their shared memory) and stores them.
-  for (int64_t d = split + (int64_t)threadIdx.x * KC_AD_SPLITS; d < D;
-       d += (int64_t)blockDim.x * KC_AD_SPLITS) {
+  // Block 0 merges (each block storing a share of the dims instead was
+  // slower: 7.2 us against 6.3 for a 1B layer, bench/floor/).
+  if (split == 0) {
     float cm[KC_AD_SPLITS], cw[KC_AD_SPLITS];
     float M = -INFINITY;
 #pragma unroll
@@ -1725,17 +1737,22 @@ __device__ __forceinline__ void attn_dec_impl(const kc_attn_params &p) {
       cm[r] = *cluster.map_shared_rank(&bm, r);
       M = fmaxf(M, cm[r]);
     }
-    float L = 0.0f, a = 0.0f;
+    float L = 0.0f;
 #pragma unroll
     for (int r = 0; r < KC_AD_SPLITS; r++) {
       cw[r] = cm[r] == -INFINITY ? 0.0f : expf(cm[r] - M);
       L += *cluster.map_shared_rank(&bl, r) * cw[r];
-      a += cluster.map_shared_rank(bacc, r)[d] * cw[r];
     }
     float *o = (float *)p.o.addr + t * p.o.stride[0] + h * p.o.stride[1];
-    o[d] = a / L;
+    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+      float a = 0.0f;
+#pragma unroll
+      for (int r = 0; r < KC_AD_SPLITS; r++)
+        if (cw[r] != 0.0f) a += cluster.map_shared_rank(bacc, r)[d] * cw[r];
+      o[d] = a / L;
+    }
   }
-  cluster.sync();   // no block leaves while another reads its shared memory
+  cluster.sync();   // block 0 is done reading the others' shared memory
 }
 
 // Merges the splits' partial results of query t, head h (the block's
