@@ -17,6 +17,8 @@
 // 12.6 MB, o 8.4 MB, gate + up 67.1 MB, down 33.5 MB; the LM head 525 MB.
 #include <cuda_runtime.h>
 
+#include "../cuda_util.cuh"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -24,15 +26,6 @@
 #include <cstring>
 #include <vector>
 
-#define CK(x)                                                              \
-  do {                                                                     \
-    cudaError_t e_ = (x);                                                  \
-    if (e_ != cudaSuccess) {                                               \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x,           \
-              cudaGetErrorString(e_));                                     \
-      exit(1);                                                             \
-    }                                                                      \
-  } while (0)
 
 // ---- kernels ----------------------------------------------------------------
 
@@ -107,10 +100,7 @@ __global__ void k_rows(const uint4 *__restrict__ w, int64_t rows, int64_t rowv,
 __global__ void k_fill(uint4 *w, int64_t n, uint32_t seed) {
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x) {
-    uint32_t h = (uint32_t)i * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
+    const uint32_t h = bench_hash(i, seed);
     // bf16 pairs of modest magnitude (exponent near 1), never zero
     const uint32_t a = 0x3f80u | (h & 0x7f), b = 0x3f00u | ((h >> 8) & 0x7f);
     w[i] = make_uint4(a << 16 | b, b << 16 | a, a << 16 | a, b << 16 | b);
@@ -154,23 +144,23 @@ static void launch(cudaStream_t s, const op_cfg &c, const uint4 *w, int64_t byte
   }
   if (c.kind == 2) {
     lc.gridDim = dim3(g_sms * 4);
-    CK(cudaLaunchKernelEx(&lc, k_empty, g_sink));
+    CUDA_OK(cudaLaunchKernelEx(&lc, k_empty, g_sink));
   } else if (c.kind == 1) {
     const int64_t rows = n / c.rowv;
     lc.gridDim = dim3((unsigned)((rows + 7) / 8));
     lc.blockDim = dim3(256);
-    if (c.U == 4) CK(cudaLaunchKernelEx(&lc, k_rows<4>, w, rows, c.rowv, g_sink));
-    else CK(cudaLaunchKernelEx(&lc, k_rows<8>, w, rows, c.rowv, g_sink));
+    if (c.U == 4) CUDA_OK(cudaLaunchKernelEx(&lc, k_rows<4>, w, rows, c.rowv, g_sink));
+    else CUDA_OK(cudaLaunchKernelEx(&lc, k_rows<8>, w, rows, c.rowv, g_sink));
   } else {
     const int64_t per = (int64_t)c.threads * c.U;
     int64_t grid = std::min<int64_t>((n + per - 1) / per, (int64_t)g_sms * c.bps);
     lc.gridDim = dim3((unsigned)grid);
 #define KS(UU, WW) \
-  if (c.U == UU && c.wait == WW) CK(cudaLaunchKernelEx(&lc, k_stream<UU, WW>, w, n, g_sink));
+  if (c.U == UU && c.wait == WW) CUDA_OK(cudaLaunchKernelEx(&lc, k_stream<UU, WW>, w, n, g_sink));
     KS(2, 0) KS(2, 1) KS(2, 2) KS(4, 0) KS(4, 1) KS(4, 2) KS(8, 0) KS(8, 1) KS(8, 2)
 #undef KS
   }
-  CK(cudaGetLastError());
+  CUDA_OK(cudaGetLastError());
 }
 
 struct step {
@@ -182,38 +172,38 @@ struct step {
 // it, returns the median replay time in microseconds.
 static double time_chain(const std::vector<step> &steps, int reps, int iters) {
   cudaStream_t s;
-  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   std::vector<const uint4 *> regs;
   for (int r = 0; r < reps; r++)
     for (const step &st : steps) regs.push_back(region(st.bytes));
   cudaGraph_t g;
-  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
   size_t k = 0;
   for (int r = 0; r < reps; r++)
     for (const step &st : steps) launch(s, st.c, regs[k++], st.bytes);
-  CK(cudaStreamEndCapture(s, &g));
+  CUDA_OK(cudaStreamEndCapture(s, &g));
   cudaGraphExec_t ge;
-  CK(cudaGraphInstantiate(&ge, g, 0));
+  CUDA_OK(cudaGraphInstantiate(&ge, g, 0));
   cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
-  for (int i = 0; i < 3; i++) CK(cudaGraphLaunch(ge, s));
+  CUDA_OK(cudaEventCreate(&a));
+  CUDA_OK(cudaEventCreate(&b));
+  for (int i = 0; i < 3; i++) CUDA_OK(cudaGraphLaunch(ge, s));
   std::vector<double> t;
   for (int i = 0; i < iters; i++) {
-    CK(cudaEventRecord(a, s));
-    CK(cudaGraphLaunch(ge, s));
-    CK(cudaEventRecord(b, s));
-    CK(cudaEventSynchronize(b));
+    CUDA_OK(cudaEventRecord(a, s));
+    CUDA_OK(cudaGraphLaunch(ge, s));
+    CUDA_OK(cudaEventRecord(b, s));
+    CUDA_OK(cudaEventSynchronize(b));
     float ms;
-    CK(cudaEventElapsedTime(&ms, a, b));
+    CUDA_OK(cudaEventElapsedTime(&ms, a, b));
     t.push_back(ms * 1000.0);
   }
   std::sort(t.begin(), t.end());
-  CK(cudaGraphExecDestroy(ge));
-  CK(cudaGraphDestroy(g));
-  CK(cudaEventDestroy(a));
-  CK(cudaEventDestroy(b));
-  CK(cudaStreamDestroy(s));
+  CUDA_OK(cudaGraphExecDestroy(ge));
+  CUDA_OK(cudaGraphDestroy(g));
+  CUDA_OK(cudaEventDestroy(a));
+  CUDA_OK(cudaEventDestroy(b));
+  CUDA_OK(cudaStreamDestroy(s));
   return t[t.size() / 2];
 }
 
@@ -230,14 +220,14 @@ static void record(const char *name, double us, double bytes) {
 int main(int argc, char **argv) {
   const char *out = argc > 1 ? argv[1] : "gpu_floor.json";
   cudaDeviceProp prop;
-  CK(cudaGetDeviceProperties(&prop, 0));
+  CUDA_OK(cudaGetDeviceProperties(&prop, 0));
   g_sms = prop.multiProcessorCount;
   const int64_t pool_bytes = 4LL << 30;
   g_pool_vecs = pool_bytes / 16;
-  CK(cudaMalloc(&g_pool, pool_bytes));
-  CK(cudaMalloc(&g_sink, 1 << 20));
+  CUDA_OK(cudaMalloc(&g_pool, pool_bytes));
+  CUDA_OK(cudaMalloc(&g_sink, 1 << 20));
   k_fill<<<g_sms * 8, 256>>>(g_pool, g_pool_vecs, 12345u);
-  CK(cudaDeviceSynchronize());
+  CUDA_OK(cudaDeviceSynchronize());
   g_json = fopen(out, "w");
   if (!g_json) { perror(out); return 1; }
   fprintf(g_json, "{\"device\": \"%s\", \"sms\": %d, \"l2_bytes\": %d, \"results\": [",
@@ -248,25 +238,25 @@ int main(int argc, char **argv) {
   {
     void *src, *dst;
     const size_t cb = 1ULL << 30;
-    CK(cudaMalloc(&src, cb));
-    CK(cudaMalloc(&dst, cb));
+    CUDA_OK(cudaMalloc(&src, cb));
+    CUDA_OK(cudaMalloc(&dst, cb));
     cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
+    CUDA_OK(cudaEventCreate(&a));
+    CUDA_OK(cudaEventCreate(&b));
     std::vector<double> t;
     for (int i = 0; i < 12; i++) {
-      CK(cudaEventRecord(a));
-      CK(cudaMemcpyAsync(dst, src, cb, cudaMemcpyDeviceToDevice));
-      CK(cudaEventRecord(b));
-      CK(cudaEventSynchronize(b));
+      CUDA_OK(cudaEventRecord(a));
+      CUDA_OK(cudaMemcpyAsync(dst, src, cb, cudaMemcpyDeviceToDevice));
+      CUDA_OK(cudaEventRecord(b));
+      CUDA_OK(cudaEventSynchronize(b));
       float ms;
-      CK(cudaEventElapsedTime(&ms, a, b));
+      CUDA_OK(cudaEventElapsedTime(&ms, a, b));
       if (i >= 2) t.push_back(ms * 1000.0);
     }
     std::sort(t.begin(), t.end());
     record("d2d copy 1 GiB (read + write)", t[t.size() / 2], 2.0 * cb);
-    CK(cudaFree(src));
-    CK(cudaFree(dst));
+    CUDA_OK(cudaFree(src));
+    CUDA_OK(cudaFree(dst));
   }
 
   const double MB = 1e6;

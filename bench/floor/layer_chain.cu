@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "../../src/device/cuda/kernels_abi.h"
+#include "../cuda_util.cuh"
 
 #define KC_GLOBAL __global__
 namespace cur {
@@ -40,15 +41,6 @@ namespace base {
 }
 #endif
 
-#define CK(x)                                                              \
-  do {                                                                     \
-    cudaError_t e_ = (x);                                                  \
-    if (e_ != cudaSuccess) {                                               \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x,           \
-              cudaGetErrorString(e_));                                     \
-      exit(1);                                                             \
-    }                                                                      \
-  } while (0)
 
 typedef void (*gemv1_fn)(kc_gemv1_params);
 typedef void (*attn_fn)(kc_attn_params);
@@ -76,10 +68,7 @@ static const int64_t VOCAB = 128256;
 __global__ void k_fill_bf16(uint16_t *w, int64_t n, uint32_t seed) {
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x) {
-    uint32_t h = (uint32_t)i * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
+    const uint32_t h = bench_hash(i, seed);
     // |w| in [2^-7, 2^-5), random sign: about a trained layer's scale
     w[i] = (uint16_t)((h & 0x8000u) | (0x3c00u + ((h >> 4) & 0xff)));
   }
@@ -87,10 +76,7 @@ __global__ void k_fill_bf16(uint16_t *w, int64_t n, uint32_t seed) {
 __global__ void k_fill_f32(float *a, int64_t n, uint32_t seed, float lo, float hi) {
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x) {
-    uint32_t h = (uint32_t)i * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
+    const uint32_t h = bench_hash(i, seed);
     a[i] = lo + (hi - lo) * (float)(h & 0xffffff) / 16777216.0f;
   }
 }
@@ -147,7 +133,7 @@ static void gemv1_launch(cudaStream_t s, gemv1_fn fn, const kc_gemv1_params &p,
     lc.numAttrs = 1;
   }
   void *args[1] = {(void *)&p};
-  CK(cudaLaunchKernelExC(&lc, (const void *)fn, args));
+  CUDA_OK(cudaLaunchKernelExC(&lc, (const void *)fn, args));
 }
 
 static kc_gemv_seg seg(const void *w, const void *y, int64_t N, int64_t ws,
@@ -232,7 +218,7 @@ static void step(cudaStream_t s, const kernels &k, int set, unsigned ops = OP_AL
         lc.numAttrs = 1;
       }
       void *args[1] = {(void *)&p};
-      CK(cudaLaunchKernelExC(&lc, (const void *)k.attn, args));
+      CUDA_OK(cudaLaunchKernelExC(&lc, (const void *)k.attn, args));
     }
     if (ops & OP_O) {   // o + residual
       kc_gemv1_params p = {};
@@ -290,14 +276,14 @@ static void step(cudaStream_t s, const kernels &k, int set, unsigned ops = OP_AL
 static void reset_state() {
   k_fill_f32<<<64, 256>>>(g_s.resid, H, 7u, -1.0f, 1.0f);
   k_fill_f32<<<256, 256>>>(g_s.cache, (int64_t)CAP * 2 * NKV * D, 8u, -1.0f, 1.0f);
-  CK(cudaMemset(g_s.claim, 0, 4));
-  CK(cudaDeviceSynchronize());
+  CUDA_OK(cudaMemset(g_s.claim, 0, 4));
+  CUDA_OK(cudaDeviceSynchronize());
 }
 
 int main(int argc, char **argv) {
   const char *out = argc > 1 ? argv[1] : "layer_chain.json";
   cudaDeviceProp prop;
-  CK(cudaGetDeviceProperties(&prop, 0));
+  CUDA_OK(cudaGetDeviceProperties(&prop, 0));
   g_sms = prop.multiProcessorCount;
   // Weight sets: each 16 layers (1.95 GB); 2 sets rotate so a replay reads
   // cold weights (2 x 1.95 GB + head >> 60 MB of L2).
@@ -307,46 +293,46 @@ int main(int argc, char **argv) {
   for (int i = 0; i < SETS * L; i++) {
     layer_w w;
     uint16_t *b;
-    CK(cudaMalloc(&b, lw * 2));
+    CUDA_OK(cudaMalloc(&b, lw * 2));
     k_fill_bf16<<<g_sms * 8, 256>>>(b, lw, 100u + i);
     w.qkv = b;
     w.o = w.qkv + (int64_t)(NQ + 2 * NKV) * D * H;
     w.gu = w.o + (int64_t)H * NQ * D;
     w.down = w.gu + 2LL * F * H;
-    CK(cudaMalloc(&w.g_attn, H * 4));
-    CK(cudaMalloc(&w.g_mlp, H * 4));
+    CUDA_OK(cudaMalloc(&w.g_attn, H * 4));
+    CUDA_OK(cudaMalloc(&w.g_mlp, H * 4));
     k_fill_f32<<<8, 256>>>(w.g_attn, H, 200u + i, 0.5f, 1.5f);
     k_fill_f32<<<8, 256>>>(w.g_mlp, H, 300u + i, 0.5f, 1.5f);
     g_layers.push_back(w);
   }
-  CK(cudaMalloc(&g_head, VOCAB * H * 2));
+  CUDA_OK(cudaMalloc(&g_head, VOCAB * H * 2));
   k_fill_bf16<<<g_sms * 8, 256>>>(g_head, VOCAB * H, 999u);
-  CK(cudaMalloc(&g_g_final, H * 4));
+  CUDA_OK(cudaMalloc(&g_g_final, H * 4));
   k_fill_f32<<<8, 256>>>(g_g_final, H, 998u, 0.5f, 1.5f);
   state &s = g_s;
-  CK(cudaMalloc(&s.resid, H * 4));
-  CK(cudaMalloc(&s.xn, H * 4));
-  CK(cudaMalloc(&s.qkv, (NQ + 2 * NKV) * D * 4));
-  CK(cudaMalloc(&s.attn_o, NQ * D * 4));
-  CK(cudaMalloc(&s.gate, F * 4));
-  CK(cudaMalloc(&s.up, F * 4));
-  CK(cudaMalloc(&s.act, F * 4));
-  CK(cudaMalloc(&s.cache, (int64_t)CAP * 2 * NKV * D * 4));
-  CK(cudaMalloc(&s.logits, VOCAB * 4));
-  CK(cudaMalloc(&s.inv_freq, D / 2 * 4));
-  CK(cudaMalloc(&s.scratch, (int64_t)NQ * SPLITS * (D + 2) * 4));
-  CK(cudaMalloc(&s.pos, 4));
-  CK(cudaMalloc(&s.counter, 4));
-  CK(cudaMalloc(&s.attn_counters, NQ * 4));
-  CK(cudaMalloc(&s.claim, 4));
-  CK(cudaMallocHost(&s.record, sizeof(kc_error)));
+  CUDA_OK(cudaMalloc(&s.resid, H * 4));
+  CUDA_OK(cudaMalloc(&s.xn, H * 4));
+  CUDA_OK(cudaMalloc(&s.qkv, (NQ + 2 * NKV) * D * 4));
+  CUDA_OK(cudaMalloc(&s.attn_o, NQ * D * 4));
+  CUDA_OK(cudaMalloc(&s.gate, F * 4));
+  CUDA_OK(cudaMalloc(&s.up, F * 4));
+  CUDA_OK(cudaMalloc(&s.act, F * 4));
+  CUDA_OK(cudaMalloc(&s.cache, (int64_t)CAP * 2 * NKV * D * 4));
+  CUDA_OK(cudaMalloc(&s.logits, VOCAB * 4));
+  CUDA_OK(cudaMalloc(&s.inv_freq, D / 2 * 4));
+  CUDA_OK(cudaMalloc(&s.scratch, (int64_t)NQ * SPLITS * (D + 2) * 4));
+  CUDA_OK(cudaMalloc(&s.pos, 4));
+  CUDA_OK(cudaMalloc(&s.counter, 4));
+  CUDA_OK(cudaMalloc(&s.attn_counters, NQ * 4));
+  CUDA_OK(cudaMalloc(&s.claim, 4));
+  CUDA_OK(cudaMallocHost(&s.record, sizeof(kc_error)));
   float inv[D / 2];
   for (int i = 0; i < D / 2; i++) inv[i] = powf(500000.0f, -2.0f * i / D);
-  CK(cudaMemcpy(s.inv_freq, inv, sizeof inv, cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemcpy(s.inv_freq, inv, sizeof inv, cudaMemcpyHostToDevice));
   const int pos = POS;
-  CK(cudaMemcpy(s.pos, &pos, 4, cudaMemcpyHostToDevice));
-  CK(cudaMemset(s.counter, 0, 4));
-  CK(cudaMemset(s.attn_counters, 0, NQ * 4));
+  CUDA_OK(cudaMemcpy(s.pos, &pos, 4, cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemset(s.counter, 0, 4));
+  CUDA_OK(cudaMemset(s.attn_counters, 0, NQ * 4));
 
   std::vector<kernels> ks;
 #ifdef KILN_BASE_KERNELS
@@ -371,20 +357,20 @@ int main(int argc, char **argv) {
                 cur::kiln_gemv1k_bf16_u4, cur::kiln_gemv1_bf16_norm,
                 cur::kiln_attn_dec_f32_2, false, 4, 4, 4, 2, true, 2, true});
   cudaStream_t st;
-  CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  CUDA_OK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
   // Bit-for-bit check: one step of each variant from the same state.
   std::vector<float> ref(VOCAB), got(VOCAB), rres(H), gres(H);
   bool all_ok = true;
   for (size_t i = 0; i < ks.size(); i++) {
     reset_state();
     step(st, ks[i], 0);
-    CK(cudaStreamSynchronize(st));
-    CK(cudaMemcpy(i ? got.data() : ref.data(), s.logits, VOCAB * 4,
+    CUDA_OK(cudaStreamSynchronize(st));
+    CUDA_OK(cudaMemcpy(i ? got.data() : ref.data(), s.logits, VOCAB * 4,
                   cudaMemcpyDeviceToHost));
-    CK(cudaMemcpy(i ? gres.data() : rres.data(), s.resid, H * 4,
+    CUDA_OK(cudaMemcpy(i ? gres.data() : rres.data(), s.resid, H * 4,
                   cudaMemcpyDeviceToHost));
     int claim;
-    CK(cudaMemcpy(&claim, s.claim, 4, cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(&claim, s.claim, 4, cudaMemcpyDeviceToHost));
     if (claim) printf("%s: kernel error %d\n", ks[i].name, claim), all_ok = false;
     if (i && !strstr(ks[i].name, "warp a row")) {   // another order of sums
       double md = 0, mr = 0;
@@ -418,27 +404,27 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < ks.size(); i++)
     for (int set = 0; set < SETS; set++) {
       cudaGraph_t g;
-      CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+      CUDA_OK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
       step(st, ks[i], set);
-      CK(cudaStreamEndCapture(st, &g));
+      CUDA_OK(cudaStreamEndCapture(st, &g));
       cudaGraphExec_t e;
-      CK(cudaGraphInstantiate(&e, g, 0));
-      CK(cudaGraphDestroy(g));
+      CUDA_OK(cudaGraphInstantiate(&e, g, 0));
+      CUDA_OK(cudaGraphDestroy(g));
       ge[i].push_back(e);
     }
   cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
+  CUDA_OK(cudaEventCreate(&a));
+  CUDA_OK(cudaEventCreate(&b));
   // Interleaved: round r times every variant once on each set.
   for (int r = 0; r < 40; r++)
     for (size_t i = 0; i < ks.size(); i++)
       for (int set = 0; set < SETS; set++) {
-        CK(cudaEventRecord(a, st));
-        CK(cudaGraphLaunch(ge[i][set], st));
-        CK(cudaEventRecord(b, st));
-        CK(cudaEventSynchronize(b));
+        CUDA_OK(cudaEventRecord(a, st));
+        CUDA_OK(cudaGraphLaunch(ge[i][set], st));
+        CUDA_OK(cudaEventRecord(b, st));
+        CUDA_OK(cudaEventSynchronize(b));
         float ms;
-        CK(cudaEventElapsedTime(&ms, a, b));
+        CUDA_OK(cudaEventElapsedTime(&ms, a, b));
         if (r >= 2) times[i].push_back(ms * 1000.0);
       }
   const double bytes = (double)L * lw * 2 + (double)VOCAB * H * 2;
@@ -467,20 +453,20 @@ int main(int argc, char **argv) {
       cudaGraphExec_t e[2];
       for (int set = 0; set < SETS; set++) {
         cudaGraph_t g;
-        CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+        CUDA_OK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
         step(st, ks[i], set, opv[o]);
-        CK(cudaStreamEndCapture(st, &g));
-        CK(cudaGraphInstantiate(&e[set], g, 0));
-        CK(cudaGraphDestroy(g));
+        CUDA_OK(cudaStreamEndCapture(st, &g));
+        CUDA_OK(cudaGraphInstantiate(&e[set], g, 0));
+        CUDA_OK(cudaGraphDestroy(g));
       }
       std::vector<double> t;
       for (int r = 0; r < 24; r++) {
-        CK(cudaEventRecord(a, st));
-        CK(cudaGraphLaunch(e[r & 1], st));
-        CK(cudaEventRecord(b, st));
-        CK(cudaEventSynchronize(b));
+        CUDA_OK(cudaEventRecord(a, st));
+        CUDA_OK(cudaGraphLaunch(e[r & 1], st));
+        CUDA_OK(cudaEventRecord(b, st));
+        CUDA_OK(cudaEventSynchronize(b));
         float ms;
-        CK(cudaEventElapsedTime(&ms, a, b));
+        CUDA_OK(cudaEventElapsedTime(&ms, a, b));
         if (r >= 4) t.push_back(ms * 1000.0);
       }
       std::sort(t.begin(), t.end());
@@ -489,15 +475,15 @@ int main(int argc, char **argv) {
       printf(" %8.2f", us);
       fprintf(js, "%s\n  {\"name\": \"%s\", \"op\": \"%s\", \"us\": %.3f}",
               i || o ? "," : "", ks[i].name, opn[o], us);
-      CK(cudaGraphExecDestroy(e[0]));
-      CK(cudaGraphExecDestroy(e[1]));
+      CUDA_OK(cudaGraphExecDestroy(e[0]));
+      CUDA_OK(cudaGraphExecDestroy(e[1]));
     }
     printf(" %8.2f\n", lay);
   }
   fprintf(js, "\n], \"weight_bytes\": %.0f}\n", bytes);
   fclose(js);
   int claim;
-  CK(cudaMemcpy(&claim, s.claim, 4, cudaMemcpyDeviceToHost));
+  CUDA_OK(cudaMemcpy(&claim, s.claim, 4, cudaMemcpyDeviceToHost));
   if (claim) printf("kernel error %d during timing\n", claim);
   return all_ok && finite && !claim ? 0 : 1;
 }

@@ -28,15 +28,8 @@
 #include <string>
 #include <vector>
 
-#define CUDA_OK(x)                                                        \
-  do {                                                                    \
-    cudaError_t e_ = (x);                                                 \
-    if (e_ != cudaSuccess) {                                              \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x,          \
-              cudaGetErrorString(e_));                                    \
-      exit(1);                                                            \
-    }                                                                     \
-  } while (0)
+#include "../cuda_util.cuh"
+
 #define CUBLAS_OK(x)                                                      \
   do {                                                                    \
     cublasStatus_t s_ = (x);                                              \

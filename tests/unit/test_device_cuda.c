@@ -995,6 +995,41 @@ static void test_fused_program_resident(kiln_test *t) {
   fused_programs(t, KILN_PLACEMENT_RESIDENT);
 }
 
+/* An output a program test compares, by name. */
+typedef struct named_out {
+  const char *name;
+  const kiln_tensor *t;
+} named_out;
+
+/* Runs ops[0..n) as a program on the cpu backend and on the GPU, `reps`
+ * times (the first submit records the graph, the others replay it on the
+ * new state), comparing every output after each. */
+static void program_vs_cpu(kiln_test *t, fx *f, const kiln_op *ops, int n,
+                           int reps, const named_out *outs, size_t nouts,
+                           const char *label) {
+  kiln_program *pc = NULL, *pg = NULL;
+  KILN_EXPECT_OK(t, kiln_program_create(f->cpu, &pc));
+  KILN_EXPECT_OK(t, kiln_program_create(f->gpu, &pg));
+  for (int i = 0; i < n && pc && pg; i++) {
+    kiln_op gop = gpu_twin(f, &ops[i]);
+    KILN_EXPECT_OK(t, kiln_program_add(pc, &ops[i]));
+    KILN_EXPECT_OK(t, kiln_program_add(pg, &gop));
+  }
+  for (int rep = 0; rep < reps && pc && pg; rep++) {
+    KILN_EXPECT_OK(t, kiln_device_submit_program(f->cpu, pc, NULL));
+    KILN_EXPECT_OK(t, kiln_device_sync(f->cpu, NULL));
+    KILN_EXPECT_OK(t, kiln_device_submit_program(f->gpu, pg, NULL));
+    KILN_EXPECT_OK(t, kiln_device_sync(f->gpu, NULL));
+    for (size_t i = 0; i < nouts; i++) {
+      char what[128];
+      snprintf(what, sizeof what, "%s rep %d: %s", label, rep, outs[i].name);
+      expect_close(t, f, what, outs[i].t, 1e-3);
+    }
+  }
+  kiln_program_release(pc);
+  kiln_program_release(pg);
+}
+
 /* ---- a chain of one-row GEMVs ------------------------------------------------- */
 
 /* One-row GEMVs back to back in a program on RESIDENT memory, each reading
@@ -1084,35 +1119,13 @@ static void test_gemv_chain_program(kiln_test *t) {
    * with a tail), f16 cache. */
   n += qkv_rope_attention(&f, ops + n, 211, x3, g, xn, wqkv, KILN_DTYPE_F16,
                           &qkv, &cache, &att);
-  kiln_program *pc = NULL, *pg = NULL;
-  KILN_EXPECT_OK(t, kiln_program_create(f.cpu, &pc));
-  KILN_EXPECT_OK(t, kiln_program_create(f.gpu, &pg));
-  for (int i = 0; i < n && pc && pg; i++) {
-    kiln_op gop = gpu_twin(&f, &ops[i]);
-    KILN_EXPECT_OK(t, kiln_program_add(pc, &ops[i]));
-    KILN_EXPECT_OK(t, kiln_program_add(pg, &gop));
-  }
-  for (int rep = 0; rep < 3 && pc && pg; rep++) {
-    KILN_EXPECT_OK(t, kiln_device_submit_program(f.cpu, pc, NULL));
-    KILN_EXPECT_OK(t, kiln_device_sync(f.cpu, NULL));
-    KILN_EXPECT_OK(t, kiln_device_submit_program(f.gpu, pg, NULL));
-    KILN_EXPECT_OK(t, kiln_device_sync(f.gpu, NULL));
-    const struct {
-      const char *name;
-      const kiln_tensor *t;
-    } outs[] = {{"y1", &y1}, {"y2", &y2}, {"xb", &xb}, {"q", &q},
-                {"k", &k},   {"v", &v},   {"hb", &hb}, {"hb2", &hb2},
-                {"x3", &x3}, {"y3", &y3}, {"xb5", &xb5}, {"y5", &y5},
-                {"xn", &xn}, {"qkv", &qkv}, {"cache", &cache},
-                {"attention", &att}};
-    for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) {
-      char what[96];
-      snprintf(what, sizeof what, "GEMV chain rep %d: %s", rep, outs[i].name);
-      expect_close(t, &f, what, outs[i].t, 1e-3);
-    }
-  }
-  kiln_program_release(pc);
-  kiln_program_release(pg);
+  const named_out outs[] = {{"y1", &y1}, {"y2", &y2}, {"xb", &xb}, {"q", &q},
+                            {"k", &k},   {"v", &v},   {"hb", &hb}, {"hb2", &hb2},
+                            {"x3", &x3}, {"y3", &y3}, {"xb5", &xb5}, {"y5", &y5},
+                            {"xn", &xn}, {"qkv", &qkv}, {"cache", &cache},
+                            {"attention", &att}};
+  program_vs_cpu(t, &f, ops, n, 3, outs, sizeof outs / sizeof outs[0],
+                 "GEMV chain");
   fx_close(&f);
 }
 
@@ -1167,34 +1180,15 @@ static void test_gemv_split_program(kiln_test *t) {
       /* Which launches qualify: an eighth of K within 32 x U vectors. */
       const int64_t per = (K / (dt == KILN_DTYPE_F32 ? 4 : 8) + 7) / 8;
       const uint64_t want = (per <= 256) + 2 * (per <= 128);
-      kiln_program *pc = NULL, *pg = NULL;
-      KILN_EXPECT_OK(t, kiln_program_create(f.cpu, &pc));
-      KILN_EXPECT_OK(t, kiln_program_create(f.gpu, &pg));
-      for (int i = 0; i < n && pc && pg; i++) {
-        kiln_op gop = gpu_twin(&f, &ops[i]);
-        KILN_EXPECT_OK(t, kiln_program_add(pc, &ops[i]));
-        KILN_EXPECT_OK(t, kiln_program_add(pg, &gop));
-      }
       kiln_device_stats before, after;
       kiln_device_get_stats(f.gpu, &before);
-      for (int rep = 0; rep < 2 && pc && pg; rep++) {
-        KILN_EXPECT_OK(t, kiln_device_submit_program(f.cpu, pc, NULL));
-        KILN_EXPECT_OK(t, kiln_device_sync(f.cpu, NULL));
-        KILN_EXPECT_OK(t, kiln_device_submit_program(f.gpu, pg, NULL));
-        KILN_EXPECT_OK(t, kiln_device_sync(f.gpu, NULL));
-        const struct {
-          const char *name;
-          const kiln_tensor *t;
-        } outs[] = {{"y", &y},     {"xb", &xb},   {"hb", &hb},  {"hb2", &hb2},
-                    {"x2", &x2},   {"hb3", &hb3}, {"hb4", &hb4}};
-        for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) {
-          char what[96];
-          snprintf(what, sizeof what, "split GEMV %s K=%lld rows %lld rep %d: %s",
-                   kiln_dtype_name(dt), (long long)K, (long long)I, rep,
-                   outs[i].name);
-          expect_close(t, &f, what, outs[i].t, 1e-3);
-        }
-      }
+      const named_out outs[] = {{"y", &y},   {"xb", &xb},   {"hb", &hb},
+                                {"hb2", &hb2}, {"x2", &x2}, {"hb3", &hb3},
+                                {"hb4", &hb4}};
+      char label[96];
+      snprintf(label, sizeof label, "split GEMV %s K=%lld rows %lld",
+               kiln_dtype_name(dt), (long long)K, (long long)I);
+      program_vs_cpu(t, &f, ops, n, 2, outs, sizeof outs / sizeof outs[0], label);
       kiln_device_get_stats(f.gpu, &after);
       if (kiln_device_kind_of(f.gpu) == KILN_DEVICE_CUDA)
         KILN_EXPECTF(t, after.split_gemvs - before.split_gemvs == want,
@@ -1202,8 +1196,6 @@ static void test_gemv_split_program(kiln_test *t) {
                      kiln_dtype_name(dt), (long long)K,
                      (unsigned long long)(after.split_gemvs - before.split_gemvs),
                      (unsigned long long)want);
-      kiln_program_release(pc);
-      kiln_program_release(pg);
     }
   fx_close(&f);
 }

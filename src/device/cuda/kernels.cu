@@ -883,6 +883,42 @@ __device__ __forceinline__ void gemv1_rope_store(const kc_gemv1_params &p,
   }
 }
 
+// Stores unit n's results as the fused ops would (acc: the sums of its NR
+// rows; s, nl: segment and row in it; row0: first row over all segments):
+// the RoPE epilogue, gate/up + SWIGLU, or y = alpha * acc + beta * y, with
+// y_old y's value (read by the caller, which may ask for it early; only
+// used when beta != 0).
+template <bool PAIR, bool ROPE, int NR>
+__device__ __forceinline__ void gemv1_store(const kc_gemv1_params &p, int64_t n,
+                                            int s, int64_t nl, int64_t row0,
+                                            const float (&acc)[NR], float y_old,
+                                            float rope_pos, int64_t cache_row,
+                                            bool cache_ok) {
+  if (ROPE) {
+    const int64_t half = p.rope.rope.D / 2;
+    float v[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      v[r] = p.seg[s].alpha * acc[r];
+      if (p.seg[s].beta != 0.0f)
+        v[r] += p.seg[s].beta * ((float *)p.seg[s].y)[nl + r * half];
+    }
+    gemv1_rope_store(p, row0, v, rope_pos, cache_row, cache_ok);
+  } else if (PAIR) {
+    float *y0 = (float *)p.seg[0].y + n, *y1 = (float *)p.seg[1].y + n;
+    float gt = p.seg[0].alpha * acc[0], up = p.seg[1].alpha * acc[NR - 1];
+    if (p.seg[0].beta != 0.0f) gt += p.seg[0].beta * *y0;
+    if (p.seg[1].beta != 0.0f) up += p.seg[1].beta * *y1;
+    *y1 = up;
+    if (p.act != p.seg[0].y) *y0 = gt;
+    ((float *)p.act)[n] = silu(gt) * up;
+  } else {
+    float v = p.seg[s].alpha * acc[0];
+    if (p.seg[s].beta != 0.0f) v += p.seg[s].beta * y_old;
+    ((float *)p.seg[s].y)[nl] = v;
+  }
+}
+
 template <int DT, int PRO, bool PAIR, bool ROPE = false>
 __device__ __forceinline__ void gemv1(const kc_gemv1_params &p) {
   constexpr int V = wvec<DT>::N;
@@ -1028,29 +1064,10 @@ __device__ __forceinline__ void gemv1(const kc_gemv1_params &p) {
 #pragma unroll
     for (int r = 0; r < NR; r++) acc[r] = warp_sum(acc[r]);
     if (lane != 0) continue;
-    if (ROPE) {
-      float v[2];
-#pragma unroll
-      for (int r = 0; r < 2; r++) {
-        v[r] = p.seg[s].alpha * acc[r];
-        if (p.seg[s].beta != 0.0f)
-          v[r] += p.seg[s].beta * ((float *)p.seg[s].y)[nl + r * half];
-      }
-      gemv1_rope_store(p, row0, v, rope_pos, cache_row, cache_ok);
-    } else if (PAIR) {
-      float *y0 = (float *)p.seg[0].y + n, *y1 = (float *)p.seg[1].y + n;
-      float gt = p.seg[0].alpha * acc[0], up = p.seg[1].alpha * acc[NR - 1];
-      if (p.seg[0].beta != 0.0f) gt += p.seg[0].beta * *y0;
-      if (p.seg[1].beta != 0.0f) up += p.seg[1].beta * *y1;
-      *y1 = up;
-      if (p.act != p.seg[0].y) *y0 = gt;
-      ((float *)p.act)[n] = silu(gt) * up;
-    } else {
-      float *y = (float *)p.seg[s].y + nl;
-      float v = p.seg[s].alpha * acc[0];
-      if (p.seg[s].beta != 0.0f) v += p.seg[s].beta * *y;
-      *y = v;
-    }
+    const float y_old = !ROPE && !PAIR && p.seg[s].beta != 0.0f
+                            ? ((const float *)p.seg[s].y)[nl] : 0.0f;
+    gemv1_store<PAIR, ROPE, NR>(p, n, s, nl, row0, acc, y_old, rope_pos,
+                                cache_row, cache_ok);
   }
   if (SMEM && !p.x_early) {
     // The RMSNORM op's output in place, stored by the last block to
@@ -1308,7 +1325,6 @@ __device__ __forceinline__ void gemv1k(const kc_gemv1_params &p) {
     const int64_t n = u0 + threadIdx.x;
     if (threadIdx.x < RB && n < units) {
       const unit_t un(p, n, half);
-      const int s = un.s;
       float acc[NR];
 #pragma unroll
       for (int r = 0; r < NR; r++) {
@@ -1316,28 +1332,8 @@ __device__ __forceinline__ void gemv1k(const kc_gemv1_params &p) {
 #pragma unroll
         for (int w = 0; w < 8; w++) acc[r] += part[w][threadIdx.x][r];
       }
-      if (ROPE) {
-        float v[2];
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-          v[r] = p.seg[s].alpha * acc[r];
-          if (p.seg[s].beta != 0.0f)
-            v[r] += p.seg[s].beta * ((float *)p.seg[s].y)[un.nl + r * half];
-        }
-        gemv1_rope_store(p, un.row0, v, rope_pos, cache_row, cache_ok);
-      } else if (PAIR) {
-        float *y0 = (float *)p.seg[0].y + n, *y1 = (float *)p.seg[1].y + n;
-        float gt = p.seg[0].alpha * acc[0], up = p.seg[1].alpha * acc[NR - 1];
-        if (p.seg[0].beta != 0.0f) gt += p.seg[0].beta * *y0;
-        if (p.seg[1].beta != 0.0f) up += p.seg[1].beta * *y1;
-        *y1 = up;
-        if (p.act != p.seg[0].y) *y0 = gt;
-        ((float *)p.act)[n] = silu(gt) * up;
-      } else {
-        float v = p.seg[s].alpha * acc[0];
-        if (p.seg[s].beta != 0.0f) v += p.seg[s].beta * y_old;
-        ((float *)p.seg[s].y)[un.nl] = v;
-      }
+      gemv1_store<PAIR, ROPE, NR>(p, n, un.s, un.nl, un.row0, acc, y_old,
+                                  rope_pos, cache_row, cache_ok);
     }
     __syncthreads();
     if (u0 + ustep < units) {
@@ -1482,6 +1478,23 @@ __device__ __forceinline__ float load_kv(const void *base, int64_t d) {
   return bf16_to_f32(((const uint16_t *)base)[d]);
 }
 
+// A lane's dims (lane, lane + 32, ...) of key row j and value row j of
+// cache head hk, as f32 (0 past D).
+template <int KT, int DPL>
+__device__ __forceinline__ void load_kv_rows(const kc_attn_params &p, int64_t j,
+                                             int64_t hk, int64_t D, int lane,
+                                             float (&kr)[DPL], float (&vr)[DPL]) {
+  const size_t ksz = KT == KC_F32 ? 4 : 2;
+  const char *kb = (const char *)p.k.addr + (j * p.k.stride[0] + hk * p.k.stride[1]) * ksz;
+  const char *vb = (const char *)p.v.addr + (j * p.v.stride[0] + hk * p.v.stride[1]) * ksz;
+#pragma unroll
+  for (int i = 0; i < DPL; i++) {
+    const int64_t d = lane + 32 * i;
+    kr[i] = d < D ? load_kv<KT>(kb, d) : 0.0f;
+    vr[i] = d < D ? load_kv<KT>(vb, d) : 0.0f;
+  }
+}
+
 __device__ __forceinline__ bool attn_pos_ok(const kc_attn_params &p,
                                             int64_t *pos0) {
   const int64_t T = p.q.shape[0], S = p.k.shape[0];
@@ -1497,6 +1510,40 @@ __device__ __forceinline__ bool attn_pos_checked(const kc_attn_params &p,
   if (first && threadIdx.x == 0)
     report(p.err, KC_ERR_ATTN_POS, 0, *pos0, p.k.shape[0], p.q.shape[0]);
   return false;
+}
+
+// The online-softmax states (m, l, acc) of a block's warps, merged: each
+// warp's state goes to shared memory (sm, sl: a float a warp; sacc: DPL x
+// 32 a warp), then every thread gets the block's max (mx) and sum (L);
+// warps_merged_acc gives a dim's merged value. Warps in order.
+template <int DPL>
+__device__ __forceinline__ void warps_merge(float m, float l, const float (&acc)[DPL],
+                                            int nwarps, float *sm, float *sl,
+                                            float (*sacc)[DPL * 32], float &mx,
+                                            float &L) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) {
+    sm[warp] = m;
+    sl[warp] = l;
+  }
+#pragma unroll
+  for (int i = 0; i < DPL; i++) sacc[warp][lane + 32 * i] = acc[i];
+  __syncthreads();
+  mx = -INFINITY;
+  for (int w = 0; w < nwarps; w++) mx = fmaxf(mx, sm[w]);
+  L = 0.0f;
+  for (int w = 0; w < nwarps; w++)
+    if (sm[w] != -INFINITY) L += sl[w] * expf(sm[w] - mx);
+}
+template <int DPL>
+__device__ __forceinline__ float warps_merged_acc(int64_t d, int nwarps,
+                                                  const float *sm,
+                                                  const float (*sacc)[DPL * 32],
+                                                  float mx) {
+  float a = 0.0f;
+  for (int w = 0; w < nwarps; w++)
+    if (sm[w] != -INFINITY) a += sacc[w][d] * expf(sm[w] - mx);
+  return a;
 }
 
 __device__ void attn_combine_one(const kc_attn_params &p, int64_t h, int64_t t);
@@ -1529,7 +1576,6 @@ __device__ __forceinline__ void attn_impl(const kc_attn_params &p) {
     qr[i] = d < D ? q[d] * p.scale : 0.0f;
     acc[i] = 0.0f;
   }
-  const size_t ksz = KT == KC_F32 ? 4 : 2;
   float m = -INFINITY, l = 0.0f;
   // Two keys a step (the warp's j and j + nwarps): both rows' loads are
   // in flight together; the online softmax still takes them in order.
@@ -1537,19 +1583,9 @@ __device__ __forceinline__ void attn_impl(const kc_attn_params &p) {
     const bool two = j + nwarps < s_end;
     float kr[2][DPL], vr[2][DPL];
 #pragma unroll
-    for (int e = 0; e < 2; e++) {
-      const int64_t jj = e ? (two ? j + nwarps : j) : j;
-      const char *kb = (const char *)p.k.addr +
-                       (jj * p.k.stride[0] + hk * p.k.stride[1]) * ksz;
-      const char *vb = (const char *)p.v.addr +
-                       (jj * p.v.stride[0] + hk * p.v.stride[1]) * ksz;
-#pragma unroll
-      for (int i = 0; i < DPL; i++) {
-        const int64_t d = lane + 32 * i;
-        kr[e][i] = d < D ? load_kv<KT>(kb, d) : 0.0f;
-        vr[e][i] = d < D ? load_kv<KT>(vb, d) : 0.0f;
-      }
-    }
+    for (int e = 0; e < 2; e++)
+      load_kv_rows<KT, DPL>(p, e ? (two ? j + nwarps : j) : j, hk, D, lane,
+                            kr[e], vr[e]);
     float dot[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int e = 0; e < 2; e++)
@@ -1569,22 +1605,10 @@ __device__ __forceinline__ void attn_impl(const kc_attn_params &p) {
       m = m_new;
     }
   }
-  if (lane == 0) {
-    sm[warp] = m;
-    sl[warp] = l;
-  }
-#pragma unroll
-  for (int i = 0; i < DPL; i++) sacc[warp][lane + 32 * i] = acc[i];
-  __syncthreads();
-  float mx = -INFINITY;
-  for (int w = 0; w < nwarps; w++) mx = fmaxf(mx, sm[w]);
-  float L = 0.0f;
-  for (int w = 0; w < nwarps; w++)
-    if (sm[w] != -INFINITY) L += sl[w] * expf(sm[w] - mx);
+  float mx, L;
+  warps_merge<DPL>(m, l, acc, nwarps, sm, sl, sacc, mx, L);
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-    float a = 0.0f;
-    for (int w = 0; w < nwarps; w++)
-      if (sm[w] != -INFINITY) a += sacc[w][d] * expf(sm[w] - mx);
+    const float a = warps_merged_acc<DPL>(d, nwarps, sm, sacc, mx);
     if (p.splits == 1) {
       float *o = (float *)p.o.addr + t * p.o.stride[0] + h * p.o.stride[1];
       o[d] = a / L;
@@ -1654,24 +1678,13 @@ __device__ __forceinline__ void attn_dec_impl(const kc_attn_params &p) {
   const int64_t chunk = (pos0 + T + KC_AD_SPLITS - 1) / KC_AD_SPLITS;
   const int64_t s_begin = split * chunk;
   const int64_t s_end = s_begin + chunk < n_keys ? s_begin + chunk : n_keys;
-  const size_t ksz = KT == KC_F32 ? 4 : 2;
   float m = -INFINITY, l = 0.0f;
   for (int64_t j0 = s_begin + (int64_t)warp * B; j0 < s_end; j0 += (int64_t)NW * B) {
     float kr[B][DPL], vr[B][DPL];
 #pragma unroll
-    for (int b = 0; b < B; b++) {
-      const int64_t j = j0 + b < s_end ? j0 + b : j0;
-      const char *kb = (const char *)p.k.addr +
-                       (j * p.k.stride[0] + hk * p.k.stride[1]) * ksz;
-      const char *vb = (const char *)p.v.addr +
-                       (j * p.v.stride[0] + hk * p.v.stride[1]) * ksz;
-#pragma unroll
-      for (int i = 0; i < DPL; i++) {
-        const int64_t d = lane + 32 * i;
-        kr[b][i] = d < D ? load_kv<KT>(kb, d) : 0.0f;
-        vr[b][i] = d < D ? load_kv<KT>(vb, d) : 0.0f;
-      }
-    }
+    for (int b = 0; b < B; b++)
+      load_kv_rows<KT, DPL>(p, j0 + b < s_end ? j0 + b : j0, hk, D, lane,
+                            kr[b], vr[b]);
     float dot[B];
 #pragma unroll
     for (int b = 0; b < B; b++) {
@@ -1701,28 +1714,11 @@ __device__ __forceinline__ void attn_dec_impl(const kc_attn_params &p) {
       }
     m = mb;
   }
-  if (lane == 0) {
-    wm[warp] = m;
-    wl[warp] = l;
-  }
-#pragma unroll
-  for (int i = 0; i < DPL; i++) wacc[warp][lane + 32 * i] = acc[i];
-  __syncthreads();
-  float mx = -INFINITY;
-#pragma unroll
-  for (int w = 0; w < NW; w++) mx = fmaxf(mx, wm[w]);
-  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-    float a = 0.0f;
-#pragma unroll
-    for (int w = 0; w < NW; w++)
-      if (wm[w] != -INFINITY) a += wacc[w][d] * expf(wm[w] - mx);
-    bacc[d] = a;
-  }
+  float mx, L;
+  warps_merge<DPL>(m, l, acc, NW, wm, wl, wacc, mx, L);
+  for (int64_t d = threadIdx.x; d < D; d += blockDim.x)
+    bacc[d] = warps_merged_acc<DPL>(d, NW, wm, wacc, mx);
   if (threadIdx.x == 0) {
-    float L = 0.0f;
-#pragma unroll
-    for (int w = 0; w < NW; w++)
-      if (wm[w] != -INFINITY) L += wl[w] * expf(wm[w] - mx);
     bm = mx;
     bl = L;
   }
