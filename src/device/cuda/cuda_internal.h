@@ -98,8 +98,9 @@ typedef struct kiln_cuda_device {
    * allow, ROPE of short heads several heads a block (KILN_CUDA_VEC4=0:
    * one element a thread, for comparisons). */
   bool vec4;
-  /* One-row GEMVs (plain, RMSNORM + gate/up) by kiln_gemv1k_* where they
-   * qualify (KILN_CUDA_SPLITK=0: by kiln_gemv1_*, for comparisons), and
+  /* One-row GEMVs (plain, RMSNORM + gate/up, RMSNORM + q/k/v + RoPE) by
+   * kiln_gemv1k_* where they qualify (KILN_CUDA_SPLITK=0: by kiln_gemv1_*
+   * and kiln_gemv_*, for comparisons), and
    * fused RMSNORM outputs stored early when not in place
    * (KILN_CUDA_X_EARLY=0: by the last block, for comparisons). */
   bool splitk, x_early;
