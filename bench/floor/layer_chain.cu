@@ -2,12 +2,15 @@
 // (bf16 weights, f32 KV cache at position 383), launched as the cuda
 // backend launches them, captured in a graph and replayed; two builds of
 // kernels.cu side by side (namespace base: an earlier commit's file, made
-// by scripts/gpu-floor.sh; namespace cur: this checkout's), with and
-// without programmatic dependent launch (PDL). Against gpu_floor's
+// by scripts/gpu-floor.sh; namespace cur: this checkout's), in the
+// variants listed in main. (Session 8 also launched them as programmatic
+// dependents: slower, and the kernels no longer wait for the kernel
+// before, so that is gone.) Against gpu_floor's
 // numbers (the same step as kernels that only read the weights) it says
 // how far the kernels are from what one launch per op allows.
 //
-// Per layer, as the backend fuses them: RMSNORM + q, k, v + RoPE + KV
+// Per layer, as session 7's backend fused them (the variants replace
+// kernels with kiln_gemv1k and kiln_attn_dec): RMSNORM + q, k, v + RoPE + KV
 // append (kiln_gemv1_bf16_norm_rope), attention (kiln_attn_f32_2, 17
 // splits), o + residual (kiln_gemv1_bf16), RMSNORM + gate, up + SWIGLU
 // (kiln_gemv1_bf16_norm_pair), down + residual (kiln_gemv1_bf16); then the
@@ -36,6 +39,11 @@ namespace cur {
 #include "../../src/device/cuda/kernels.cu"
 }
 #ifdef KILN_BASE_KERNELS
+// kernels.cu's instantiation macros, which the other build may define
+// differently.
+#undef KC_GEMV1K_KERNEL
+#undef KC_GEMV1K_MINB
+#undef KC_GEMV1K
 namespace base {
 #include KILN_BASE_KERNELS
 }
@@ -48,17 +56,13 @@ struct kernels {
   const char *name;
   gemv1_fn qkv, o, gu, down, head;
   attn_fn attn;
-  bool pdl;   // gemv1 and attention launched as programmatic dependents
   // units a block of q/k/v, o, gate/up, down: 0 for kiln_gemv1 (a warp a
   // unit), else kiln_gemv1k's RB
   int qkv_rpb, o_rpb, gu_rpb, down_rpb;
   bool x_early;   // RMSNORM outputs stored by block 0 (kc_gemv1_params)
   int norm_cap;   // kiln_gemv1k with RMSNORM: at most this many blocks an SM (0: no cap)
   bool attn_dec;  // attn is kiln_attn_dec (clusters)
-  int attn_splits;   // its cluster size (0: KC_AD_SPLITS)
 };
-static const kernels *g_k;
-static int norm_cap_of() { return g_k ? g_k->norm_cap : 0; }
 
 // 1B shape
 enum { H = 2048, F = 8192, NQ = 32, NKV = 8, D = 64, L = 16, CAP = 640,
@@ -111,27 +115,24 @@ static kc_tensor tens(const void *addr, int dt, std::initializer_list<int64_t> s
   return t;
 }
 
+// A one-row GEMV launched as cuda_launch.c would: kiln_gemv1 (rpb 0) a
+// warp a unit, at most 3 blocks an SM with the RMSNORM prologue;
+// kiln_gemv1k rpb units a block, RMSNORM + gate/up at most norm_cap blocks
+// an SM (0: no cap).
 static void gemv1_launch(cudaStream_t s, gemv1_fn fn, const kc_gemv1_params &p,
-                         bool norm, bool rope, bool pdl, int rpb = 0) {
+                         bool norm, bool rope, int rpb = 0, int norm_cap = 0) {
   const int64_t units = rope ? p.rows / 2 : p.rows;
   const bool split = rpb > 0;
   if (!split) rpb = 8;
   int64_t blocks = (units + rpb - 1) / rpb;
   if (norm && !split) blocks = std::min<int64_t>(blocks, 3 * (int64_t)g_sms);
-  if (norm && split && !rope && norm_cap_of())
-    blocks = std::min<int64_t>(blocks, (int64_t)norm_cap_of() * g_sms);
+  if (norm && split && !rope && norm_cap)
+    blocks = std::min<int64_t>(blocks, (int64_t)norm_cap * g_sms);
   cudaLaunchConfig_t lc = {};
-  cudaLaunchAttribute at[1];
   lc.gridDim = dim3((unsigned)blocks);
   lc.blockDim = dim3(256);
   lc.stream = s;
   lc.dynamicSmemBytes = norm && !split ? (unsigned)(p.K * 4) : 0;
-  if (pdl) {
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    lc.attrs = at;
-    lc.numAttrs = 1;
-  }
   void *args[1] = {(void *)&p};
   CUDA_OK(cudaLaunchKernelExC(&lc, (const void *)fn, args));
 }
@@ -153,7 +154,6 @@ enum { OP_QKV = 1, OP_ATTN = 2, OP_O = 4, OP_GU = 8, OP_DOWN = 16, OP_HEAD = 32,
        OP_ALL = 63 };
 static void step(cudaStream_t s, const kernels &k, int set, unsigned ops = OP_ALL) {
   const state &st = g_s;
-  g_k = &k;
   kc_err_ref err = {(uint64_t)st.claim, (uint64_t)st.record};
   for (int l = 0; l < L; l++) {
     const layer_w &w = g_layers[(size_t)set * L + l];
@@ -187,7 +187,7 @@ static void step(cudaStream_t s, const kernels &k, int set, unsigned ops = OP_AL
       c.rows = 1;
       c.cols = 2 * NKV * D;
       p.rope.hs = NQ;
-      gemv1_launch(s, k.qkv, p, true, true, k.pdl, k.qkv_rpb);
+      gemv1_launch(s, k.qkv, p, true, true, k.qkv_rpb);
     }
     if (ops & OP_ATTN) {   // attention
       kc_attn_params p = {};
@@ -202,21 +202,14 @@ static void step(cudaStream_t s, const kernels &k, int set, unsigned ops = OP_AL
       p.scale = 0.125f;
       p.splits = SPLITS;
       cudaLaunchConfig_t lc = {};
-      cudaLaunchAttribute at[1];
       lc.gridDim = dim3(SPLITS, NQ, 1);
       lc.blockDim = dim3(128);
       if (k.attn_dec) {   // kiln_attn_dec: clusters of KC_AD_SPLITS
-        p.splits = k.attn_splits ? k.attn_splits : KC_AD_SPLITS;
-        lc.gridDim = dim3(p.splits, NQ, 1);
+        p.splits = KC_AD_SPLITS;
+        lc.gridDim = dim3(KC_AD_SPLITS, NQ, 1);
         lc.blockDim = dim3(256);
       }
       lc.stream = s;
-      if (k.pdl) {
-        at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        at[0].val.programmaticStreamSerializationAllowed = 1;
-        lc.attrs = at;
-        lc.numAttrs = 1;
-      }
       void *args[1] = {(void *)&p};
       CUDA_OK(cudaLaunchKernelExC(&lc, (const void *)k.attn, args));
     }
@@ -228,7 +221,7 @@ static void step(cudaStream_t s, const kernels &k, int set, unsigned ops = OP_AL
       p.rows = H;
       p.K = NQ * D;
       p.xvec = 1;
-      gemv1_launch(s, k.o, p, false, false, k.pdl, k.o_rpb);
+      gemv1_launch(s, k.o, p, false, false, k.o_rpb);
     }
     if (ops & OP_GU) {   // RMSNORM + gate, up + SWIGLU
       kc_gemv1_params p = {};
@@ -245,7 +238,7 @@ static void step(cudaStream_t s, const kernels &k, int set, unsigned ops = OP_AL
       p.eps = 1e-5f;
       p.xvec = 1;
       p.x_early = k.x_early;
-      gemv1_launch(s, k.gu, p, true, false, k.pdl, k.gu_rpb);
+      gemv1_launch(s, k.gu, p, true, false, k.gu_rpb, k.norm_cap);
     }
     if (ops & OP_DOWN) {   // down + residual
       kc_gemv1_params p = {};
@@ -255,7 +248,7 @@ static void step(cudaStream_t s, const kernels &k, int set, unsigned ops = OP_AL
       p.rows = H;
       p.K = F;
       p.xvec = 1;
-      gemv1_launch(s, k.down, p, false, false, k.pdl, k.down_rpb);
+      gemv1_launch(s, k.down, p, false, false, k.down_rpb);
     }
   }
   if (!(ops & OP_HEAD)) return;
@@ -270,7 +263,7 @@ static void step(cudaStream_t s, const kernels &k, int set, unsigned ops = OP_AL
   p.K = H;
   p.eps = 1e-5f;
   p.xvec = 1;
-  gemv1_launch(s, k.head, p, true, false, k.pdl);
+  gemv1_launch(s, k.head, p, true, false);
 }
 
 static void reset_state() {
@@ -338,24 +331,24 @@ int main(int argc, char **argv) {
 #ifdef KILN_BASE_KERNELS
   ks.push_back({"base", base::kiln_gemv1_bf16_norm_rope, base::kiln_gemv1_bf16,
                 base::kiln_gemv1_bf16_norm_pair, base::kiln_gemv1_bf16,
-                base::kiln_gemv1_bf16_norm, base::kiln_attn_f32_2, false});
+                base::kiln_gemv1_bf16_norm, base::kiln_attn_f32_2});
 #endif
   // 1B: K = 2048 -> U 1 (4 units a block), K = 8192 -> U 4 (2 a block)
   ks.push_back({"cur gemv1 (warp a row)", cur::kiln_gemv1_bf16_norm_rope,
                 cur::kiln_gemv1_bf16, cur::kiln_gemv1_bf16_norm_pair,
                 cur::kiln_gemv1_bf16, cur::kiln_gemv1_bf16_norm,
-                cur::kiln_attn_f32_2, false});
+                cur::kiln_attn_f32_2});
   // Split K for o, down, gate/up (next step's weights early, at most 2
   // blocks an SM), RMSNORM outputs early, decode attention in clusters;
   // q, k, v by kiln_gemv1 or kiln_gemv1k.
   ks.push_back({"splitk, attn_dec; qkv gemv1", cur::kiln_gemv1_bf16_norm_rope,
                 cur::kiln_gemv1k_bf16_u1, cur::kiln_gemv1k_bf16_norm_pair_u1,
                 cur::kiln_gemv1k_bf16_u4, cur::kiln_gemv1_bf16_norm,
-                cur::kiln_attn_dec_f32_2, false, 0, 4, 4, 2, true, 2, true});
+                cur::kiln_attn_dec_f32_2, 0, 4, 4, 2, true, 2, true});
   ks.push_back({"splitk, attn_dec; qkv gemv1k", cur::kiln_gemv1k_bf16_norm_rope_u1,
                 cur::kiln_gemv1k_bf16_u1, cur::kiln_gemv1k_bf16_norm_pair_u1,
                 cur::kiln_gemv1k_bf16_u4, cur::kiln_gemv1_bf16_norm,
-                cur::kiln_attn_dec_f32_2, false, 4, 4, 4, 2, true, 2, true});
+                cur::kiln_attn_dec_f32_2, 4, 4, 4, 2, true, 2, true});
   cudaStream_t st;
   CUDA_OK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
   // Bit-for-bit check: one step of each variant from the same state.

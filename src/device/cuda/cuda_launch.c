@@ -378,11 +378,8 @@ static bool gemv1_split(const kiln_cuda_device *cd, const kc_gemv1_params *p,
   int ui = 0;
   while (ui < 4 && 32 * (1 << ui) < per) ui++;
   if (ui == 4 || !cd->gemv1k[slot][variant][ui]) return false;
-  /* Units a block takes at once: gemv1k_rb in kernels.cu. */
-  const int U = 1 << ui, nr = variant ? 2 : 1;
-  const int rb = U == 1 ? 4 : U == 2 ? 2 : (U == 4 && nr == 1) ? 2 : 1;
   *fn = cd->gemv1k[slot][variant][ui];
-  *grid = cdiv(units, rb);
+  *grid = cdiv(units, KC_GEMV1K_RB(1 << ui, variant ? 2 : 1));
   /* RMSNORM + gate/up: every block sums all of a, and requests its next
    * step's weights early; at most 2 blocks an SM (bench/floor/: a 1B
    * gate/up 18.6 us against 20.5 at 3 and 20.0 at 6 without the early

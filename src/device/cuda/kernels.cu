@@ -919,6 +919,31 @@ __device__ __forceinline__ void gemv1_store(const kc_gemv1_params &p, int64_t n,
   }
 }
 
+// Where unit n of a one-row GEMV lies (a warp's unit in kiln_gemv1, a
+// block's in kiln_gemv1k): its first row over all segments (ROPE: rows i
+// and i + D/2 of a head, half = D/2; PAIR: row n of gate and of up), that
+// row's segment and row in it, and the address of its r-th weight row.
+template <bool PAIR, bool ROPE>
+struct gemv1_unit {
+  int64_t row0, nl;
+  int s;
+  __device__ __forceinline__ gemv1_unit(const kc_gemv1_params &p, int64_t n,
+                                        int64_t half) {
+    row0 = ROPE ? n / half * 2 * half + n % half : n;
+    s = 0;
+    nl = row0;
+    if (!PAIR)
+      while (s + 1 < p.nseg && nl >= p.seg[s].N) nl -= p.seg[s++].N;
+  }
+  template <int esize>
+  __device__ __forceinline__ uint64_t row(const kc_gemv1_params &p, int r,
+                                          int64_t half) const {
+    const kc_gemv_seg &sg = p.seg[PAIR ? r : s];
+    const int64_t rl = ROPE ? nl + r * half : nl;
+    return sg.w + (uint64_t)(rl * sg.ws) * esize;
+  }
+};
+
 template <int DT, int PRO, bool PAIR, bool ROPE = false>
 __device__ __forceinline__ void gemv1(const kc_gemv1_params &p) {
   constexpr int V = wvec<DT>::N;
@@ -1020,11 +1045,9 @@ __device__ __forceinline__ void gemv1(const kc_gemv1_params &p) {
   const int64_t half = p.rope.rope.D / 2;
   for (int64_t n = (int64_t)blockIdx.x * 8 + warp; n < units;
        n += (int64_t)gridDim.x * 8) {
-    const int64_t row0 = ROPE ? n / half * 2 * half + n % half : n;
-    int s = 0;
-    int64_t nl = row0;
-    if (!PAIR)
-      while (s + 1 < p.nseg && nl >= p.seg[s].N) nl -= p.seg[s++].N;
+    const gemv1_unit<PAIR, ROPE> un(p, n, half);
+    const int64_t row0 = un.row0, nl = un.nl;
+    const int s = un.s;
     // Rows need not start on 16 bytes: read from the boundary below and
     // skip the h elements before the row (as gemv_vec).
     const uint4 *w[NR];
@@ -1032,9 +1055,7 @@ __device__ __forceinline__ void gemv1(const kc_gemv1_params &p) {
     int64_t nv[NR], nvmax = 0;
 #pragma unroll
     for (int r = 0; r < NR; r++) {
-      const kc_gemv_seg &sg = p.seg[PAIR ? r : s];
-      const int64_t rl = ROPE ? nl + r * half : nl;
-      const uint64_t row = sg.w + (uint64_t)(rl * sg.ws) * esize;
+      const uint64_t row = un.template row<esize>(p, r, half);
       const int hb = (int)(row & 15);
       h[r] = hb / esize;
       w[r] = (const uint4 *)(row - hb);
@@ -1124,29 +1145,6 @@ KC_GEMV1(bf16, KC_BF16)
 // on 16 bytes, K is a multiple of the vector, x (or a and g) is 16-byte
 // aligned, and an eighth of a row is at most 32 * U vectors.
 
-// Unit n's rows: the first row over all segments, its segment and row in
-// that segment, and the weight row of its r-th row (as gemv1).
-template <bool PAIR, bool ROPE>
-struct gemv1k_unit {
-  int64_t row0, nl;
-  int s;
-  __device__ __forceinline__ gemv1k_unit(const kc_gemv1_params &p, int64_t n,
-                                         int64_t half) {
-    row0 = ROPE ? n / half * 2 * half + n % half : n;
-    s = 0;
-    nl = row0;
-    if (!PAIR)
-      while (s + 1 < p.nseg && nl >= p.seg[s].N) nl -= p.seg[s++].N;
-  }
-  template <int esize>
-  __device__ __forceinline__ const uint4 *w(const kc_gemv1_params &p, int r,
-                                           int64_t half) const {
-    const kc_gemv_seg &sg = p.seg[PAIR ? r : s];
-    const int64_t rl = ROPE ? nl + r * half : nl;
-    return (const uint4 *)(sg.w + (uint64_t)(rl * sg.ws) * esize);
-  }
-};
-
 // x = a * inv * g over all of K (K % 4 == 0, a and g 16-byte aligned), by
 // the block: gemv1k's RMSNORM output.
 __device__ __forceinline__ void rmsnorm_store(const kc_gemv1_params &p, float inv) {
@@ -1183,7 +1181,7 @@ __device__ __forceinline__ void gemv1k(const kc_gemv1_params &p) {
   constexpr int V = wvec<DT>::N;
   constexpr int esize = DT == KC_F32 ? 4 : 2;
   constexpr int NR = PAIR || ROPE ? 2 : 1;
-  using unit_t = gemv1k_unit<PAIR, ROPE>;
+  using unit_t = gemv1_unit<PAIR, ROPE>;
   __shared__ float part[8][RB][NR];
   __shared__ float red[32];
   __shared__ int last;
@@ -1206,7 +1204,7 @@ __device__ __forceinline__ void gemv1k(const kc_gemv1_params &p) {
       const unit_t un(p, in ? u0 + b : 0, half);
 #pragma unroll
       for (int r = 0; r < NR; r++) {
-        const uint4 *w = un.template w<esize>(p, r, half);
+        const uint4 *w = (const uint4 *)un.template row<esize>(p, r, half);
 #pragma unroll
         for (int u = 0; u < U; u++)
           wv[b][r][u] = in && ok[u] ? __ldcs(w + col[u]) : make_uint4(0, 0, 0, 0);
@@ -1364,11 +1362,6 @@ __device__ __forceinline__ void gemv1k(const kc_gemv1_params &p) {
   }
 }
 
-// Units a block takes at once, by the loads a lane has in flight per unit.
-template <int U, int NR>
-struct gemv1k_rb {
-  static constexpr int v = U == 1 ? 4 : U == 2 ? 2 : (U == 4 && NR == 1) ? 2 : 1;
-};
 // Registers capped for 3 blocks an SM (24 warps) where the loads and x fit
 // without spilling (down's U = 4: 10.5 us against 12.0 at 2), else 2 (U = 8,
 // gate/up with the next step's weights in flight, RoPE from U = 2).
@@ -1376,7 +1369,7 @@ struct gemv1k_rb {
 #define KC_GEMV1K_KERNEL(NAME, DT, PRO, PAIR, ROPE, U)                        \
   KC_GLOBAL void __launch_bounds__(256, KC_GEMV1K_MINB(PAIR, ROPE, U))        \
       NAME(kc_gemv1_params p) {                                               \
-    gemv1k<DT, PRO, PAIR, ROPE, U, gemv1k_rb<U, (PAIR || ROPE) ? 2 : 1>::v,   \
+    gemv1k<DT, PRO, PAIR, ROPE, U, KC_GEMV1K_RB(U, (PAIR || ROPE) ? 2 : 1),   \
            PRO == KC_PRO_RMSNORM && PAIR>(p);                                 \
   }
 // The variants cuda_launch.c uses (measured faster than kiln_gemv1 on a 1B
@@ -1478,6 +1471,21 @@ __device__ __forceinline__ float load_kv(const void *base, int64_t d) {
   return bf16_to_f32(((const uint16_t *)base)[d]);
 }
 
+// A lane's dims (lane, lane + 32, ...) of query t, head h, times the
+// scale (0 past D), and its output accumulators, zeroed.
+template <int DPL>
+__device__ __forceinline__ void load_q_scaled(const kc_attn_params &p, int64_t t,
+                                              int64_t h, int64_t D, int lane,
+                                              float (&qr)[DPL], float (&acc)[DPL]) {
+  const float *q = (const float *)p.q.addr + t * p.q.stride[0] + h * p.q.stride[1];
+#pragma unroll
+  for (int i = 0; i < DPL; i++) {
+    const int64_t d = lane + 32 * i;
+    qr[i] = d < D ? q[d] * p.scale : 0.0f;
+    acc[i] = 0.0f;
+  }
+}
+
 // A lane's dims (lane, lane + 32, ...) of key row j and value row j of
 // cache head hk, as f32 (0 past D).
 template <int KT, int DPL>
@@ -1568,14 +1576,8 @@ __device__ __forceinline__ void attn_impl(const kc_attn_params &p) {
   const int64_t s_begin = split * chunk;
   const int64_t s_end = s_begin + chunk < n_keys ? s_begin + chunk : n_keys;
 
-  const float *q = (const float *)p.q.addr + t * p.q.stride[0] + h * p.q.stride[1];
   float qr[DPL], acc[DPL];
-#pragma unroll
-  for (int i = 0; i < DPL; i++) {
-    const int64_t d = lane + 32 * i;
-    qr[i] = d < D ? q[d] * p.scale : 0.0f;
-    acc[i] = 0.0f;
-  }
+  load_q_scaled<DPL>(p, t, h, D, lane, qr, acc);
   float m = -INFINITY, l = 0.0f;
   // Two keys a step (the warp's j and j + nwarps): both rows' loads are
   // in flight together; the online softmax still takes them in order.
@@ -1663,14 +1665,8 @@ __device__ __forceinline__ void attn_dec_impl(const kc_attn_params &p) {
   const int split = (int)cluster.block_rank();
   const int64_t h = blockIdx.y, t = blockIdx.z;
   // q first: its loads need not wait for the position's.
-  const float *q = (const float *)p.q.addr + t * p.q.stride[0] + h * p.q.stride[1];
   float qr[DPL], acc[DPL];
-#pragma unroll
-  for (int i = 0; i < DPL; i++) {
-    const int64_t d = lane + 32 * i;
-    qr[i] = d < D ? q[d] * p.scale : 0.0f;
-    acc[i] = 0.0f;
-  }
+  load_q_scaled<DPL>(p, t, h, D, lane, qr, acc);
   int64_t pos0;
   // Every block of a cluster sees the same position: all return or none.
   if (!attn_pos_checked(p, blockIdx.x == 0 && h == 0 && t == 0, &pos0)) return;

@@ -173,6 +173,11 @@ typedef struct kc_gemv1_params {
    * q, k and v (three segments, outputs back to back, heads of D rows). */
   kc_rope_copy_params rope;
 } kc_gemv1_params;
+/* kiln_gemv1k_*: units a block takes at once, by U (16-byte vectors a lane
+ * per row) and NR (rows a unit: 2 with pair or RoPE), as the kernel is
+ * compiled and the host sizes its grid. */
+#define KC_GEMV1K_RB(U, NR) \
+  ((U) == 1 ? 4 : (U) == 2 ? 2 : ((U) == 4 && (NR) == 1) ? 2 : 1)
 
 /* ARGMAX of one long row over many blocks: each block's best goes to
  * partials (float value, int64 index at partials + 8 * KC_ARGMAX_BLOCKS),
