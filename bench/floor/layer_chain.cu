@@ -3,9 +3,8 @@
 // backend launches them, captured in a graph and replayed; two builds of
 // kernels.cu side by side (namespace base: an earlier commit's file, made
 // by scripts/gpu-floor.sh; namespace cur: this checkout's), in the
-// variants listed in main. (Session 8 also launched them as programmatic
-// dependents: slower, and the kernels no longer wait for the kernel
-// before, so that is gone.) Against gpu_floor's
+// variants listed in main, kiln_gemv1k and kiln_attn_dec also as
+// programmatic dependents of the kernel before them (pdl). Against gpu_floor's
 // numbers (the same step as kernels that only read the weights) it says
 // how far the kernels are from what one launch per op allows.
 //
@@ -62,7 +61,18 @@ struct kernels {
   bool x_early;   // RMSNORM outputs stored by block 0 (kc_gemv1_params)
   int norm_cap;   // kiln_gemv1k with RMSNORM: at most this many blocks an SM (0: no cap)
   bool attn_dec;  // attn is kiln_attn_dec (clusters)
+  bool pdl;       // kiln_gemv1k, kiln_attn_dec as programmatic dependents
 };
+
+// The launch attribute that makes a kernel a programmatic dependent of the
+// one before it in the stream (lc.attrs, when on).
+static cudaLaunchAttribute g_pdl_attr;
+static void pdl_attr(cudaLaunchConfig_t &lc, bool on) {
+  g_pdl_attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  g_pdl_attr.val.programmaticStreamSerializationAllowed = 1;
+  lc.attrs = on ? &g_pdl_attr : nullptr;
+  lc.numAttrs = on ? 1 : 0;
+}
 
 // 1B shape
 enum { H = 2048, F = 8192, NQ = 32, NKV = 8, D = 64, L = 16, CAP = 640,
@@ -120,7 +130,8 @@ static kc_tensor tens(const void *addr, int dt, std::initializer_list<int64_t> s
 // kiln_gemv1k rpb units a block, RMSNORM + gate/up at most norm_cap blocks
 // an SM (0: no cap).
 static void gemv1_launch(cudaStream_t s, gemv1_fn fn, const kc_gemv1_params &p,
-                         bool norm, bool rope, int rpb = 0, int norm_cap = 0) {
+                         bool norm, bool rope, int rpb = 0, int norm_cap = 0,
+                         bool pdl = false) {
   const int64_t units = rope ? p.rows / 2 : p.rows;
   const bool split = rpb > 0;
   if (!split) rpb = 8;
@@ -133,6 +144,7 @@ static void gemv1_launch(cudaStream_t s, gemv1_fn fn, const kc_gemv1_params &p,
   lc.blockDim = dim3(256);
   lc.stream = s;
   lc.dynamicSmemBytes = norm && !split ? (unsigned)(p.K * 4) : 0;
+  pdl_attr(lc, pdl && split);
   void *args[1] = {(void *)&p};
   CUDA_OK(cudaLaunchKernelExC(&lc, (const void *)fn, args));
 }
@@ -187,7 +199,7 @@ static void step(cudaStream_t s, const kernels &k, int set, unsigned ops = OP_AL
       c.rows = 1;
       c.cols = 2 * NKV * D;
       p.rope.hs = NQ;
-      gemv1_launch(s, k.qkv, p, true, true, k.qkv_rpb);
+      gemv1_launch(s, k.qkv, p, true, true, k.qkv_rpb, 0, k.pdl && l > 0);
     }
     if (ops & OP_ATTN) {   // attention
       kc_attn_params p = {};
@@ -210,6 +222,7 @@ static void step(cudaStream_t s, const kernels &k, int set, unsigned ops = OP_AL
         lc.blockDim = dim3(256);
       }
       lc.stream = s;
+      pdl_attr(lc, k.pdl && k.attn_dec);
       void *args[1] = {(void *)&p};
       CUDA_OK(cudaLaunchKernelExC(&lc, (const void *)k.attn, args));
     }
@@ -221,7 +234,7 @@ static void step(cudaStream_t s, const kernels &k, int set, unsigned ops = OP_AL
       p.rows = H;
       p.K = NQ * D;
       p.xvec = 1;
-      gemv1_launch(s, k.o, p, false, false, k.o_rpb);
+      gemv1_launch(s, k.o, p, false, false, k.o_rpb, 0, k.pdl);
     }
     if (ops & OP_GU) {   // RMSNORM + gate, up + SWIGLU
       kc_gemv1_params p = {};
@@ -238,7 +251,7 @@ static void step(cudaStream_t s, const kernels &k, int set, unsigned ops = OP_AL
       p.eps = 1e-5f;
       p.xvec = 1;
       p.x_early = k.x_early;
-      gemv1_launch(s, k.gu, p, true, false, k.gu_rpb, k.norm_cap);
+      gemv1_launch(s, k.gu, p, true, false, k.gu_rpb, k.norm_cap, k.pdl);
     }
     if (ops & OP_DOWN) {   // down + residual
       kc_gemv1_params p = {};
@@ -248,7 +261,7 @@ static void step(cudaStream_t s, const kernels &k, int set, unsigned ops = OP_AL
       p.rows = H;
       p.K = F;
       p.xvec = 1;
-      gemv1_launch(s, k.down, p, false, false, k.down_rpb);
+      gemv1_launch(s, k.down, p, false, false, k.down_rpb, 0, k.pdl);
     }
   }
   if (!(ops & OP_HEAD)) return;
@@ -349,10 +362,15 @@ int main(int argc, char **argv) {
                 cur::kiln_gemv1k_bf16_u1, cur::kiln_gemv1k_bf16_norm_pair_u1,
                 cur::kiln_gemv1k_bf16_u4, cur::kiln_gemv1_bf16_norm,
                 cur::kiln_attn_dec_f32_2, 4, 4, 4, 2, true, 2, true});
+  // The same kernels as programmatic dependents: must equal the line above
+  // bit for bit.
+  ks.push_back(ks.back());
+  ks.back().name = "the same, PDL";
+  ks.back().pdl = true;
   cudaStream_t st;
   CUDA_OK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
   // Bit-for-bit check: one step of each variant from the same state.
-  std::vector<float> ref(VOCAB), got(VOCAB), rres(H), gres(H);
+  std::vector<float> ref(VOCAB), got(VOCAB), prev(VOCAB), rres(H), gres(H);
   bool all_ok = true;
   for (size_t i = 0; i < ks.size(); i++) {
     reset_state();
@@ -365,7 +383,12 @@ int main(int argc, char **argv) {
     int claim;
     CUDA_OK(cudaMemcpy(&claim, s.claim, 4, cudaMemcpyDeviceToHost));
     if (claim) printf("%s: kernel error %d\n", ks[i].name, claim), all_ok = false;
-    if (i && !strstr(ks[i].name, "warp a row")) {   // another order of sums
+    if (ks[i].pdl) {   // the kernels of the variant before it
+      if (memcmp(prev.data(), got.data(), VOCAB * 4)) {
+        printf("%s: logits differ from %s's\n", ks[i].name, ks[i - 1].name);
+        all_ok = false;
+      }
+    } else if (i && !strstr(ks[i].name, "warp a row")) {   // another order of sums
       double md = 0, mr = 0;
       for (int j = 0; j < VOCAB; j++) {
         md = std::max(md, (double)fabsf(ref[j] - got[j]));
@@ -381,6 +404,7 @@ int main(int argc, char **argv) {
              ks[0].name, bad, (long long)VOCAB);
       all_ok = false;
     }
+    if (i) prev = got;
   }
   bool finite = true;
   for (int j = 0; j < VOCAB; j++) finite = finite && std::isfinite(ref[j]);

@@ -302,6 +302,10 @@ typedef struct kiln_device_stats {
    * (cuda: kiln_gemv1k, for rows a warp each would leave the memory
    * idle); counted when launched or recorded into a graph. */
   uint64_t split_gemvs;
+  /* Kernels recorded into a graph as programmatic dependents of the kernel
+   * before them (cuda: they request their weights before that kernel
+   * finishes, then wait for it). */
+  uint64_t pdl_launches;
 } kiln_device_stats;
 void kiln_device_get_stats(kiln_device *d, kiln_device_stats *out);
 

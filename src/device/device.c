@@ -226,6 +226,7 @@ void kiln_device_get_stats(kiln_device *d, kiln_device_stats *out) {
       __atomic_load_n(&d->stats.mapped_bytes, __ATOMIC_RELAXED);
   out->fused_ops = d->stats.fused_ops;
   out->split_gemvs = d->stats.split_gemvs;
+  out->pdl_launches = d->stats.pdl_launches;
 }
 
 /* ---- Validation ----------------------------------------------------------- */
@@ -261,13 +262,7 @@ static const kiln_tensor *op_tensor(const kiln_op *op, int which) {
 }
 
 static kiln_dtensor *dop_tensor(kiln_dop *op, int which) {
-  switch (which) {
-    case KILN_OPND_A: return &op->a;
-    case KILN_OPND_B: return &op->b;
-    case KILN_OPND_C: return &op->c;
-    case KILN_OPND_D: return &op->d;
-    default: return &op->index;
-  }
+  return (kiln_dtensor *)kiln_dop_operand(op, which);
 }
 
 #define M_F32 (1u << KILN_DTYPE_F32)
@@ -434,6 +429,7 @@ static kiln_status operand(check_ctx *c, int which, int required, int out,
   ext->hi = end;
   ext->read = !out;
   ext->write = out;
+  if (out) c->v->dop.writes |= 1u << which;
   /* The normalised view also goes into v->op so that coherence can walk
    * exactly the bytes written. */
   kiln_tensor *vt = (kiln_tensor *)op_tensor(&c->v->op, which);

@@ -86,9 +86,6 @@ typedef struct kiln_operand_extent {
   bool read, write;
 } kiln_operand_extent;
 
-enum { KILN_OPND_A, KILN_OPND_B, KILN_OPND_C, KILN_OPND_D, KILN_OPND_INDEX,
-       KILN_OPND_COUNT };
-
 /* An op after validation: the caller's op with strides made explicit, the
  * resolved op for the backend, and each operand's extent. */
 typedef struct kiln_vop {

@@ -31,14 +31,30 @@ typedef struct kiln_dtensor {
 
 /* A validated op with device addresses. rows/cols are the flattened view
  * the core computed for row-wise ops (cols = last dimension). */
+/* An op's operands, in kiln_dop's order. */
+enum { KILN_OPND_A, KILN_OPND_B, KILN_OPND_C, KILN_OPND_D, KILN_OPND_INDEX,
+       KILN_OPND_COUNT };
+
 typedef struct kiln_dop {
   kiln_op_kind kind;
   uint32_t flags;
+  uint32_t writes;             /* bit KILN_OPND_*: the operands it writes */
   kiln_dtensor a, b, c, d, index;
   float alpha, beta, eps;
   int64_t pos;
   int64_t rows, cols;          /* of operand a, for row-wise ops */
 } kiln_dop;
+
+/* Operand `which` (KILN_OPND_*) of op. */
+static inline const kiln_dtensor *kiln_dop_operand(const kiln_dop *op, int which) {
+  switch (which) {
+    case KILN_OPND_A: return &op->a;
+    case KILN_OPND_B: return &op->b;
+    case KILN_OPND_C: return &op->c;
+    case KILN_OPND_D: return &op->d;
+    default: return &op->index;
+  }
+}
 
 /* Same rank and dimensions (strides aside). */
 static inline bool kiln_dtensor_same_shape(const kiln_dtensor *x,

@@ -136,14 +136,20 @@ static uint64_t bump(uint64_t *top, uint64_t bytes) {
   *top = off + bytes;
   return off;
 }
+/* A test's tensors outgrew the fixture's memory: a bug in the test. */
+static void layout_bug(const char *which, uint64_t top, kiln_memory *m) {
+  fprintf(stderr, "test layout bug: %s tensors need %llu bytes of %llu\n", which,
+          (unsigned long long)top, (unsigned long long)kiln_memory_size(m));
+  abort();
+}
 static uint64_t in_alloc(fx *f, uint64_t bytes) {
   uint64_t off = bump(&f->in_top, bytes);
-  if (f->in_top > kiln_memory_size(f->in)) abort(); /* test layout bug */
+  if (f->in_top > kiln_memory_size(f->in)) layout_bug("in", f->in_top, f->in);
   return off;
 }
 static uint64_t out_alloc(fx *f, uint64_t bytes) {
   uint64_t off = bump(&f->out_top, bytes);
-  if (f->out_top > kiln_memory_size(f->out_cpu)) abort();
+  if (f->out_top > kiln_memory_size(f->out_cpu)) layout_bug("out", f->out_top, f->out_cpu);
   return off;
 }
 
@@ -1200,6 +1206,77 @@ static void test_gemv_split_program(kiln_test *t) {
   fx_close(&f);
 }
 
+/* ---- programmatic dependent launch ----------------------------------------- */
+
+/* Recorded into a graph, kiln_gemv1k and kiln_attn_dec may start before the
+ * kernel before them ends and request their weights early; never when an
+ * earlier op of the program writes those weights. A chain: GEMV A (first
+ * op: plain), B (early), C whose weights are A's output viewed as a
+ * matrix (must wait: plain), D (early; a residual), then the attention
+ * block (the RMSNORM + q, k, v + RoPE + KV append launch and the decode
+ * attention: early). Against the cpu backend, recorded and replayed; the
+ * early launches counted (kiln_device_stats.pdl_launches: 4, or 0 with
+ * KILN_CUDA_PDL=0 or ROPE epilogue / split K / decode attention off). */
+static void test_pdl_program(kiln_test *t) {
+  fx f;
+  if (!fx_open(t, &f, KILN_PLACEMENT_RESIDENT)) return;
+  const kiln_dtype bf = KILN_DTYPE_BF16, f32 = KILN_DTYPE_F32;
+  const int64_t K = 1024, R3 = 8, K3 = 512;
+  kiln_tensor w1 = input(&f, bf, 2, R3 * K3, K, 0, 0);
+  kiln_tensor w2 = input(&f, bf, 2, K3, K, 0, 0);
+  kiln_tensor w4 = input(&f, bf, 2, K, R3, 0, 0);
+  kiln_tensor x0 = input(&f, f32, 2, 1, K, 0, 0);
+  kiln_tensor x1 = input(&f, f32, 2, 1, K, 0, 0);
+  kiln_tensor g = input(&f, f32, 1, K, 0, 0, 0);
+  kiln_tensor y1 = output(&f, f32, 2, 1, R3 * K3, 0, 0, false);
+  kiln_tensor w3 = y1;   /* y1 as [R3, K3]: weights op 0 writes */
+  w3.shape[0] = R3, w3.shape[1] = K3, w3.stride[0] = K3, w3.stride[1] = 1;
+  kiln_tensor y2 = output(&f, f32, 2, 1, K3, 0, 0, false);
+  kiln_tensor y3 = output(&f, f32, 2, 1, R3, 0, 0, false);
+  kiln_tensor x4 = output(&f, f32, 2, 1, K, 0, 0, true);
+  kiln_tensor xn = output(&f, f32, 2, 1, K, 0, 0, false);
+  const kiln_tensor wqkv[3] = {input(&f, bf, 2, 256, K, 0, 0),
+                               input(&f, bf, 2, 128, K, 0, 0),
+                               input(&f, bf, 2, 128, K, 0, 0)};
+  kiln_tensor qkv, cache, att;
+  kiln_op ops[12];
+  int n = 0;
+  kiln_op op = op_of(KILN_OP_GEMV);
+  op.a = w1, op.b = x0, op.c = y1;
+  ops[n++] = op;
+  op.a = w2, op.b = x1, op.c = y2;   /* another x: not grouped with A */
+  ops[n++] = op;
+  op.a = w3, op.b = y2, op.c = y3, op.alpha = 1.0f / 16;
+  ops[n++] = op;
+  op.a = w4, op.b = y3, op.c = x4, op.alpha = 1.0f, op.beta = 1.0f;
+  ops[n++] = op;
+  n += qkv_rope_attention(&f, ops + n, 77, x4, g, xn, wqkv, f32, &qkv, &cache,
+                          &att);
+  kiln_device_stats before, after;
+  kiln_device_get_stats(f.gpu, &before);
+  const named_out outs[] = {{"y1", &y1},   {"y2", &y2},   {"y3", &y3},
+                            {"x4", &x4},   {"xn", &xn},   {"qkv", &qkv},
+                            {"cache", &cache}, {"attention", &att}};
+  program_vs_cpu(t, &f, ops, n, 3, outs, sizeof outs / sizeof outs[0],
+                 "PDL chain");
+  kiln_device_get_stats(f.gpu, &after);
+  if (kiln_device_kind_of(f.gpu) == KILN_DEVICE_CUDA) {
+    static const char *const off[] = {"KILN_CUDA_PDL", "KILN_CUDA_SPLITK",
+                                      "KILN_CUDA_ROPE_EPILOGUE",
+                                      "KILN_CUDA_ATTN_DEC"};
+    uint64_t want = 4;
+    for (size_t i = 0; i < sizeof off / sizeof off[0]; i++) {
+      const char *e = getenv(off[i]);
+      if (e && strcmp(e, "0") == 0) want = 0;
+    }
+    KILN_EXPECTF(t, want == 0 || after.pdl_launches - before.pdl_launches == want,
+                 "%llu programmatic dependent launches, want %llu",
+                 (unsigned long long)(after.pdl_launches - before.pdl_launches),
+                 (unsigned long long)want);
+  }
+  fx_close(&f);
+}
+
 /* ---- device-side failures ----------------------------------------------------- */
 
 /* A bad value read on the device fails the op at sync (OUT_OF_RANGE);
@@ -1727,6 +1804,7 @@ KILN_TEST_MAIN(test_no_gpu_fallback, test_mapped_pointer_identity,
                test_graph_replay_mapped, test_graph_replay_resident,
                test_fused_program_mapped, test_fused_program_resident,
                test_gemv_chain_program, test_gemv_split_program,
+               test_pdl_program,
                test_device_errors_then_valid_op,
                test_resident_range_across_grown_registrations, test_device_range,
                test_gemv_bandwidth,

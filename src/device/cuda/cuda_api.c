@@ -85,6 +85,7 @@ static void api_load(void) {
       return;   /* the handle stays open: harmless, and never reloaded */
     }
   }
+  *(void **)&g_api.cuLaunchKernelEx = dlsym(h, "cuLaunchKernelEx");   /* optional */
   if (g_api.cuDriverGetVersion(&g_api.driver_version) != KILN_CUDA_SUCCESS)
     g_api.driver_version = 0;
 }

@@ -48,6 +48,31 @@ enum {
   KILN_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8,
 };
 
+/* cuLaunchKernelEx's launch description: cuda.h's CUlaunchConfig and
+ * CUlaunchAttribute (an attribute id, then a 64-byte union of values, 8
+ * bytes aligned). Only the attribute kiln sets is named: a kernel that
+ * may start before the kernel before it in the stream finishes (it waits
+ * with griddepcontrol.wait; kernels.cu, pdl_wait). */
+enum { KILN_CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6 };
+typedef struct kiln_cu_launch_attr {
+  int id;
+  union {
+    char bytes[64];
+    uint64_t align;
+    int programmatic_stream_serialization;
+  } value;
+} kiln_cu_launch_attr;
+typedef struct kiln_cu_launch_config {
+  unsigned grid_x, grid_y, grid_z;
+  unsigned block_x, block_y, block_z;
+  unsigned shared_bytes;
+  CUstream stream;
+  kiln_cu_launch_attr *attrs;
+  unsigned n_attrs;
+} kiln_cu_launch_config;
+_Static_assert(sizeof(kiln_cu_launch_attr) == 72, "CUlaunchAttribute");
+_Static_assert(sizeof(kiln_cu_launch_config) == 56, "CUlaunchConfig");
+
 typedef struct kiln_cuda_api {
   CUresult (*cuInit)(unsigned flags);
   CUresult (*cuDriverGetVersion)(int *v);
@@ -87,6 +112,9 @@ typedef struct kiln_cuda_api {
                              unsigned gz, unsigned bx, unsigned by,
                              unsigned bz, unsigned shmem, CUstream s,
                              void **params, void **extra);
+  /* Optional (driver 11.8 on): NULL where the driver lacks it. */
+  CUresult (*cuLaunchKernelEx)(const kiln_cu_launch_config *c, CUfunction f,
+                               void **params, void **extra);
   CUresult (*cuStreamBeginCapture)(CUstream s, int mode);
   CUresult (*cuStreamEndCapture)(CUstream s, CUgraph *g);
   CUresult (*cuGraphInstantiate)(CUgraphExec *e, CUgraph g,

@@ -548,6 +548,7 @@ kiln_status kiln_cuda_device_create(const kiln_device_options *o, int ordinal,
   cd->splitk = env_on("KILN_CUDA_SPLITK");
   cd->x_early = env_on("KILN_CUDA_X_EARLY");
   cd->dec_attention = env_on("KILN_CUDA_ATTN_DEC");
+  cd->pdl = env_on("KILN_CUDA_PDL") && cu->cuLaunchKernelEx;
   const char *ab = getenv("KILN_CUDA_ATTN_BLOCKS");
   cd->attn_blocks = ab && atoi(ab) > 0 && atoi(ab) <= 64 ? atoi(ab) : 4;
   const char *amk = getenv("KILN_CUDA_ATTN_MIN_KEYS");

@@ -107,6 +107,15 @@ typedef struct kiln_cuda_device {
   /* Decode attention by kiln_attn_dec_* (a cluster of blocks per query and
    * head; KILN_CUDA_ATTN_DEC=0: by kiln_attn_*'s splits, for comparisons). */
   bool dec_attention;
+  /* kiln_gemv1k and kiln_attn_dec recorded into graphs as programmatic
+   * dependents of the kernel before them, so that they request their
+   * weights while it runs (KILN_CUDA_PDL=0, or a driver without
+   * cuLaunchKernelEx: launched plainly, for comparisons). */
+  bool pdl;
+  /* While kiln_cuda_launch_seq records a program: its ops and the index of
+   * the op being launched (what pdl_may checks the early reads against). */
+  const kiln_dop *seq;
+  size_t seq_at;
   /* cuBLAS, when present (otherwise GEMM uses kiln_tiled). */
   const kiln_cublas_api *blas;
   cublasHandle_t blas_handle;

@@ -63,6 +63,52 @@ static kiln_status launch(kiln_cuda_device *cd, int fn_id, CUfunction f,
   return launch_smem(cd, fn_id, f, gx, gy, gz, block, 0, params);
 }
 
+static bool overlap(const kiln_dtensor *a, const kiln_dtensor *b);
+
+/* Whether the kernel for the op at cd->seq_at may be recorded as a
+ * programmatic dependent of the kernel before it (kernels.cu, pdl_wait):
+ * only while kiln_cuda_launch_seq records a program into a graph, not for
+ * its first op, and only if no earlier op of the program writes what the
+ * kernel reads before it waits (pre[0..npre): a GEMV's weights). Any
+ * earlier op may still be running then: each such kernel lets the next
+ * one start as soon as all its own blocks have. */
+static bool pdl_may(const kiln_cuda_device *cd, const kiln_dtensor *const *pre,
+                    int npre) {
+  if (!cd->pdl || !cd->capturing || !cd->seq || cd->seq_at == 0) return false;
+  for (size_t j = 0; j < cd->seq_at; j++) {
+    const kiln_dop *op = &cd->seq[j];
+    for (int w = 0; w < KILN_OPND_COUNT; w++)
+      if (op->writes & (1u << w))
+        for (int k = 0; k < npre; k++)
+          if (overlap(kiln_dop_operand(op, w), pre[k])) return false;
+  }
+  return true;
+}
+
+/* launch(), as a programmatic dependent of the kernel before it when pdl
+ * (which pdl_may decided). */
+static kiln_status launch_pdl(kiln_cuda_device *cd, int fn_id, CUfunction f,
+                              int64_t gx, int64_t gy, int64_t gz, int block,
+                              void *params, bool pdl) {
+  if (!pdl) return launch(cd, fn_id, f, gx, gy, gz, block, params);
+  kiln_cu_launch_attr attr = {
+      .id = KILN_CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION};
+  attr.value.programmatic_stream_serialization = 1;
+  const kiln_cu_launch_config c = {
+      .grid_x = (unsigned)gx, .grid_y = (unsigned)gy, .grid_z = (unsigned)gz,
+      .block_x = (unsigned)block, .block_y = 1, .block_z = 1,
+      .stream = cd->stream, .attrs = &attr, .n_attrs = 1};
+  void *args[1] = {params};
+  CUresult r = cd->cu->cuLaunchKernelEx(&c, f, args, NULL);
+  if (r) {
+    char what[64];
+    snprintf(what, sizeof what, "cuLaunchKernelEx (kernel %d)", fn_id);
+    return kiln_cuda_status(KILN_CODE_INTERNAL, r, what);
+  }
+  cd->base.stats.pdl_launches += 1;
+  return KILN_OK;
+}
+
 /* A grid for rows x cols work done by (column-chunk, row) blocks with
  * grid-stride loops in both directions. */
 static void grid2d(int64_t rows, int64_t cols, int64_t *gx, int64_t *gy) {
@@ -357,8 +403,6 @@ typedef struct gemv1_group {
   kc_rope_copy_params rc;
 } gemv1_group;
 
-static bool overlap(const kiln_dtensor *a, const kiln_dtensor *b);
-
 /* Whether kiln_gemv1k can do p (variant: 0 plain, 1 norm + pair, 2 norm +
  * RoPE epilogue), and with which kernel (*fn) and how many blocks (*grid).
  * It needs every row on 16 bytes, K a whole number of vectors, x (or a and
@@ -430,7 +474,10 @@ static kiln_status launch_gemv1(kiln_cuda_device *cd, const gemv1_group *g) {
   int64_t kgrid;
   if (sv >= 0 && gemv1_split(cd, &p, slot, sv, &kfn, &kgrid)) {
     cd->base.stats.split_gemvs += 1;
-    return launch(cd, KC_FN_GEMV_ANY, kfn, kgrid, 1, 1, 256, &p);
+    const kiln_dtensor *w[KC_GEMV1_SEGS];
+    for (int i = 0; i < g->nseg; i++) w[i] = &g->gemv[i]->a;
+    return launch_pdl(cd, KC_FN_GEMV_ANY, kfn, kgrid, 1, 1, 256, &p,
+                      pdl_may(cd, w, g->nseg));
   }
   /* A warp per row (RoPE epilogue: per pair of rows); with the RMSNORM
    * prologue, at most as many blocks as the GPU holds at once (each
@@ -648,7 +695,8 @@ static kiln_status launch_gemv(kiln_cuda_device *cd, const kiln_dop *op) {
     int64_t grid;
     if (gemv1_split(cd, &q, dtype_slot(w->dtype), 0, &fn, &grid)) {
       cd->base.stats.split_gemvs += 1;
-      return launch(cd, KC_FN_GEMV_ANY, fn, grid, 1, 1, 256, &q);
+      return launch_pdl(cd, KC_FN_GEMV_ANY, fn, grid, 1, 1, 256, &q,
+                        pdl_may(cd, &w, 1));
     }
   }
   const int64_t blocks = cdiv(p.N, 8);   /* 8 warps of 256 threads */
@@ -756,8 +804,8 @@ static kiln_status launch_attention(kiln_cuda_device *cd, const kiln_dop *op) {
   /* Decode: a cluster of blocks per (query, head), merged on chip. */
   if (cd->dec_attention) {
     p.splits = KC_AD_SPLITS;
-    return launch(cd, 130 + kslot, cd->attn_dec[kslot][dpl], KC_AD_SPLITS, Hq,
-                  T, 256, &p);
+    return launch_pdl(cd, 130 + kslot, cd->attn_dec[kslot][dpl], KC_AD_SPLITS,
+                      Hq, T, 256, &p, pdl_may(cd, NULL, 0));
   }
   /* Split the cache across blocks until the GPU has ~attn_blocks per SM, in
    * chunks of at least attn_min_keys, as far as the scratch allows. Shapes only:
@@ -926,37 +974,48 @@ static kiln_status run_group(kiln_cuda_device *cd, const void *g) {
   return launch_gemv1(cd, g);
 }
 
+/* Launches the op at ops[*at] together with the ops after it that fuse
+ * with it; *at moves past them. */
+static kiln_status launch_next(kiln_cuda_device *cd, const kiln_dop *ops,
+                               size_t n, size_t *at) {
+  kiln_device *d = &cd->base;
+  const size_t i = *at;
+  kc_rope_copy_params rc;
+  if (cd->fuse && match_rope_copy(cd, ops + i, n - i, &rc)) {
+    KILN_RETURN_IF_ERROR(timed(cd, KILN_OP_ROPE, 2, launch_rope_copy, &rc, NULL));
+    d->stats.fused_ops += 1;
+    *at = i + 2;
+    return KILN_OK;
+  }
+  gemv1_group g;
+  size_t used = cd->fuse ? match_gemv1(ops + i, n - i, &g) : 0;
+  if (used && cd->rope_epilogue &&
+      match_rope_epilogue(cd, &g, ops + i + used, n - i - used))
+    used += 2;
+  if (!used) {
+    *at = i + 1;
+    return kiln_cuda_launch(d, &ops[i]);
+  }
+  if (cd->profile > 1)
+    fprintf(stderr, "  fused: %s%d GEMV%s%s\n", g.norm ? "RMSNORM + " : "",
+            g.nseg, g.swiglu ? " + SWIGLU" : "", g.rope ? " + ROPE + COPY" : "");
+  KILN_RETURN_IF_ERROR(timed(cd, KILN_OP_GEMV, used, run_group, &g, NULL));
+  d->stats.fused_ops += used - 1;
+  *at = i + used;
+  return KILN_OK;
+}
+
 kiln_status kiln_cuda_launch_seq(kiln_device *d, const kiln_dop *ops, size_t n) {
   kiln_cuda_device *cd = kiln_cuda_of(d);
   KILN_RETURN_IF_ERROR(kiln_cuda_make_current(cd));
-  for (size_t i = 0; i < n;) {
-    kc_rope_copy_params rc;
-    if (cd->fuse && match_rope_copy(cd, ops + i, n - i, &rc)) {
-      KILN_RETURN_IF_ERROR(
-          timed(cd, KILN_OP_ROPE, 2, launch_rope_copy, &rc, NULL));
-      d->stats.fused_ops += 1;
-      i += 2;
-      continue;
-    }
-    gemv1_group g;
-    size_t used = cd->fuse ? match_gemv1(ops + i, n - i, &g) : 0;
-    if (used && cd->rope_epilogue &&
-        match_rope_epilogue(cd, &g, ops + i + used, n - i - used))
-      used += 2;
-    if (used) {
-      if (cd->profile > 1)
-        fprintf(stderr, "  fused: %s%d GEMV%s%s\n", g.norm ? "RMSNORM + " : "",
-                g.nseg, g.swiglu ? " + SWIGLU" : "",
-                g.rope ? " + ROPE + COPY" : "");
-      KILN_RETURN_IF_ERROR(timed(cd, KILN_OP_GEMV, used, run_group, &g, NULL));
-      d->stats.fused_ops += used - 1;
-      i += used;
-    } else {
-      KILN_RETURN_IF_ERROR(kiln_cuda_launch(d, &ops[i]));
-      i++;
-    }
+  kiln_status s = KILN_OK;
+  cd->seq = ops;   /* for pdl_may */
+  for (size_t i = 0; i < n && !s;) {
+    cd->seq_at = i;
+    s = launch_next(cd, ops, n, &i);
   }
-  return KILN_OK;
+  cd->seq = NULL;
+  return s;
 }
 
 static kiln_status launch_op(kiln_cuda_device *cd, const kiln_dop *op) {

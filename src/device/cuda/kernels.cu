@@ -191,6 +191,23 @@ __device__ float block_max(float v, float *red) {
   return red[0];
 }
 
+// ---- programmatic dependent launch -----------------------------------------
+//
+// Within a recorded program the backend may launch kiln_gemv1k and
+// kiln_attn_dec as programmatic dependents of the kernel before them
+// (cuda_launch.c, pdl_launch): such a kernel lets its own dependents start
+// (pdl_release) and may request what no earlier op of the program writes
+// (a GEMV's weights) before it waits for the kernel before it to finish
+// and flush (pdl_wait); everything else comes after the wait. Every block
+// waits, so a kernel completes only after the one before it. Launched
+// normally, both are no-ops.
+__device__ __forceinline__ void pdl_release() {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
+__device__ __forceinline__ void pdl_wait() {
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+}
+
 // ---- NOP ---------------------------------------------------------------------
 
 KC_GLOBAL void kiln_nop(void) {}
@@ -1151,7 +1168,7 @@ __device__ __forceinline__ void rmsnorm_store(const kc_gemv1_params &p, float in
   const float4 *a4 = (const float4 *)p.a, *g4 = (const float4 *)p.g;
   float *x = (float *)p.x;
   for (int64_t j = threadIdx.x; j < p.K / 4; j += blockDim.x) {
-    const float4 v = a4[j], g = __ldg(g4 + j);
+    const float4 v = a4[j], g = g4[j];
     x[4 * j] = v.x * inv * g.x;
     x[4 * j + 1] = v.y * inv * g.y;
     x[4 * j + 2] = v.z * inv * g.z;
@@ -1214,6 +1231,8 @@ __device__ __forceinline__ void gemv1k(const kc_gemv1_params &p) {
   int64_t u0 = (int64_t)blockIdx.x * RB;
   uint4 wv[RB][NR][U];
   load(u0, wv);
+  pdl_release();
+  pdl_wait();
   // The RoPE epilogue's positions, requested as early as the weights.
   const kc_copy_params &cp = p.rope.copy;
   int64_t cache_row = 0;
@@ -1238,7 +1257,7 @@ __device__ __forceinline__ void gemv1k(const kc_gemv1_params &p) {
         float4 v = make_float4(0, 0, 0, 0), g = v;
         if (ok[u]) {
           v = a4[col[u] * (V / 4) + q];
-          if (GEARLY) g = __ldg(g4 + col[u] * (V / 4) + q);
+          if (GEARLY) g = g4[col[u] * (V / 4) + q];
         }
         xr[u][4 * q] = v.x, xr[u][4 * q + 1] = v.y;
         xr[u][4 * q + 2] = v.z, xr[u][4 * q + 3] = v.w;
@@ -1267,7 +1286,7 @@ __device__ __forceinline__ void gemv1k(const kc_gemv1_params &p) {
           g = make_float4(gr[GEARLY ? u : 0][4 * q], gr[GEARLY ? u : 0][4 * q + 1],
                           gr[GEARLY ? u : 0][4 * q + 2], gr[GEARLY ? u : 0][4 * q + 3]);
         else if (ok[u])
-          g = __ldg(g4 + col[u] * (V / 4) + q);
+          g = g4[col[u] * (V / 4) + q];
         xr[u][4 * q] = xr[u][4 * q] * inv * g.x;
         xr[u][4 * q + 1] = xr[u][4 * q + 1] * inv * g.y;
         xr[u][4 * q + 2] = xr[u][4 * q + 2] * inv * g.z;
@@ -1279,7 +1298,7 @@ __device__ __forceinline__ void gemv1k(const kc_gemv1_params &p) {
     for (int u = 0; u < U; u++)
 #pragma unroll
       for (int q = 0; q < V / 4; q++) {
-        const float4 v = ok[u] ? __ldg(x4 + col[u] * (V / 4) + q) : make_float4(0, 0, 0, 0);
+        const float4 v = ok[u] ? x4[col[u] * (V / 4) + q] : make_float4(0, 0, 0, 0);
         xr[u][4 * q] = v.x;
         xr[u][4 * q + 1] = v.y;
         xr[u][4 * q + 2] = v.z;
@@ -1664,6 +1683,8 @@ __device__ __forceinline__ void attn_dec_impl(const kc_attn_params &p) {
   const int64_t Hq = p.q.shape[1], Hkv = p.k.shape[1];
   const int split = (int)cluster.block_rank();
   const int64_t h = blockIdx.y, t = blockIdx.z;
+  pdl_release();
+  pdl_wait();
   // q first: its loads need not wait for the position's.
   float qr[DPL], acc[DPL];
   load_q_scaled<DPL>(p, t, h, D, lane, qr, acc);
