@@ -43,6 +43,7 @@ namespace cur {
 #undef KC_GEMV1K_KERNEL
 #undef KC_GEMV1K_MINB
 #undef KC_GEMV1K
+#undef KC_ATTN
 namespace base {
 #include KILN_BASE_KERNELS
 }
@@ -367,6 +368,17 @@ int main(int argc, char **argv) {
   ks.push_back(ks.back());
   ks.back().name = "the same, PDL";
   ks.back().pdl = true;
+#ifdef KILN_BASE_KERNELS
+  // The base build's kernels the same way (only for a base from session 9
+  // on: earlier kernels do not wait for the kernel before them).
+  ks.push_back(ks.back());
+  ks.back().name = "base's, PDL";
+  ks.back().qkv = base::kiln_gemv1k_bf16_norm_rope_u1;
+  ks.back().o = base::kiln_gemv1k_bf16_u1;
+  ks.back().gu = base::kiln_gemv1k_bf16_norm_pair_u1;
+  ks.back().down = base::kiln_gemv1k_bf16_u4;
+  ks.back().attn = base::kiln_attn_dec_f32_2;
+#endif
   cudaStream_t st;
   CUDA_OK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
   // Bit-for-bit check: one step of each variant from the same state.

@@ -1214,9 +1214,11 @@ static void test_gemv_split_program(kiln_test *t) {
  * op: plain), B (early), C whose weights are A's output viewed as a
  * matrix (must wait: plain), D (early; a residual), then the attention
  * block (the RMSNORM + q, k, v + RoPE + KV append launch and the decode
- * attention: early). Against the cpu backend, recorded and replayed; the
- * early launches counted (kiln_device_stats.pdl_launches: 4, or 0 with
- * KILN_CUDA_PDL=0 or ROPE epilogue / split K / decode attention off). */
+ * attention: early), a COPY into an earlier cache row through another
+ * index (a kernel that does not wait) and the attention again (early).
+ * Against the cpu backend, recorded and replayed; the early launches
+ * counted (kiln_device_stats.pdl_launches: 5, not checked with
+ * KILN_CUDA_PDL=0 or the ROPE epilogue, split K or decode attention off). */
 static void test_pdl_program(kiln_test *t) {
   fx f;
   if (!fx_open(t, &f, KILN_PLACEMENT_RESIDENT)) return;
@@ -1239,7 +1241,7 @@ static void test_pdl_program(kiln_test *t) {
                                input(&f, bf, 2, 128, K, 0, 0),
                                input(&f, bf, 2, 128, K, 0, 0)};
   kiln_tensor qkv, cache, att;
-  kiln_op ops[12];
+  kiln_op ops[16];
   int n = 0;
   kiln_op op = op_of(KILN_OP_GEMV);
   op.a = w1, op.b = x0, op.c = y1;
@@ -1252,11 +1254,21 @@ static void test_pdl_program(kiln_test *t) {
   ops[n++] = op;
   n += qkv_rope_attention(&f, ops + n, 77, x4, g, xn, wqkv, f32, &qkv, &cache,
                           &att);
+  /* A COPY into an earlier row of the cache through another index, then
+   * the attention again. */
+  kiln_op cp = ops[n - 2], at2 = ops[n - 1];
+  if (cp.kind != KILN_OP_COPY || at2.kind != KILN_OP_ATTENTION) abort();
+  cp.index = index_tensor(&f, 30, NULL);
+  ops[n++] = cp;
+  kiln_tensor att2 = output(&f, f32, 3, 1, 4, 64, 0, false);
+  at2.d = att2;
+  ops[n++] = at2;
   kiln_device_stats before, after;
   kiln_device_get_stats(f.gpu, &before);
   const named_out outs[] = {{"y1", &y1},   {"y2", &y2},   {"y3", &y3},
                             {"x4", &x4},   {"xn", &xn},   {"qkv", &qkv},
-                            {"cache", &cache}, {"attention", &att}};
+                            {"cache", &cache}, {"attention", &att},
+                            {"attention after the copy", &att2}};
   program_vs_cpu(t, &f, ops, n, 3, outs, sizeof outs / sizeof outs[0],
                  "PDL chain");
   kiln_device_get_stats(f.gpu, &after);
@@ -1264,7 +1276,7 @@ static void test_pdl_program(kiln_test *t) {
     static const char *const off[] = {"KILN_CUDA_PDL", "KILN_CUDA_SPLITK",
                                       "KILN_CUDA_ROPE_EPILOGUE",
                                       "KILN_CUDA_ATTN_DEC"};
-    uint64_t want = 4;
+    uint64_t want = 5;
     for (size_t i = 0; i < sizeof off / sizeof off[0]; i++) {
       const char *e = getenv(off[i]);
       if (e && strcmp(e, "0") == 0) want = 0;
@@ -1273,6 +1285,7 @@ static void test_pdl_program(kiln_test *t) {
                  "%llu programmatic dependent launches, want %llu",
                  (unsigned long long)(after.pdl_launches - before.pdl_launches),
                  (unsigned long long)want);
+
   }
   fx_close(&f);
 }
