@@ -200,9 +200,12 @@ void kiln_device_release(kiln_device *d) {
   if (d->timing)
     fprintf(stderr,
             "kiln device timing: %llu program submits, %.1f us each on the "
-            "host; %llu syncs, %.1f us each (waiting included)\n",
+            "host (coherence %.1f, launch %.1f); %llu syncs, %.1f us each "
+            "(waiting included)\n",
             (unsigned long long)d->timing_submits,
             d->timing_submits ? d->timing_submit_ns / 1e3 / d->timing_submits : 0.0,
+            d->timing_submits ? d->timing_coherence_ns / 1e3 / d->timing_submits : 0.0,
+            d->timing_submits ? d->timing_launch_ns / 1e3 / d->timing_submits : 0.0,
             (unsigned long long)d->timing_syncs,
             d->timing_syncs ? d->timing_sync_ns / 1e3 / d->timing_syncs : 0.0);
   kiln_coherence_detach_all(d);
@@ -927,8 +930,10 @@ static kiln_status submit_program(kiln_device *d, kiln_program *p,
   const kiln_vop *v = p->checked;
   uint64_t up = 0;
   d->submit_gen++;
+  const uint64_t t0 = d->timing ? mono_ns() : 0;
   for (size_t i = 0; i < p->n && !s; i++)
     s = kiln_coherence_before_op(d, &v[i], &up);
+  if (d->timing) d->timing_coherence_ns += mono_ns() - t0;
   d->stats.bytes_to_device += up;
   if (report) report->bytes_to_device = up;
   const kiln_device_vtable *vt = d->vt;
@@ -960,7 +965,11 @@ static kiln_status submit_program(kiln_device *d, kiln_program *p,
       }
       if (s) drop_graph(p);
     }
-    if (!s) s = vt->graph_launch(d, p->graph);
+    if (!s) {
+      const uint64_t t1 = d->timing ? mono_ns() : 0;
+      s = vt->graph_launch(d, p->graph);
+      if (d->timing) d->timing_launch_ns += mono_ns() - t1;
+    }
   } else if (!s && !vt->launch_seq) {
     for (size_t i = 0; i < p->n && !s; i++) s = vt->launch(d, &v[i].dop);
   } else if (!s) {   /* no graph: `recorded` is just the ops, contiguous */

@@ -134,6 +134,7 @@ struct kiln_device {
   /* KILN_DEVICE_ONLY=0: DEVICE placements are made RESIDENT (comparisons). */
   bool device_as_resident;
   uint64_t timing_submit_ns, timing_submits, timing_sync_ns, timing_syncs;
+  uint64_t timing_coherence_ns, timing_launch_ns;   /* parts of submits */
 };
 
 /* Backend constructors. Each returns UNAVAILABLE with a one-line reason

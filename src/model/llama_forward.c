@@ -117,6 +117,11 @@ struct lf_state {
   uint64_t device_bytes;
   uint64_t kv_row_elems;  /* L * 2 * Hkv * D */
   int32_t program;       /* decode program handle, 0: none */
+  /* The chained decode program (o.chain steps, 0: none): step i reads its
+   * position from chain_pos[i], its token from tok (i = 0) or
+   * chain_next[i - 1], and writes its argmax to chain_next[i]. */
+  int32_t chain_program;
+  lf_buf chain_pos, chain_next;
   int32_t n_ops;         /* ops emitted in the current recording */
   int32_t n_pos;
   char *msg;             /* current call's message buffer */
@@ -173,21 +178,28 @@ static kiln_gpu_op mk(uint32_t kind) {
 /* ---- The step --------------------------------------------------------------
  * Rows 0..T-1 of the buffers hold tokens at positions pos[0] .. pos[0]+T-1
  * (pos read on the device: a recorded step replays at any position).
- * logit_rows: 1 = logits of the last row only, T = of every row. */
+ * logit_rows: 1 = logits of the last row only, T = of every row.
+ * io: where a step of a chained decode program takes its token ids and
+ * position and puts its argmax (NULL: tok, pos and A->next). */
+typedef struct lf_io {
+  kiln_gpu_tensor tok, pos, next;
+} lf_io;
+
 static int32_t forward(lf_state *s, const lf_acts *A, int64_t T,
-                       int64_t logit_rows) {
+                       int64_t logit_rows, const lf_io *io) {
   const km_llama_config *c = &s->c;
   const int64_t H = c->hidden, I = c->intermediate, Hq = c->n_heads,
                 Hkv = c->n_kv_heads, D = c->head_dim, V = c->vocab,
                 S = s->o.max_seq;
   const uint32_t kvt = s->o.kv_dtype;
-  const kiln_gpu_tensor pos = own(&s->pos, 0, KILN_GPU_I32, 1, 1, 0, 0, 0);
+  const kiln_gpu_tensor pos =
+      io ? io->pos : own(&s->pos, 0, KILN_GPU_I32, 1, 1, 0, 0, 0);
   kiln_gpu_op op;
 
   /* x[T,H] = tok_embd[tok[t]] */
   op = mk(KILN_GPU_OP_GATHER);
   op.a = s->w.tok_embd;
-  op.b = own(&s->tok, 0, KILN_GPU_I32, 1, T, 0, 0, 0);
+  op.b = io ? io->tok : own(&s->tok, 0, KILN_GPU_I32, 1, T, 0, 0, 0);
   op.c = F32_2(A->x, 0, T, H);
   EMIT(op);
 
@@ -342,12 +354,41 @@ static int32_t forward(lf_state *s, const lf_acts *A, int64_t T,
   /* next = argmax of the last row of logits */
   op = mk(KILN_GPU_OP_ARGMAX);
   op.a = F32_2(A->logits, (uint64_t)(logit_rows - 1) * (uint64_t)V * 4, 1, V);
-  op.b = own(&A->next, 0, KILN_GPU_I32, 1, 1, 0, 0, 0);
+  op.b = io ? io->next : own(&A->next, 0, KILN_GPU_I32, 1, 1, 0, 0, 0);
   EMIT(op);
   return 0;
 }
 
 /* ---- Create / free --------------------------------------------------------- */
+
+/* Steps of the chained decode program (0: none). */
+static int32_t chain_steps(const lf_state *s) {
+  if (!s->o.argmax_only || s->o.no_program || s->o.chain <= 1) return 0;
+  return s->o.chain < 64 ? s->o.chain : 64;
+}
+
+/* Records the chained decode program: k steps, each one's token the argmax
+ * of the step before (lf_decode_chain). */
+static int32_t record_chain(lf_state *s, int32_t k) {
+  int32_t rc = s->sink.program_begin(s->sink.ctx);
+  if (rc < 0) return sink_fail(s, rc, "program_begin");
+  for (int32_t i = 0; i < k && !rc; i++) {
+    lf_io io;
+    io.tok = i ? own(&s->chain_next, (uint64_t)(i - 1) * 4, KILN_GPU_I32, 1, 1, 0, 0, 0)
+               : own(&s->tok, 0, KILN_GPU_I32, 1, 1, 0, 0, 0);
+    io.pos = own(&s->chain_pos, (uint64_t)i * 4, KILN_GPU_I32, 1, 1, 0, 0, 0);
+    io.next = own(&s->chain_next, (uint64_t)i * 4, KILN_GPU_I32, 1, 1, 0, 0, 0);
+    rc = forward(s, &s->dec, 1, 1, &io);
+  }
+  const int32_t h = s->sink.program_end(s->sink.ctx);
+  if (rc || h < 0) {
+    if (!rc) rc = sink_fail(s, h, "program_end");
+    if (h > 0) s->sink.program_free(s->sink.ctx, h);
+    return rc;
+  }
+  s->chain_program = h;
+  return 0;
+}
 
 static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
@@ -451,6 +492,9 @@ int32_t lf_create(const km_llama_config *c, const lf_weights *w,
   take(&lay, &s->pre.next, 4, 16);
   if (!s->o.argmax_only) take(&lay, &s->dec.logits, V4, 256);
   take(&lay, &s->dec.next, 4, 16);
+  const int32_t K = chain_steps(s);
+  take(&lay, &s->chain_pos, (uint64_t)K * 4, 16);
+  take(&lay, &s->chain_next, (uint64_t)K * 4, 16);
   s->block_bytes = align_up(lay.at, 65536);
   if (s->block_bytes > 0xF0000000ull) {
     snprintf(msg, msglen,
@@ -469,7 +513,8 @@ int32_t lf_create(const km_llama_config *c, const lf_weights *w,
   }
   fix_acts(&s->pre, s->block, s->block_off);
   fix_acts(&s->dec, s->block, s->block_off);
-  lf_buf *bufs[] = {&s->norms, &s->inv_freq, &s->tok, &s->pos, &s->kv};
+  lf_buf *bufs[] = {&s->norms,     &s->inv_freq,  &s->tok, &s->pos,
+                    &s->chain_pos, &s->chain_next, &s->kv};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
     bufs[i]->ptr = (uint8_t *)s->block + bufs[i]->off;
     bufs[i]->off += s->block_off;
@@ -526,7 +571,7 @@ int32_t lf_create(const km_llama_config *c, const lf_weights *w,
       return rc;
     }
     s->n_ops = 0;
-    rc = forward(s, &s->dec, 1, 1);
+    rc = forward(s, &s->dec, 1, 1, NULL);
     int32_t h = sink->program_end(sink->ctx);
     if (rc || h < 0) {
       if (!rc) rc = sink_fail(s, h, "program_end");
@@ -535,6 +580,10 @@ int32_t lf_create(const km_llama_config *c, const lf_weights *w,
       return rc;
     }
     s->program = h;
+    if (K > 1 && (rc = record_chain(s, K)) != 0) {
+      lf_free(s);
+      return rc;
+    }
   }
   s->msg = NULL;
   *out = s;
@@ -544,6 +593,7 @@ int32_t lf_create(const km_llama_config *c, const lf_weights *w,
 void lf_free(lf_state *s) {
   if (!s) return;
   if (s->program) s->sink.program_free(s->sink.ctx, s->program);
+  if (s->chain_program) s->sink.program_free(s->sink.ctx, s->chain_program);
   if (s->block) {
     /* Give the range back to MAPPED so the device forgets it before the
      * bytes are reused by the allocator. */
@@ -584,7 +634,7 @@ int32_t lf_prefill(lf_state *s, const int32_t *ids, int32_t n,
     *(int32_t *)s->pos.ptr = s->n_pos;
     bool last = done + T == n;
     int64_t rows = last && s->o.all_logits && done == 0 ? T : 1;
-    if ((rc = forward(s, &s->pre, T, rows))) return rc;
+    if ((rc = forward(s, &s->pre, T, rows, NULL))) return rc;
     if ((rc = s->sink.sync(s->sink.ctx)) < 0) return sink_fail(s, rc, "sync");
     s->n_pos += T;
     done += T;
@@ -604,13 +654,38 @@ int32_t lf_decode(lf_state *s, int32_t id, const float **logits,
   if (s->program) {
     rc = s->sink.program_submit(s->sink.ctx, s->program);
     if (rc < 0) return sink_fail(s, rc, "program_submit");
-  } else if ((rc = forward(s, &s->dec, 1, 1))) {
+  } else if ((rc = forward(s, &s->dec, 1, 1, NULL))) {
     return rc;
   }
   if ((rc = s->sink.sync(s->sink.ctx)) < 0) return sink_fail(s, rc, "sync");
   s->n_pos++;
   *logits = s->o.argmax_only ? NULL : (const float *)s->dec.logits.ptr;
   if (argmax) *argmax = *(const int32_t *)s->dec.next.ptr;
+  return 0;
+}
+
+int32_t lf_chain_len(const lf_state *s) {
+  return s->chain_program ? chain_steps(s) : 0;
+}
+
+int32_t lf_decode_chain(lf_state *s, int32_t id, int32_t *out, char *msg,
+                        size_t msglen) {
+  s->msg = msg;
+  s->msglen = msglen;
+  const int32_t k = lf_chain_len(s);
+  if (!k) {
+    snprintf(msg, msglen, "decode chain: none recorded");
+    return KILN_GPU_E_INVALID;
+  }
+  int32_t rc = check_room(s, k);
+  if (rc) return rc;
+  *(int32_t *)s->tok.ptr = id;
+  for (int32_t i = 0; i < k; i++) ((int32_t *)s->chain_pos.ptr)[i] = s->n_pos + i;
+  rc = s->sink.program_submit(s->sink.ctx, s->chain_program);
+  if (rc < 0) return sink_fail(s, rc, "program_submit");
+  if ((rc = s->sink.sync(s->sink.ctx)) < 0) return sink_fail(s, rc, "sync");
+  s->n_pos += k;
+  memcpy(out, s->chain_next.ptr, (size_t)k * 4);
   return 0;
 }
 

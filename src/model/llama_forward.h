@@ -105,6 +105,9 @@ typedef struct lf_options {
   /* decode returns the argmax only (greedy): its logits stay on the
    * device, and lf_decode's *logits is NULL */
   bool argmax_only;
+  /* with argmax_only and a program: steps per chained decode program
+   * (lf_decode_chain); 0 or 1: none */
+  int32_t chain;
 } lf_options;
 
 typedef struct lf_state lf_state;
@@ -131,6 +134,16 @@ int32_t lf_prefill(lf_state *s, const int32_t *ids, int32_t n,
  * argmax_only); *argmax (may be NULL): the device's argmax of them. */
 int32_t lf_decode(lf_state *s, int32_t id, const float **logits,
                   int32_t *argmax, char *msg, size_t msglen);
+
+/* Greedy decode of lf_chain_len() tokens in one submission (one graph on
+ * cuda): the first step takes token id at lf_position(), each later step
+ * the argmax of the step before; out[i] is step i's argmax. The device
+ * goes from step to step without the host, which otherwise waits for
+ * each token before it submits the next step. 0 when there is no chain
+ * program (see lf_options.chain). */
+int32_t lf_chain_len(const lf_state *s);
+int32_t lf_decode_chain(lf_state *s, int32_t id, int32_t *out, char *msg,
+                        size_t msglen);
 
 /* Bytes of weights one decode step reads (for roofline figures). */
 uint64_t lf_weight_bytes_per_token(const lf_state *s);

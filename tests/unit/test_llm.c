@@ -258,6 +258,49 @@ static void check_model(kiln_test *t, enum cfg c, const char *model_path,
   }
   lf_free(sg);
 
+  /* 2c. The greedy tokens again by chained decode programs of 5 steps
+   * (lf_decode_chain: each step's token is the step before's argmax, on
+   * the device), the last few by single steps; a chain copies back its 5
+   * argmaxes and nothing else. */
+  og.chain = 5;
+  rc = lf_create(&m->m.cfg, &w, m->m.rope_freqs, &og, sink, &sg, msg,
+                 sizeof msg);
+  KILN_EXPECTF(t, rc == 0, "lf_create (chain): %d %s", rc, msg);
+  KILN_EXPECTF(t, rc || lf_chain_len(sg) == 5, "chain length %d, want 5",
+               rc ? 0 : lf_chain_len(sg));
+  if (!rc) rc = lf_prefill(sg, r.prompt, r.n_prompt, &logits, msg, sizeof msg);
+  int32_t chained[64];
+  int n_chained = 0;
+  chained[n_chained++] =
+      logits ? km_argmax(logits + (size_t)(r.n_prompt - 1) * r.vocab, r.vocab) : -1;
+  while (!rc && n_chained < r.n_greedy) {
+    const int32_t last = chained[n_chained - 1];
+    if (r.n_greedy - n_chained >= 5) {
+      kiln_device_stats a, b;
+      kiln_device_get_stats(dev, &a);
+      rc = lf_decode_chain(sg, last, chained + n_chained, msg, sizeof msg);
+      kiln_device_get_stats(dev, &b);
+      KILN_EXPECTF(t, rc == 0, "decode chain at %d: %d %s", n_chained, rc, msg);
+      if (c == CFG_CPU_MIRROR)
+        KILN_EXPECTF(t, b.bytes_to_host - a.bytes_to_host == 20,
+                     "a chain copied back %llu bytes, want 20",
+                     (unsigned long long)(b.bytes_to_host - a.bytes_to_host));
+      n_chained += 5;
+    } else {
+      const float *none = NULL;
+      rc = lf_decode(sg, last, &none, chained + n_chained, msg, sizeof msg);
+      KILN_EXPECTF(t, rc == 0, "decode after chains: %d %s", rc, msg);
+      n_chained++;
+    }
+  }
+  for (int i = 0; !rc && i < r.n_greedy; i++)
+    if (chained[i] != r.greedy[i]) {
+      KILN_EXPECTF(t, false, "chained: greedy token %d: %d, transformers %d", i,
+                   chained[i], r.greedy[i]);
+      break;
+    }
+  lf_free(sg);
+
   /* 3. The prompt again, one token per decode step: each step's logits
    * are the reference row at that position. */
   lf_reset(st);
