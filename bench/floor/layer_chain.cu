@@ -509,6 +509,40 @@ int main(int argc, char **argv) {
     }
     printf(" %8.2f\n", lay);
   }
+  // Several steps in one graph (as kiln's chained decode records them),
+  // the weight sets alternating: the time a step, per variant.
+  fprintf(js, "\n], \"steps_a_graph\": [");
+  printf("\nsteps in one graph (us a step)\n%-28s %8s %8s %8s\n", "", "1", "2", "8");
+  int entries = 0;
+  for (size_t i = 0; i < ks.size(); i++) {
+    if (ks[i].qkv_rpb == 0) continue;   // the split-K variants only
+    printf("%-28s", ks[i].name);
+    for (int n : {1, 2, 8}) {
+      cudaGraph_t g;
+      CUDA_OK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+      for (int k = 0; k < n; k++) step(st, ks[i], k % SETS);
+      CUDA_OK(cudaStreamEndCapture(st, &g));
+      cudaGraphExec_t e;
+      CUDA_OK(cudaGraphInstantiate(&e, g, 0));
+      CUDA_OK(cudaGraphDestroy(g));
+      std::vector<double> t;
+      for (int r = 0; r < 12; r++) {
+        CUDA_OK(cudaEventRecord(a, st));
+        CUDA_OK(cudaGraphLaunch(e, st));
+        CUDA_OK(cudaEventRecord(b, st));
+        CUDA_OK(cudaEventSynchronize(b));
+        float ms;
+        CUDA_OK(cudaEventElapsedTime(&ms, a, b));
+        if (r >= 2) t.push_back(ms * 1000.0 / n);
+      }
+      std::sort(t.begin(), t.end());
+      printf(" %8.1f", t[t.size() / 2]);
+      fprintf(js, "%s\n  {\"name\": \"%s\", \"steps\": %d, \"us_a_step\": %.2f}",
+              entries++ ? "," : "", ks[i].name, n, t[t.size() / 2]);
+      CUDA_OK(cudaGraphExecDestroy(e));
+    }
+    printf("\n");
+  }
   fprintf(js, "\n], \"weight_bytes\": %.0f}\n", bytes);
   fclose(js);
   int claim;

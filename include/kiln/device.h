@@ -318,6 +318,11 @@ void kiln_device_get_stats(kiln_device *d, kiln_device_stats *out);
 kiln_status kiln_program_create(kiln_device *d, kiln_program **out);
 kiln_status kiln_program_add(kiln_program *p, const kiln_op *op);
 size_t kiln_program_op_count(const kiln_program *p);
+/* Makes what the first submit would otherwise make (the backend's graph
+ * of the program: captured, not run), so that it costs no time then.
+ * Optional; a later attach, detach or placement may make a submit
+ * record it again. */
+kiln_status kiln_program_prepare(kiln_program *p);
 kiln_status kiln_device_submit_program(kiln_device *d, kiln_program *p,
                                        kiln_transfer_report *report);
 void kiln_program_release(kiln_program *p);

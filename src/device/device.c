@@ -898,6 +898,73 @@ kiln_status kiln_device_submit_program(kiln_device *d, kiln_program *p,
   return s;
 }
 
+/* Resolves p's ops again when a memory may have been attached, detached
+ * or placed since they last were (memories only grow, so a valid operand
+ * stays valid); *again: it did. */
+static kiln_status program_resolve(kiln_device *d, kiln_program *p,
+                                   bool *again) {
+  *again = false;
+  if (p->checked && p->checked_epoch == d->placement_epoch) return KILN_OK;
+  *again = true;
+  free(p->checked);
+  p->checked = malloc(p->n * sizeof *p->checked);
+  if (!p->checked)
+    return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
+  kiln_status s = KILN_OK;
+  for (size_t i = 0; i < p->n && !s; i++) {
+    s = kiln_device_check_op(d, &p->ops[i], &p->checked[i]);
+    if (s) s = kiln_status_annotate(s, "program op %zu", i);
+  }
+  if (s) {
+    free(p->checked);
+    p->checked = NULL;
+    return s;
+  }
+  p->checked_epoch = d->placement_epoch;
+  return KILN_OK;
+}
+
+/* The backend's graph of p's resolved ops: recorded (captured, not run)
+ * unless it has one recorded from the same ops. */
+static kiln_status program_graph(kiln_device *d, kiln_program *p,
+                                 bool resolved_again) {
+  const kiln_device_vtable *vt = d->vt;
+  const kiln_vop *v = p->checked;
+  bool same = p->graph && p->recorded;
+  for (size_t i = 0; same && resolved_again && i < p->n; i++)
+    same = memcmp(&p->recorded[i], &v[i].dop, sizeof(kiln_dop)) == 0;
+  if (same) return KILN_OK;
+  drop_graph(p);
+  p->recorded = malloc(p->n * sizeof *p->recorded);
+  if (!p->recorded)
+    return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
+  for (size_t i = 0; i < p->n; i++) p->recorded[i] = v[i].dop;
+  kiln_status s = vt->graph_begin(d, p->recorded, p->n);
+  if (!s) {
+    s = launch_all(d, p->recorded, p->n);
+    void *g = NULL;
+    kiln_status e = vt->graph_end(d, &g);
+    if (s) {
+      kiln_status_free(e);
+      if (g && vt->graph_free) vt->graph_free(d, g);
+    } else if (e) {
+      s = e;
+    } else {
+      p->graph = g;
+    }
+  }
+  if (s) drop_graph(p);
+  return s;
+}
+
+kiln_status kiln_program_prepare(kiln_program *p) {
+  kiln_device *d = p->d;
+  if (!p->n || !d->vt->graph_begin || d->no_graphs) return KILN_OK;
+  bool again;
+  KILN_RETURN_IF_ERROR(program_resolve(d, p, &again));
+  return program_graph(d, p, again);
+}
+
 static kiln_status submit_program(kiln_device *d, kiln_program *p,
                                   kiln_transfer_report *report) {
   if (report) memset(report, 0, sizeof *report);
@@ -905,28 +972,9 @@ static kiln_status submit_program(kiln_device *d, kiln_program *p,
     return kiln_make_status(KILN_CODE_INVALID_ARGUMENT,
                             "program belongs to another device");
   if (!p->n) return KILN_OK;
-  kiln_status s = KILN_OK;
-  /* Resolve again when a memory may have been attached, detached or
-   * placed since the last submit; otherwise the last resolution holds
-   * (memories only grow, so a valid operand stays valid). */
-  bool resolved_again = false;
-  if (!p->checked || p->checked_epoch != d->placement_epoch) {
-    resolved_again = true;
-    free(p->checked);
-    p->checked = malloc(p->n * sizeof *p->checked);
-    if (!p->checked)
-      return kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
-    for (size_t i = 0; i < p->n && !s; i++) {
-      s = kiln_device_check_op(d, &p->ops[i], &p->checked[i]);
-      if (s) s = kiln_status_annotate(s, "program op %zu", i);
-    }
-    if (s) {
-      free(p->checked);
-      p->checked = NULL;
-      return s;
-    }
-    p->checked_epoch = d->placement_epoch;
-  }
+  bool resolved_again;
+  kiln_status s = program_resolve(d, p, &resolved_again);
+  if (s) return s;
   const kiln_vop *v = p->checked;
   uint64_t up = 0;
   d->submit_gen++;
@@ -938,33 +986,7 @@ static kiln_status submit_program(kiln_device *d, kiln_program *p,
   if (report) report->bytes_to_device = up;
   const kiln_device_vtable *vt = d->vt;
   if (!s && vt->graph_begin && !d->no_graphs) {
-    bool same = p->graph && p->recorded;
-    for (size_t i = 0; same && resolved_again && i < p->n; i++)
-      same = memcmp(&p->recorded[i], &v[i].dop, sizeof(kiln_dop)) == 0;
-    if (!same) {
-      drop_graph(p);
-      p->recorded = malloc(p->n * sizeof *p->recorded);
-      if (!p->recorded)
-        s = kiln_make_status(KILN_CODE_RESOURCE_EXHAUSTED, "out of memory");
-      if (!s) {
-        for (size_t i = 0; i < p->n; i++) p->recorded[i] = v[i].dop;
-        s = vt->graph_begin(d, p->recorded, p->n);
-      }
-      if (!s) {
-        s = launch_all(d, p->recorded, p->n);
-        void *g = NULL;
-        kiln_status e = vt->graph_end(d, &g);
-        if (s) {
-          kiln_status_free(e);
-          if (g && vt->graph_free) vt->graph_free(d, g);
-        } else if (e) {
-          s = e;
-        } else {
-          p->graph = g;
-        }
-      }
-      if (s) drop_graph(p);
-    }
+    s = program_graph(d, p, resolved_again);
     if (!s) {
       const uint64_t t1 = d->timing ? mono_ns() : 0;
       s = vt->graph_launch(d, p->graph);

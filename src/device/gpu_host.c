@@ -629,6 +629,13 @@ static int32_t do_program_end(kiln_gpu_session *s) {
     s->programs = p;
     s->programs_cap = cap;
   }
+  /* The graph now, while the guest is loading, not at its first submit. */
+  kiln_status st = kiln_program_prepare(s->recording);
+  if (st) {
+    kiln_program_release(s->recording);
+    s->recording = NULL;
+    return fail_status(s, "program_end", st);
+  }
   s->programs[slot] = s->recording;
   s->recording = NULL;
   return (int32_t)(slot + 1);

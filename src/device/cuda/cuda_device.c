@@ -362,6 +362,7 @@ static void cuda_destroy(kiln_device *d) {
     TRACE("  released");
   }
   free(cd->xconv_old);
+  free(cd->seq_written);
   free(cd);
 }
 

@@ -112,10 +112,13 @@ typedef struct kiln_cuda_device {
    * weights while it runs (KILN_CUDA_PDL=0, or a driver without
    * cuLaunchKernelEx: launched plainly, for comparisons). */
   bool pdl;
-  /* While kiln_cuda_launch_seq records a program: its ops and the index of
-   * the op being launched (what pdl_may checks the early reads against). */
-  const kiln_dop *seq;
-  size_t seq_at;
+  /* While kiln_cuda_launch_seq records a program: the byte ranges its ops
+   * launched so far write, merged (what pdl_may checks a kernel's early
+   * reads against), whether the sequence is under way, and whether the
+   * ranges could not be kept (then no kernel is launched early). */
+  struct { uint64_t lo, hi; } *seq_written;
+  size_t seq_written_n, seq_written_cap;
+  bool seq_active, seq_lost;
   /* cuBLAS, when present (otherwise GEMM uses kiln_tiled). */
   const kiln_cublas_api *blas;
   cublasHandle_t blas_handle;

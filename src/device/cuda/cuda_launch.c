@@ -64,25 +64,57 @@ static kiln_status launch(kiln_cuda_device *cd, int fn_id, CUfunction f,
 }
 
 static bool overlap(const kiln_dtensor *a, const kiln_dtensor *b);
+static void extent(const kiln_dtensor *t, uint64_t *lo, uint64_t *hi);
 
-/* Whether the kernel for the op at cd->seq_at may be recorded as a
+/* Whether the kernel for the next op of a sequence may be recorded as a
  * programmatic dependent of the kernel before it (kernels.cu, pdl_wait):
  * only while kiln_cuda_launch_seq records a program into a graph, not for
  * its first op, and only if no earlier op of the program writes what the
- * kernel reads before it waits (pre[0..npre): a GEMV's weights). Any
- * earlier op may still be running then: each such kernel lets the next
- * one start as soon as all its own blocks have. */
+ * kernel reads before it waits (pre[0..npre): a GEMV's weights;
+ * cd->seq_written holds what they write). Any earlier op may still be
+ * running then: each such kernel lets the next one start as soon as all
+ * its own blocks have. */
 static bool pdl_may(const kiln_cuda_device *cd, const kiln_dtensor *const *pre,
                     int npre) {
-  if (!cd->pdl || !cd->capturing || !cd->seq || cd->seq_at == 0) return false;
-  for (size_t j = 0; j < cd->seq_at; j++) {
-    const kiln_dop *op = &cd->seq[j];
-    for (int w = 0; w < KILN_OPND_COUNT; w++)
-      if (op->writes & (1u << w))
-        for (int k = 0; k < npre; k++)
-          if (overlap(kiln_dop_operand(op, w), pre[k])) return false;
+  if (!cd->pdl || !cd->capturing || !cd->seq_active || cd->seq_lost ||
+      cd->seq_written_n == 0)   /* the first op: nothing before it */
+    return false;
+  for (int k = 0; k < npre; k++) {
+    uint64_t lo, hi;
+    extent(pre[k], &lo, &hi);
+    for (size_t i = 0; i < cd->seq_written_n; i++)
+      if (lo < cd->seq_written[i].hi && cd->seq_written[i].lo < hi) return false;
   }
   return true;
+}
+
+/* Adds the byte ranges op writes to cd->seq_written, merging: a decode
+ * step writes the same few buffers each time, so the list stays short. */
+static void seq_wrote(kiln_cuda_device *cd, const kiln_dop *op) {
+  for (int w = 0; w < KILN_OPND_COUNT && !cd->seq_lost; w++) {
+    if (!(op->writes & (1u << w))) continue;
+    uint64_t lo, hi;
+    extent(kiln_dop_operand(op, w), &lo, &hi);
+    if (lo == hi) continue;
+    size_t i = 0;
+    while (i < cd->seq_written_n) {   /* absorb every range it touches */
+      if (lo <= cd->seq_written[i].hi && cd->seq_written[i].lo <= hi) {
+        if (cd->seq_written[i].lo < lo) lo = cd->seq_written[i].lo;
+        if (cd->seq_written[i].hi > hi) hi = cd->seq_written[i].hi;
+        cd->seq_written[i] = cd->seq_written[--cd->seq_written_n];
+      } else {
+        i++;
+      }
+    }
+    if (!kiln_reserve((void **)&cd->seq_written, &cd->seq_written_cap,
+                      cd->seq_written_n + 1, sizeof *cd->seq_written, 16)) {
+      cd->seq_lost = true;
+      return;
+    }
+    cd->seq_written[cd->seq_written_n].lo = lo;
+    cd->seq_written[cd->seq_written_n].hi = hi;
+    cd->seq_written_n++;
+  }
 }
 
 /* launch(), as a programmatic dependent of the kernel before it when pdl
@@ -1009,12 +1041,15 @@ kiln_status kiln_cuda_launch_seq(kiln_device *d, const kiln_dop *ops, size_t n) 
   kiln_cuda_device *cd = kiln_cuda_of(d);
   KILN_RETURN_IF_ERROR(kiln_cuda_make_current(cd));
   kiln_status s = KILN_OK;
-  cd->seq = ops;   /* for pdl_may */
+  cd->seq_active = true;   /* for pdl_may */
+  cd->seq_written_n = 0;
+  cd->seq_lost = false;
   for (size_t i = 0; i < n && !s;) {
-    cd->seq_at = i;
+    const size_t from = i;
     s = launch_next(cd, ops, n, &i);
+    for (size_t j = from; j < i; j++) seq_wrote(cd, &ops[j]);
   }
-  cd->seq = NULL;
+  cd->seq_active = false;
   return s;
 }
 
