@@ -637,7 +637,7 @@ int lr_main(int argc, char **argv, const lf_sink *sink) {
     n_ahead = at_ahead = 0;
     t_tok = now_ms();
     const int32_t chain = lf_chain_len(st);
-    if (chain > 1 && max_new - (i + 1) >= chain) {
+    if (chain > 1 && chain <= LR_DECODE_CHAIN && max_new - (i + 1) >= chain) {
       if (lf_decode_chain(st, next, ahead, msg, sizeof msg)) {
         fprintf(stderr, "%s: decode: %s\n", who, msg);
         goto out;
