@@ -448,13 +448,8 @@ int main(int argc, char **argv) {
   for (int r = 0; r < 40; r++)
     for (size_t i = 0; i < ks.size(); i++)
       for (int set = 0; set < SETS; set++) {
-        CUDA_OK(cudaEventRecord(a, st));
-        CUDA_OK(cudaGraphLaunch(ge[i][set], st));
-        CUDA_OK(cudaEventRecord(b, st));
-        CUDA_OK(cudaEventSynchronize(b));
-        float ms;
-        CUDA_OK(cudaEventElapsedTime(&ms, a, b));
-        if (r >= 2) times[i].push_back(ms * 1000.0);
+        const double us = graph_replay_us(ge[i][set], st, a, b);
+        if (r >= 2) times[i].push_back(us);
       }
   const double bytes = (double)L * lw * 2 + (double)VOCAB * H * 2;
   printf("%-28s %10s %10s %10s %9s\n", "1B decode step", "median us", "min us",
@@ -490,13 +485,8 @@ int main(int argc, char **argv) {
       }
       std::vector<double> t;
       for (int r = 0; r < 24; r++) {
-        CUDA_OK(cudaEventRecord(a, st));
-        CUDA_OK(cudaGraphLaunch(e[r & 1], st));
-        CUDA_OK(cudaEventRecord(b, st));
-        CUDA_OK(cudaEventSynchronize(b));
-        float ms;
-        CUDA_OK(cudaEventElapsedTime(&ms, a, b));
-        if (r >= 4) t.push_back(ms * 1000.0);
+        const double us = graph_replay_us(e[r & 1], st, a, b);
+        if (r >= 4) t.push_back(us);
       }
       std::sort(t.begin(), t.end());
       const double us = t[t.size() / 2] / (opv[o] == OP_HEAD ? 1 : L);
@@ -527,13 +517,8 @@ int main(int argc, char **argv) {
       CUDA_OK(cudaGraphDestroy(g));
       std::vector<double> t;
       for (int r = 0; r < 12; r++) {
-        CUDA_OK(cudaEventRecord(a, st));
-        CUDA_OK(cudaGraphLaunch(e, st));
-        CUDA_OK(cudaEventRecord(b, st));
-        CUDA_OK(cudaEventSynchronize(b));
-        float ms;
-        CUDA_OK(cudaEventElapsedTime(&ms, a, b));
-        if (r >= 2) t.push_back(ms * 1000.0 / n);
+        const double us = graph_replay_us(e, st, a, b);
+        if (r >= 2) t.push_back(us / n);
       }
       std::sort(t.begin(), t.end());
       printf(" %8.1f", t[t.size() / 2]);

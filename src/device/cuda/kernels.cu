@@ -195,12 +195,14 @@ __device__ float block_max(float v, float *red) {
 //
 // Within a recorded program the backend may launch kiln_gemv1k and
 // kiln_attn_dec as programmatic dependents of the kernel before them
-// (cuda_launch.c, pdl_launch): such a kernel lets its own dependents start
-// (pdl_release) and may request what no earlier op of the program writes
-// (a GEMV's weights) before it waits for the kernel before it to finish
-// and flush (pdl_wait); everything else comes after the wait. Every block
-// waits, so a kernel completes only after the one before it. Launched
-// normally, both are no-ops.
+// (cuda_launch.c, pdl_may and launch_pdl): such a kernel lets its own
+// dependents start (pdl_release) and may request what no earlier op of the
+// program writes (a GEMV's weights) before it waits for the kernel before
+// it to finish and flush (pdl_wait); everything else comes after the wait,
+// and data other kernels write is never read through the non-coherent
+// path (__ldg), which assumes it constant for the kernel's whole life.
+// Every block waits, so a kernel completes only after the one before it.
+// Launched normally, both are no-ops.
 __device__ __forceinline__ void pdl_release() {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 }
@@ -1233,7 +1235,7 @@ __device__ __forceinline__ void gemv1k(const kc_gemv1_params &p) {
   load(u0, wv);
   pdl_release();
   pdl_wait();
-  // The RoPE epilogue's positions, requested as early as the weights.
+  // The RoPE epilogue's positions, requested first after the wait.
   const kc_copy_params &cp = p.rope.copy;
   int64_t cache_row = 0;
   float rope_pos = 0.0f;
