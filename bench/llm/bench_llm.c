@@ -211,7 +211,7 @@ static uint8_t *read_file(const char *path, size_t *size) {
 
 int main(int argc, char **argv) {
   const char *model = NULL, *device = NULL, *out = KILN_BENCH_DIR "/llm.json";
-  const char *kv = "f32";
+  const char *kv = "f32", *chain = "8";
   int reps = 3, prompt_tokens = 128, gen = 256, prefill_tokens = 512;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
@@ -222,6 +222,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--gen")) gen = atoi(v), i++;
     else if (!strcmp(a, "--prefill-tokens")) prefill_tokens = atoi(v), i++;
     else if (!strcmp(a, "--kv")) kv = v, i++;
+    else if (!strcmp(a, "--chain")) chain = v, i++;   /* generate's --chain */
     else if (!strcmp(a, "--out")) out = v, i++;
     else {
       fprintf(stderr, "bench_llm: unknown option '%s'\n", a);
@@ -280,7 +281,7 @@ int main(int argc, char **argv) {
   snprintf(nbatch, sizeof nbatch, "%d", prefill_tokens);
   char *dargv[] = {"llm", "--model", m->m.dir, "--prompt", p_decode, "-n", ngen,
                    "--ignore-eos", "--json", "--no-echo", "--kv", (char *)kv,
-                   "--batch", "128"};
+                   "--batch", "128", "--chain", (char *)chain};
   char *pargv[] = {"llm", "--model", m->m.dir, "--prompt", p_prefill, "-n", "1",
                    "--ignore-eos", "--json", "--no-echo", "--kv", (char *)kv,
                    "--batch", nbatch};
@@ -323,8 +324,9 @@ int main(int argc, char **argv) {
   uint64_t model_bytes = lr_model_bytes(&m->m);
 
   printf("kiln LLM benchmark: %s on %s\n", model, kiln_device_describe(d));
-  printf("  prompt %d tokens, %d generated (greedy), %d reps, KV %s\n",
-         prompt_tokens, gen, reps, kv);
+  printf("  prompt %d tokens, %d generated (greedy, %s steps a submission), "
+         "%d reps, KV %s\n",
+         prompt_tokens, gen, chain, reps, kv);
   printf("  decode tok/s     guest %.2f   native twin %.2f   ratio %.4f\n", gd,
          td, td > 0 ? gd / td : 0);
   if (roof > 0)
@@ -343,7 +345,7 @@ int main(int argc, char **argv) {
   if (f) {
     fprintf(f,
             "{\"model\":\"%s\",\"device\":\"%s\",\"prompt_tokens\":%d,"
-            "\"generated\":%d,\"reps\":%d,\"kv\":\"%s\","
+            "\"generated\":%d,\"reps\":%d,\"kv\":\"%s\",\"chain\":%d,"
             "\"decode_tok_s_guest\":%.4f,\"decode_tok_s_twin\":%.4f,"
             "\"guest_over_twin\":%.5f,\"d2d_copy_gb_s\":%.2f,"
             "\"weight_bytes_per_token\":%llu,\"roofline_tok_s\":%.3f,"
@@ -351,7 +353,8 @@ int main(int argc, char **argv) {
             "\"prefill_tok_s_guest\":%.2f,\"prefill_tok_s_twin\":%.2f,"
             "\"peak_rss_kib\":%ld,\"rss_anon_kib\":%ld,\"rss_file_kib\":%ld,"
             "\"model_bytes\":%llu,\"weights_load_s\":%.3f}\n",
-            model, kiln_device_describe(d), prompt_tokens, gen, reps, kv, gd,
+            model, kiln_device_describe(d), prompt_tokens, gen, reps, kv,
+            atoi(chain), gd,
             td, td > 0 ? gd / td : 0, bw, wbytes, roof,
             roof > 0 ? gd / roof : 0, prefill_tokens, gp, tp, hwm, anon, file,
             (unsigned long long)model_bytes, t_load);

@@ -67,6 +67,9 @@ static void gen_usage(FILE *f) {
           "  --batch N         prompt rows per prefill pass (default 128)\n"
           "  --kv f32|f16|bf16 KV cache element type (default f32)\n"
           "  --no-program      submit ops one by one instead of replaying\n"
+          "  --chain N         greedy: decode steps per submission, each\n"
+          "                    step's token the last one's argmax on the\n"
+          "                    device (default 8; 0 or 1: one step)\n"
           "  -v, --verbose     say more on stderr\n"
           "  --cache-dir DIR   pipeline cache folder; --no-cache\n");
 }
@@ -248,7 +251,8 @@ int cmd_generate(int argc, char **argv) {
                  !strcmp(a, "--top-k") || !strcmp(a, "--top-p") ||
                  !strcmp(a, "--seed") || !strcmp(a, "--device") ||
                  !strcmp(a, "--max-seq") || !strcmp(a, "--batch") ||
-                 !strcmp(a, "--kv") || !strcmp(a, "--cache-dir");
+                 !strcmp(a, "--kv") || !strcmp(a, "--cache-dir") ||
+                 !strcmp(a, "--chain");
     if (takes && !v) {
       rc = gen_usage_error("option '%s' needs a value", a);
       goto done;
@@ -268,7 +272,7 @@ int cmd_generate(int argc, char **argv) {
     } else if (takes) {
       bool num_int = !strcmp(a, "-n") || !strcmp(a, "--top-k") ||
                      !strcmp(a, "--seed") || !strcmp(a, "--max-seq") ||
-                     !strcmp(a, "--batch");
+                     !strcmp(a, "--batch") || !strcmp(a, "--chain");
       bool num_float = !strcmp(a, "--temp") || !strcmp(a, "--top-p");
       if ((num_int && !is_number(v, false)) ||
           (num_float && !is_number(v, true))) {

@@ -16,12 +16,13 @@
 #include "model/utf8.h"
 #include "model/sampler.h"
 
-/* Greedy decoding runs this many steps per submission (lf_decode_chain):
- * the GPU then goes from token to token without waiting for the host to
- * read each one and submit the next step (a 1B step on an H200 is ~0.8 ms,
- * the host's turn between steps ~0.03 ms). Tokens stream out in groups of
- * this many. */
+/* Greedy decoding runs this many steps per submission by default
+ * (lf_decode_chain; --chain N, at most LR_MAX_CHAIN): the GPU then goes
+ * from token to token without waiting for the host to read each one and
+ * submit the next step (a 1B step on an H200 is ~0.8 ms, the host's turn
+ * between steps ~0.03 ms). Tokens stream out in groups of this many. */
 #define LR_DECODE_CHAIN 8
+#define LR_MAX_CHAIN 64
 
 /* ---- Files ---------------------------------------------------------------- */
 
@@ -344,7 +345,7 @@ typedef struct lr_args {
   int32_t top_k;
   uint64_t seed;
   bool json, ignore_eos, no_program, echo;
-  int32_t max_seq, batch;
+  int32_t max_seq, batch, chain;
   uint32_t kv;
 } lr_args;
 
@@ -376,6 +377,7 @@ static int parse_args(int argc, char **argv, lr_args *a) {
   a->top_p = 1.0f;
   a->echo = true;
   a->kv = KILN_GPU_F32;
+  a->chain = LR_DECODE_CHAIN;
   for (int i = 1; i < argc; i++) {
     const char *o = argv[i];
     bool has = i + 1 < argc;
@@ -425,6 +427,11 @@ static int parse_args(int argc, char **argv, lr_args *a) {
       NEED();
       if (!parse_i(v, 1, 1 << 16, &x)) return usage("--batch takes a count, not '%s'", v);
       a->batch = (int32_t)x;
+    } else if (!strcmp(o, "--chain")) {
+      NEED();
+      if (!parse_i(v, 0, LR_MAX_CHAIN, &x))
+        return usage("--chain takes a count of steps from 0 to 64, not '%s'", v);
+      a->chain = (int32_t)x;
     } else if (!strcmp(o, "--kv")) {
       NEED();
       if (!strcmp(v, "f32")) a->kv = KILN_GPU_F32;
@@ -557,7 +564,7 @@ int lr_main(int argc, char **argv, const lf_sink *sink) {
   lo.kv_dtype = a.kv;
   lo.no_program = a.no_program;
   lo.argmax_only = !(smp.temperature > 0); /* greedy: the argmax suffices */
-  lo.chain = LR_DECODE_CHAIN;
+  lo.chain = a.chain;
   if (lf_create(&m.cfg, &w, m.rope_freqs, &lo, sink, &st, msg, sizeof msg)) {
     fprintf(stderr, "%s: %s\n", who, msg);
     goto out;
@@ -590,7 +597,7 @@ int lr_main(int argc, char **argv, const lf_sink *sink) {
   int32_t next = km_sample(&smp, logits);
   /* Tokens decoded ahead by a chained decode (greedy: lf_decode_chain),
    * taken one per iteration; each is timed as its chain's time / length. */
-  int32_t ahead[LR_DECODE_CHAIN > 0 ? LR_DECODE_CHAIN : 1];
+  int32_t ahead[LR_MAX_CHAIN];
   int32_t n_ahead = 0, at_ahead = 0;
   double ahead_ms = 0;
   double t_tok = now_ms();
@@ -637,7 +644,7 @@ int lr_main(int argc, char **argv, const lf_sink *sink) {
     n_ahead = at_ahead = 0;
     t_tok = now_ms();
     const int32_t chain = lf_chain_len(st);
-    if (chain > 1 && chain <= LR_DECODE_CHAIN && max_new - (i + 1) >= chain) {
+    if (chain > 1 && chain <= LR_MAX_CHAIN && max_new - (i + 1) >= chain) {
       if (lf_decode_chain(st, next, ahead, msg, sizeof msg)) {
         fprintf(stderr, "%s: decode: %s\n", who, msg);
         goto out;

@@ -91,15 +91,16 @@ static int ref_greedy(const char *json_path, int32_t *ids) {
 static const char *kPrompt =
     "The quick brown fox jumps over the lazy dog. kiln runs llama in a sandbox";
 
-static void greedy_matches(kiln_test *t, const char *model, const char *ref,
-                           bool native) {
+/* extra: more options for generate ("" for none). */
+static void greedy_matches_with(kiln_test *t, const char *model,
+                                const char *ref, bool native, const char *extra) {
   int32_t want[64], got[80];
   int nw = ref_greedy(ref, want);
   KILN_EXPECTF(t, nw == 64, "%s: %d reference tokens", ref, nw);
   char *cmd = NULL, *out = NULL, *err = NULL;
   if (asprintf(&cmd, "'%s' generate --device cpu --model '%s' --prompt '%s' "
-                     "-n 64 --ignore-eos --json%s",
-               KILN, model, kPrompt, native ? " --native" : "") < 0)
+                     "-n 64 --ignore-eos --json%s %s",
+               KILN, model, kPrompt, native ? " --native" : "", extra) < 0)
     return;
   int rc = run(cmd, &out, &err);
   KILN_EXPECTF(t, rc == 0, "%s: status %d: %s", cmd, rc, err ? err : "");
@@ -115,6 +116,11 @@ static void greedy_matches(kiln_test *t, const char *model, const char *ref,
   free(cmd);
   free(out);
   free(err);
+}
+
+static void greedy_matches(kiln_test *t, const char *model, const char *ref,
+                           bool native) {
+  greedy_matches_with(t, model, ref, native, "");
 }
 
 static void test_guest_greedy_matches_transformers_f32(kiln_test *t) {
@@ -134,6 +140,14 @@ static void test_guest_greedy_matches_transformers_gguf_q8_0(kiln_test *t) {
 static void test_guest_greedy_matches_transformers_tied(kiln_test *t) {
   greedy_matches(t, MODELS "/mha-tied", MODELS "/mha-tied/reference.json",
                  false);
+}
+/* Greedy decoding one step a submission, and 5 (63 tokens after the
+ * first: 12 chains and 3 single steps), as by default 8. */
+static void test_guest_greedy_any_chain_length(kiln_test *t) {
+  greedy_matches_with(t, MODELS "/gqa", MODELS "/gqa/reference.json", false,
+                      "--chain 1");
+  greedy_matches_with(t, MODELS "/gqa", MODELS "/gqa/reference.json", true,
+                      "--chain 5");
 }
 
 /* The JSON lines without their timing fields. */
@@ -330,6 +344,11 @@ static void test_cli_usage_errors(kiln_test *t) {
   KILN_EXPECTF(t, rc == 2, "status %d", rc);
   free(out);
   free(err);
+  rc = run("'" KILN "' generate -n 4 --chain 65", &out, &err);
+  KILN_EXPECTF(t, rc == 2 && err && strstr(err, "--chain"),
+               "status %d, stderr: %s", rc, err ? err : "");
+  free(out);
+  free(err);
 }
 
 /* ---- A guest with bad weight descriptors --------------------------------- */
@@ -378,6 +397,7 @@ KILN_TEST_MAIN(test_guest_greedy_matches_transformers_f32,
                test_guest_greedy_matches_transformers_bf16_shards,
                test_guest_greedy_matches_transformers_gguf_q8_0,
                test_guest_greedy_matches_transformers_tied,
+               test_guest_greedy_any_chain_length,
                test_sampling_is_reproducible_in_guest_and_twin,
                test_default_model_is_embedded,
                test_cli_errors_on_bad_model_files, test_cli_usage_errors,
