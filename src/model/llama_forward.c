@@ -364,14 +364,18 @@ static int32_t forward(lf_state *s, const lf_acts *A, int64_t T,
 /* Steps of the chained decode program (0: none). */
 static int32_t chain_steps(const lf_state *s) {
   if (!s->o.argmax_only || s->o.no_program || s->o.chain <= 1) return 0;
-  return s->o.chain < 64 ? s->o.chain : 64;
+  return s->o.chain < LF_MAX_CHAIN ? s->o.chain : LF_MAX_CHAIN;
 }
 
-/* Records the chained decode program: k steps, each one's token the argmax
- * of the step before (lf_decode_chain). */
-static int32_t record_chain(lf_state *s, int32_t k) {
+/* Records a decode program into *out: k = 0, the one step lf_decode
+ * replays (token, position and argmax in tok, pos, dec.next); k > 0, the
+ * chain lf_decode_chain replays (k steps, each one's token the argmax of
+ * the step before). */
+static int32_t record_decode(lf_state *s, int32_t k, int32_t *out) {
   int32_t rc = s->sink.program_begin(s->sink.ctx);
   if (rc < 0) return sink_fail(s, rc, "program_begin");
+  s->n_ops = 0;
+  if (k == 0) rc = forward(s, &s->dec, 1, 1, NULL);
   for (int32_t i = 0; i < k && !rc; i++) {
     lf_io io;
     io.tok = i ? own(&s->chain_next, (uint64_t)(i - 1) * 4, KILN_GPU_I32, 1, 1, 0, 0, 0)
@@ -386,7 +390,7 @@ static int32_t record_chain(lf_state *s, int32_t k) {
     if (h > 0) s->sink.program_free(s->sink.ctx, h);
     return rc;
   }
-  s->chain_program = h;
+  *out = h;
   return 0;
 }
 
@@ -565,22 +569,8 @@ int32_t lf_create(const km_llama_config *c, const lf_weights *w,
   }
 
   if (!s->o.no_program) {
-    if ((rc = sink->program_begin(sink->ctx)) < 0) {
-      sink_fail(s, rc, "program_begin");
-      lf_free(s);
-      return rc;
-    }
-    s->n_ops = 0;
-    rc = forward(s, &s->dec, 1, 1, NULL);
-    int32_t h = sink->program_end(sink->ctx);
-    if (rc || h < 0) {
-      if (!rc) rc = sink_fail(s, h, "program_end");
-      if (h > 0) sink->program_free(sink->ctx, h);
-      lf_free(s);
-      return rc;
-    }
-    s->program = h;
-    if (K > 1 && (rc = record_chain(s, K)) != 0) {
+    if ((rc = record_decode(s, 0, &s->program)) != 0 ||
+        (K > 1 && (rc = record_decode(s, K, &s->chain_program)) != 0)) {
       lf_free(s);
       return rc;
     }

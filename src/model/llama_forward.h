@@ -106,9 +106,10 @@ typedef struct lf_options {
    * device, and lf_decode's *logits is NULL */
   bool argmax_only;
   /* with argmax_only and a program: steps per chained decode program
-   * (lf_decode_chain); 0 or 1: none */
+   * (lf_decode_chain), at most LF_MAX_CHAIN; 0 or 1: none */
   int32_t chain;
 } lf_options;
+#define LF_MAX_CHAIN 64
 
 typedef struct lf_state lf_state;
 

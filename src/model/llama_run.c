@@ -17,12 +17,11 @@
 #include "model/sampler.h"
 
 /* Greedy decoding runs this many steps per submission by default
- * (lf_decode_chain; --chain N, at most LR_MAX_CHAIN): the GPU then goes
+ * (lf_decode_chain; --chain N, at most LF_MAX_CHAIN): the GPU then goes
  * from token to token without waiting for the host to read each one and
  * submit the next step (a 1B step on an H200 is ~0.8 ms, the host's turn
  * between steps ~0.03 ms). Tokens stream out in groups of this many. */
 #define LR_DECODE_CHAIN 8
-#define LR_MAX_CHAIN 64
 
 /* ---- Files ---------------------------------------------------------------- */
 
@@ -429,7 +428,7 @@ static int parse_args(int argc, char **argv, lr_args *a) {
       a->batch = (int32_t)x;
     } else if (!strcmp(o, "--chain")) {
       NEED();
-      if (!parse_i(v, 0, LR_MAX_CHAIN, &x))
+      if (!parse_i(v, 0, LF_MAX_CHAIN, &x))
         return usage("--chain takes a count of steps from 0 to 64, not '%s'", v);
       a->chain = (int32_t)x;
     } else if (!strcmp(o, "--kv")) {
@@ -597,7 +596,7 @@ int lr_main(int argc, char **argv, const lf_sink *sink) {
   int32_t next = km_sample(&smp, logits);
   /* Tokens decoded ahead by a chained decode (greedy: lf_decode_chain),
    * taken one per iteration; each is timed as its chain's time / length. */
-  int32_t ahead[LR_MAX_CHAIN];
+  int32_t ahead[LF_MAX_CHAIN];
   int32_t n_ahead = 0, at_ahead = 0;
   double ahead_ms = 0;
   double t_tok = now_ms();
@@ -644,7 +643,7 @@ int lr_main(int argc, char **argv, const lf_sink *sink) {
     n_ahead = at_ahead = 0;
     t_tok = now_ms();
     const int32_t chain = lf_chain_len(st);
-    if (chain > 1 && chain <= LR_MAX_CHAIN && max_new - (i + 1) >= chain) {
+    if (chain > 1 && max_new - (i + 1) >= chain) {   /* chain <= LF_MAX_CHAIN */
       if (lf_decode_chain(st, next, ahead, msg, sizeof msg)) {
         fprintf(stderr, "%s: decode: %s\n", who, msg);
         goto out;

@@ -849,11 +849,16 @@ static int qkv_rope_attention(fx *f, kiln_op *ops, int32_t pos_value,
   return n;
 }
 
+/* Whether a KILN_CUDA_* switch is set to 0 (a comparison run). */
+static bool switched_off(const char *name) {
+  const char *e = getenv(name);
+  return e && strcmp(e, "0") == 0;
+}
+
 /* Ops fused by the RoPE epilogue of qkv_rope_attention's block: 5, or 4
  * with KILN_CUDA_ROPE_EPILOGUE=0 (norm + 3 GEMVs, ROPE + COPY). */
 static uint64_t rope_block_fused(void) {
-  const char *e = getenv("KILN_CUDA_ROPE_EPILOGUE");
-  return e && strcmp(e, "0") == 0 ? 4 : 5;
+  return switched_off("KILN_CUDA_ROPE_EPILOGUE") ? 4 : 5;
 }
 
 /* The ops of a decode step that the cuda backend runs fused (RMSNORM into
@@ -1277,15 +1282,12 @@ static void test_pdl_program(kiln_test *t) {
                                       "KILN_CUDA_ROPE_EPILOGUE",
                                       "KILN_CUDA_ATTN_DEC"};
     uint64_t want = 5;
-    for (size_t i = 0; i < sizeof off / sizeof off[0]; i++) {
-      const char *e = getenv(off[i]);
-      if (e && strcmp(e, "0") == 0) want = 0;
-    }
+    for (size_t i = 0; i < sizeof off / sizeof off[0]; i++)
+      if (switched_off(off[i])) want = 0;
     KILN_EXPECTF(t, want == 0 || after.pdl_launches - before.pdl_launches == want,
                  "%llu programmatic dependent launches, want %llu",
                  (unsigned long long)(after.pdl_launches - before.pdl_launches),
                  (unsigned long long)want);
-
   }
   fx_close(&f);
 }

@@ -1041,13 +1041,15 @@ kiln_status kiln_cuda_launch_seq(kiln_device *d, const kiln_dop *ops, size_t n) 
   kiln_cuda_device *cd = kiln_cuda_of(d);
   KILN_RETURN_IF_ERROR(kiln_cuda_make_current(cd));
   kiln_status s = KILN_OK;
-  cd->seq_active = true;   /* for pdl_may */
+  /* What the ops write is kept only where pdl_may asks (recording a
+   * graph), not on every submit of a program replayed without one. */
+  cd->seq_active = cd->pdl && cd->capturing;
   cd->seq_written_n = 0;
   cd->seq_lost = false;
   for (size_t i = 0; i < n && !s;) {
     const size_t from = i;
     s = launch_next(cd, ops, n, &i);
-    for (size_t j = from; j < i; j++) seq_wrote(cd, &ops[j]);
+    for (size_t j = from; cd->seq_active && j < i; j++) seq_wrote(cd, &ops[j]);
   }
   cd->seq_active = false;
   return s;
