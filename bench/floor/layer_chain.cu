@@ -162,6 +162,18 @@ static kc_gemv_seg seg(const void *w, const void *y, int64_t N, int64_t ws,
   return g;
 }
 
+// resid[H] += w[H, K] @ x: the o and down projections.
+static kc_gemv1_params residual_gemv(const uint16_t *w, const float *x, int64_t K) {
+  kc_gemv1_params p = {};
+  p.seg[0] = seg(w, g_s.resid, H, K, 1.0f);
+  p.nseg = 1;
+  p.x = (uint64_t)x;
+  p.rows = H;
+  p.K = K;
+  p.xvec = 1;
+  return p;
+}
+
 // One decode step: L layers (weights of set `set`), the LM head.
 enum { OP_QKV = 1, OP_ATTN = 2, OP_O = 4, OP_GU = 8, OP_DOWN = 16, OP_HEAD = 32,
        OP_ALL = 63 };
@@ -227,16 +239,9 @@ static void step(cudaStream_t s, const kernels &k, int set, unsigned ops = OP_AL
       void *args[1] = {(void *)&p};
       CUDA_OK(cudaLaunchKernelExC(&lc, (const void *)k.attn, args));
     }
-    if (ops & OP_O) {   // o + residual
-      kc_gemv1_params p = {};
-      p.seg[0] = seg(w.o, st.resid, H, H, 1.0f);
-      p.nseg = 1;
-      p.x = (uint64_t)st.attn_o;
-      p.rows = H;
-      p.K = NQ * D;
-      p.xvec = 1;
-      gemv1_launch(s, k.o, p, false, false, k.o_rpb, 0, k.pdl);
-    }
+    if (ops & OP_O)   // o + residual
+      gemv1_launch(s, k.o, residual_gemv(w.o, st.attn_o, NQ * D), false, false,
+                   k.o_rpb, 0, k.pdl);
     if (ops & OP_GU) {   // RMSNORM + gate, up + SWIGLU
       kc_gemv1_params p = {};
       p.seg[0] = seg(w.gu, st.gate, F, H, 0.0f);
@@ -254,16 +259,9 @@ static void step(cudaStream_t s, const kernels &k, int set, unsigned ops = OP_AL
       p.x_early = k.x_early;
       gemv1_launch(s, k.gu, p, true, false, k.gu_rpb, k.norm_cap, k.pdl);
     }
-    if (ops & OP_DOWN) {   // down + residual
-      kc_gemv1_params p = {};
-      p.seg[0] = seg(w.down, st.resid, H, F, 1.0f);
-      p.nseg = 1;
-      p.x = (uint64_t)st.act;
-      p.rows = H;
-      p.K = F;
-      p.xvec = 1;
-      gemv1_launch(s, k.down, p, false, false, k.down_rpb, 0, k.pdl);
-    }
+    if (ops & OP_DOWN)   // down + residual
+      gemv1_launch(s, k.down, residual_gemv(w.down, st.act, F), false, false,
+                   k.down_rpb, 0, k.pdl);
   }
   if (!(ops & OP_HEAD)) return;
   kc_gemv1_params p = {};   // final RMSNORM + LM head
